@@ -1,1 +1,4 @@
-//! placeholder
+//! localcert issuer role (work in progress).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -1,1 +1,4 @@
-//! placeholder
+//! localcert ua role (work in progress).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
