@@ -1,4 +1,15 @@
-//! localcert issuer role (work in progress).
+//! localcert issuer: a name-constrained private CA for `.local` names with an ACME server
+//! (External Account Binding, `device-attest-01`, STAR auto-renewal) and a SQLite store.
+//!
+//! The pieces, each usable on its own: [`ca`] sets the CA up and loads it, [`leaf`] builds
+//! certificates from validated data only, [`validate`] decides (pure functions over a request,
+//! the stored order, the trust configuration and `now`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod ca;
+pub mod error;
+pub mod leaf;
+
+pub use error::{Error, ProblemType, Refusal};

@@ -1,0 +1,228 @@
+//! The crate's error type, and [`Refusal`]: why a request was refused, mapped to an ACME error
+//! type so that every refusal reaches the client as a precise RFC 7807 problem document.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the issuer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file that init would write already exists.
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    AlreadyExists(PathBuf),
+    /// A certificate or key could not be generated, loaded or encoded.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// A request was refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Certificate(e.to_string())
+    }
+}
+
+impl From<der::Error> for Error {
+    fn from(e: der::Error) -> Self {
+        Self::Certificate(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// ACME error types (RFC 8555 §6.7, RFC 8739, draft-ietf-acme-device-attest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemType {
+    /// `accountDoesNotExist`
+    AccountDoesNotExist,
+    /// `alreadyRevoked`
+    AlreadyRevoked,
+    /// `badAttestationStatement`
+    BadAttestationStatement,
+    /// `badCSR`
+    BadCsr,
+    /// `badNonce`
+    BadNonce,
+    /// `badPublicKey`
+    BadPublicKey,
+    /// `badRevocationReason`
+    BadRevocationReason,
+    /// `badSignatureAlgorithm`
+    BadSignatureAlgorithm,
+    /// `externalAccountRequired`
+    ExternalAccountRequired,
+    /// `incorrectResponse`
+    IncorrectResponse,
+    /// `malformed`
+    Malformed,
+    /// `orderNotReady`
+    OrderNotReady,
+    /// `rejectedIdentifier`
+    RejectedIdentifier,
+    /// `serverInternal`
+    ServerInternal,
+    /// `unauthorized`
+    Unauthorized,
+    /// `unsupportedIdentifier`
+    UnsupportedIdentifier,
+    /// `autoRenewalCanceled` (RFC 8739)
+    AutoRenewalCanceled,
+}
+
+impl ProblemType {
+    /// The full type URN, e.g. `urn:ietf:params:acme:error:badNonce`.
+    pub fn urn(self) -> String {
+        format!("urn:ietf:params:acme:error:{}", self.name())
+    }
+
+    /// The short name, e.g. `badNonce`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AccountDoesNotExist => "accountDoesNotExist",
+            Self::AlreadyRevoked => "alreadyRevoked",
+            Self::BadAttestationStatement => "badAttestationStatement",
+            Self::BadCsr => "badCSR",
+            Self::BadNonce => "badNonce",
+            Self::BadPublicKey => "badPublicKey",
+            Self::BadRevocationReason => "badRevocationReason",
+            Self::BadSignatureAlgorithm => "badSignatureAlgorithm",
+            Self::ExternalAccountRequired => "externalAccountRequired",
+            Self::IncorrectResponse => "incorrectResponse",
+            Self::Malformed => "malformed",
+            Self::OrderNotReady => "orderNotReady",
+            Self::RejectedIdentifier => "rejectedIdentifier",
+            Self::ServerInternal => "serverInternal",
+            Self::Unauthorized => "unauthorized",
+            Self::UnsupportedIdentifier => "unsupportedIdentifier",
+            Self::AutoRenewalCanceled => "autoRenewalCanceled",
+        }
+    }
+
+    /// The HTTP status the problem is sent with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthorized | Self::ExternalAccountRequired => 403,
+            Self::AccountDoesNotExist | Self::AutoRenewalCanceled => 403,
+            Self::ServerInternal => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// Why a request was refused. Each variant names one specific check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The attestation object is not valid CBOR of our format.
+    #[error("attestation object does not decode: {0}")]
+    AttestationMalformed(String),
+    /// A certificate in the attestation chain does not parse.
+    #[error("attestation certificate does not parse")]
+    AttestationCertificateMalformed,
+    /// The attestation chain does not lead to a configured manufacturer root, or a certificate
+    /// in it is not valid at this time.
+    #[error("attestation chain does not verify: {0}")]
+    AttestationChain(String),
+    /// A certificate in the attestation chain is on the revocation list.
+    #[error("attestation certificate {0} is revoked")]
+    AttestationRevoked(String),
+    /// The attestation signature is not over the expected transcript.
+    #[error("invalid attestation signature")]
+    AttestationSignature,
+    /// The attested key is not the key in the order's CSR, or not P-256.
+    #[error("attested key is not an acceptable P-256 key")]
+    AttestedKey,
+    /// The challenge was already answered.
+    #[error("challenge was already used")]
+    ChallengeUsed,
+    /// The challenge expired.
+    #[error("challenge expired")]
+    ChallengeExpired,
+    /// The CSR does not parse or its signature is invalid.
+    #[error("CSR is invalid: {0}")]
+    CsrInvalid(&'static str),
+    /// The CSR's key is not the key the device attested.
+    #[error("CSR key is not the attested key")]
+    CsrKeyMismatch,
+    /// The CSR's names are not the order's identifiers.
+    #[error("CSR names do not match the order's identifiers")]
+    CsrNamesMismatch,
+    /// The CSR asks for an IP address, e-mail, URI or other non-DNS name.
+    #[error("CSR requests a non-DNS name")]
+    CsrNonDnsName,
+    /// An identifier is an IP address.
+    #[error("IP address identifiers are not issued: {0}")]
+    IpIdentifier(String),
+    /// An identifier is a wildcard.
+    #[error("wildcard identifiers are not issued: {0}")]
+    WildcardIdentifier(String),
+    /// An identifier is not a single-label `.local` name.
+    #[error("{0} is not a single-label .local name")]
+    NotLocalName(String),
+    /// An identifier is outside the account's origin namespace.
+    #[error("{name} is outside the namespace of {origin}")]
+    OutsideNamespace {
+        /// The name.
+        name: String,
+        /// The account's origin.
+        origin: String,
+    },
+    /// A name is not the attested device's name.
+    #[error("{0} does not name the attested device")]
+    WrongDevice(String),
+    /// An identifier type other than `dns`.
+    #[error("identifier type {0:?} is not supported")]
+    UnsupportedIdentifier(String),
+    /// The order has no identifiers, or too many, or duplicates.
+    #[error("order identifiers are invalid: {0}")]
+    Identifiers(&'static str),
+}
+
+impl Refusal {
+    /// The ACME error type this refusal is reported as.
+    pub fn problem_type(&self) -> ProblemType {
+        match self {
+            Self::AttestationMalformed(_)
+            | Self::AttestationCertificateMalformed
+            | Self::AttestationChain(_)
+            | Self::AttestationRevoked(_)
+            | Self::AttestationSignature
+            | Self::AttestedKey => ProblemType::BadAttestationStatement,
+            Self::ChallengeUsed | Self::ChallengeExpired => ProblemType::Unauthorized,
+            Self::CsrInvalid(_)
+            | Self::CsrKeyMismatch
+            | Self::CsrNamesMismatch
+            | Self::CsrNonDnsName => ProblemType::BadCsr,
+            Self::IpIdentifier(_)
+            | Self::WildcardIdentifier(_)
+            | Self::NotLocalName(_)
+            | Self::OutsideNamespace { .. }
+            | Self::WrongDevice(_)
+            | Self::Identifiers(_) => ProblemType::RejectedIdentifier,
+            Self::UnsupportedIdentifier(_) => ProblemType::UnsupportedIdentifier,
+        }
+    }
+}
