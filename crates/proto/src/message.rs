@@ -4,6 +4,8 @@
 //! `[status byte] ++ CBOR map`, status 0 meaning success. Maps have small unsigned integer keys
 //! and must be in deterministic encoding (RFC 8949 §4.2); decoding is strict.
 
+use std::time::Duration;
+
 use minicbor::Decoder;
 
 use crate::cbor::{self, Enc, EncResult, IntMap};
@@ -43,6 +45,12 @@ pub const MAX_CORS_MAX_AGE: u64 = 86_400;
 pub const MAX_ERROR_MESSAGE_LEN: usize = 128;
 /// A SHA-256 certificate fingerprint.
 pub const FINGERPRINT_LEN: usize = 32;
+
+/// How long a device keeps the key of an ATTEST waiting for its INSTALL (a fail-safe: a key
+/// that is never installed is dropped).
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(600);
+/// How long a device waits for its user to approve an ATTEST before it answers USER_TIMEOUT.
+pub const USER_PRESENCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The operation byte of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -841,11 +841,7 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
             "label",
             Value::String("tv--1".into()),
         ),
-        (
-            "label_too_long",
-            "label",
-            Value::String("a".repeat(21)),
-        ),
+        ("label_too_long", "label", Value::String("a".repeat(21))),
         (
             "name_two_labels",
             "name",
