@@ -142,8 +142,13 @@ pub enum Refusal {
     /// A certificate in the attestation chain does not parse.
     #[error("attestation certificate does not parse")]
     AttestationCertificateMalformed,
-    /// The attestation chain does not lead to a configured manufacturer root, or a certificate
-    /// in it is not valid at this time.
+    /// The attestation chain does not lead to a configured manufacturer root.
+    #[error("attestation chain does not lead to a trusted manufacturer root")]
+    AttestationUntrusted,
+    /// A certificate in the attestation chain is expired or not yet valid.
+    #[error("attestation certificate is not valid at this time")]
+    AttestationExpired,
+    /// The attestation chain is invalid for another reason.
     #[error("attestation chain does not verify: {0}")]
     AttestationChain(String),
     /// A certificate in the attestation chain is on the revocation list.
@@ -207,6 +212,8 @@ impl Refusal {
         match self {
             Self::AttestationMalformed(_)
             | Self::AttestationCertificateMalformed
+            | Self::AttestationUntrusted
+            | Self::AttestationExpired
             | Self::AttestationChain(_)
             | Self::AttestationRevoked(_)
             | Self::AttestationSignature

@@ -11,5 +11,6 @@
 pub mod ca;
 pub mod error;
 pub mod leaf;
+pub mod validate;
 
 pub use error::{Error, ProblemType, Refusal};
