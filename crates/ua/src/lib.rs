@@ -1,4 +1,15 @@
-//! localcert ua role (work in progress).
+//! The localcert UA harness: it plays the browser in the provisioning flow. It talks to a
+//! device over BLE (btleplug, or an in-memory link with a timing model), to the issuer over
+//! ACME, and verifies the provisioned endpoint like a browser would, and more.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod link;
+pub mod sim;
+pub mod transport;
+pub mod verify;
+
+pub use link::{BleLink, LinkError};
+pub use sim::{LinkProfile, LinkStats, SimLink, SimPeripheral};
+pub use transport::{Transport, TransportError};

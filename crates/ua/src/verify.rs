@@ -1,0 +1,266 @@
+//! Verification of a provisioned device endpoint, as a browser would see it and more: the chain
+//! to the issuer root, the hostname, the leaf key pinned to the key the device put in its CSR
+//! over BLE ("is this my device or my neighbour's?"), the origin-binding extension, and a CORS
+//! answer that allows exactly our origin and nobody else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use localcert_proto::binding::{ORIGIN_BINDING_OID_DER, OriginBinding};
+use localcert_proto::name::LocalName;
+use localcert_proto::origin::Origin;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// The origin used to show that other origins get no CORS headers.
+pub const FOREIGN_ORIGIN: &str = "https://not-the-bound-origin.invalid";
+/// The most response body the check reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the device endpoint must show.
+#[derive(Clone, Debug)]
+pub struct Expectation {
+    /// The device's name.
+    pub name: LocalName,
+    /// Our origin.
+    pub origin: Origin,
+    /// The issuer root(s) to trust, DER.
+    pub issuer_roots: Vec<Vec<u8>>,
+    /// The DER SubjectPublicKeyInfo the device put in its CSR, when known.
+    pub pinned_spki: Option<Vec<u8>>,
+    /// The user handle the certificate must be bound to, when known.
+    pub user_handle: Option<Vec<u8>>,
+    /// The path to request.
+    pub path: String,
+}
+
+/// What the check saw.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    /// SHA-256 of the leaf certificate.
+    pub fingerprint: [u8; 32],
+    /// The leaf's notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// The HTTP status of the cross-origin request.
+    pub status: u16,
+    /// `Access-Control-Allow-Origin` of that response.
+    pub allow_origin: String,
+    /// `Vary` of that response.
+    pub vary: String,
+    /// The response body (at most [`MAX_BODY`] bytes).
+    pub body: Vec<u8>,
+}
+
+/// Why the check failed. Each names the step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// No TCP connection.
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    /// The issuer root is not a usable trust anchor.
+    #[error("issuer root: {0}")]
+    Root(rustls::Error),
+    /// The TLS handshake failed: chain, hostname or protocol.
+    #[error("TLS handshake with {name}: {error}")]
+    Tls {
+        /// The name.
+        name: String,
+        /// What rustls said.
+        error: std::io::Error,
+    },
+    /// The leaf certificate is not as expected.
+    #[error("certificate: {0}")]
+    Certificate(&'static str),
+    /// The leaf's key is not the key the device attested over BLE.
+    #[error("certificate key is not the key the device generated over BLE (another device?)")]
+    Pin,
+    /// HTTP failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The CORS answer is wrong.
+    #[error("CORS: {0}")]
+    Cors(String),
+}
+
+fn tls_config(roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, CheckError> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from(root.clone()))
+            .map_err(CheckError::Root)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(CheckError::Root)?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn connect(
+    addr: SocketAddr,
+    expect: &Expectation,
+) -> Result<TlsStream<TcpStream>, CheckError> {
+    let config = tls_config(&expect.issuer_roots)?;
+    let name = ServerName::try_from(expect.name.as_str().to_owned())
+        .map_err(|_| CheckError::Certificate("name is not a valid server name"))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| CheckError::Connect(addr, e))?;
+    TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|error| CheckError::Tls {
+            name: expect.name.to_string(),
+            error,
+        })
+}
+
+/// Checks the leaf the handshake delivered; returns its fingerprint and notAfter.
+fn check_leaf(leaf: &[u8], expect: &Expectation) -> Result<([u8; 32], i64), CheckError> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|_| CheckError::Certificate("leaf does not parse"))?;
+    if !rest.is_empty() {
+        return Err(CheckError::Certificate("trailing bytes after the leaf"));
+    }
+    if let Some(pin) = &expect.pinned_spki {
+        if cert.public_key().raw != pin.as_slice() {
+            return Err(CheckError::Pin);
+        }
+    }
+    let binding = cert
+        .extensions()
+        .iter()
+        .find(|ext| ext.oid.as_bytes() == ORIGIN_BINDING_OID_DER)
+        .ok_or(CheckError::Certificate("no origin-binding extension"))?;
+    if binding.critical {
+        return Err(CheckError::Certificate(
+            "origin-binding extension is critical",
+        ));
+    }
+    let binding = OriginBinding::from_der(binding.value)
+        .map_err(|_| CheckError::Certificate("origin-binding extension does not decode"))?;
+    if binding.origin != expect.origin {
+        return Err(CheckError::Certificate(
+            "certificate is bound to another origin",
+        ));
+    }
+    if let Some(handle) = &expect.user_handle {
+        if binding.user_handle_digest != <[u8; 32]>::from(Sha256::digest(handle)) {
+            return Err(CheckError::Certificate(
+                "certificate is bound to another user",
+            ));
+        }
+    }
+    Ok((
+        Sha256::digest(leaf).into(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+struct HttpAnswer {
+    status: u16,
+    allow_origin: Option<String>,
+    vary: String,
+    body: Vec<u8>,
+}
+
+async fn get(
+    tls: TlsStream<TcpStream>,
+    expect: &Expectation,
+    origin: &str,
+) -> Result<HttpAnswer, CheckError> {
+    let http = |e: &dyn std::fmt::Display| CheckError::Http(e.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| http(&e))?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get(expect.path.as_str())
+        .header(hyper::header::HOST, expect.name.as_str())
+        .header(hyper::header::ORIGIN, origin)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = response.status().as_u16();
+    let allow_origin = header(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    let vary = header(hyper::header::VARY).unwrap_or_default();
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| http(&*e))?;
+    driver.abort();
+    Ok(HttpAnswer {
+        status,
+        allow_origin,
+        vary,
+        body: body.to_bytes().to_vec(),
+    })
+}
+
+/// Runs every check against the endpoint at `addr`.
+pub async fn check(addr: SocketAddr, expect: &Expectation) -> Result<CheckReport, CheckError> {
+    let tls = connect(addr, expect).await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or(CheckError::Certificate("no certificate"))?;
+    let (fingerprint, not_after) = check_leaf(&leaf, expect)?;
+
+    let ours = get(tls, expect, expect.origin.as_str()).await?;
+    if !(200..300).contains(&ours.status) {
+        return Err(CheckError::Http(format!(
+            "status {} for a request from our origin",
+            ours.status
+        )));
+    }
+    let allow_origin = ours.allow_origin.unwrap_or_default();
+    if allow_origin != expect.origin.as_str() {
+        return Err(CheckError::Cors(format!(
+            "Access-Control-Allow-Origin is {allow_origin:?}, expected exactly {:?}",
+            expect.origin.as_str()
+        )));
+    }
+    if !ours
+        .vary
+        .split(',')
+        .any(|v| v.trim().eq_ignore_ascii_case("origin"))
+    {
+        return Err(CheckError::Cors(format!(
+            "Vary is {:?}, expected it to name Origin",
+            ours.vary
+        )));
+    }
+
+    let foreign = get(connect(addr, expect).await?, expect, FOREIGN_ORIGIN).await?;
+    if let Some(value) = foreign.allow_origin {
+        return Err(CheckError::Cors(format!(
+            "another origin got Access-Control-Allow-Origin {value:?}"
+        )));
+    }
+    Ok(CheckReport {
+        fingerprint,
+        not_after,
+        status: ours.status,
+        allow_origin,
+        vary: ours.vary,
+        body: ours.body,
+    })
+}
