@@ -2,16 +2,26 @@
 //!
 //! - [`factory`]: manufacturer root, batch intermediates, per-device attestation credentials.
 //! - [`signer::AttestationSigner`] and [`presence::UserPresence`]: the pluggable trust edges.
+//! - [`engine::Device`]: the sans-IO protocol engine (fragments and `now` in, fragments,
+//!   timeouts and events out).
+//! - [`store`]: origin bindings, in memory or in a crash-safe directory.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod files;
+#[cfg(test)]
+mod test_pki;
+mod verify;
 
+pub mod engine;
 pub mod error;
 pub mod factory;
 pub mod pki;
 pub mod presence;
 pub mod signer;
+pub mod store;
 
+pub use engine::{Device, DeviceConfig, Event, IssuerTrust, SessionId, SystemClock, WallClock};
 pub use error::{CredentialError, Error, StoreError};
+pub use verify::Refused;

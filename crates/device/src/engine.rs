@@ -1,0 +1,767 @@
+//! The sans-IO device engine: the protocol as the device speaks it, over the proto crate's
+//! framing.
+//!
+//! A [`Device`] holds what all connections share (signer, presence check, store, pending keys)
+//! and one session per connection. The BLE adapter (or an in-memory link) feeds it fragments and
+//! `now`, and polls fragments to notify, timeouts and [`Event`]s; it never reads a clock or
+//! draws randomness itself except through the [`WallClock`] and RNG it was given.
+//!
+//! One request at a time per session: ATTEST may wait for the user (KEEPALIVE frames go out
+//! meanwhile); anything else answers at once. Framing errors answer with an ERROR frame,
+//! request errors with an error response; neither leaves state behind.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use localcert_proto::ErrorCode;
+use localcert_proto::attestation::AttestationObject;
+use localcert_proto::frame::{Command, Frame, KEEPALIVE_INTERVAL, KeepAliveStatus, Reassembler};
+use localcert_proto::gatt::{GattInfo, PROTOCOL_REVISION, fragment_len};
+use localcert_proto::message::{
+    AttestRequest, AttestResponse, InfoResponse, InstallRequest, InstallResponse, MAX_BINDINGS,
+    MAX_CSR_LEN, MAX_ERROR_MESSAGE_LEN, RemoveRequest, RemoveResponse, Request, Response,
+};
+use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
+use localcert_proto::origin::Origin;
+use localcert_proto::transcript::Transcript;
+use rcgen::PublicKeyData;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::pki::{self, SecretKey};
+use crate::presence::{PendingPresence, PresenceCheck, PresenceRequest, UserPresence};
+use crate::signer::AttestationSigner;
+use crate::store::{Binding, BindingStore};
+use crate::verify::{self, Expected, Refused, refused};
+
+/// How long a pending key waits for its INSTALL (Matter-style fail-safe).
+pub const DEFAULT_PENDING_LIFETIME: Duration = Duration::from_secs(600);
+/// How long the device waits for the user to approve an ATTEST.
+pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many ATTESTs may wait for their INSTALL at once; the oldest is dropped beyond that.
+pub const DEFAULT_MAX_PENDING: usize = 4;
+/// How often a pending presence answer is polled.
+const PRESENCE_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The wall clock, for certificate validity. Injected so tests can move it.
+pub trait WallClock: Send + Sync {
+    /// Seconds since the Unix epoch.
+    fn unix_time(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn unix_time(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// How the device learns which issuer to trust for INSTALL and renewal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuerTrust {
+    /// Only these issuer certificates (DER; normally the issuer's root), from the device
+    /// configuration. The production setting.
+    Roots(Vec<Vec<u8>>),
+    /// Trust on first use: the topmost CA certificate of the first installed chain is pinned
+    /// in the store; every later chain must lead to it. For demos and closed networks: whoever
+    /// provisions the device first chooses its issuer. `reset` forgets the pin.
+    PinFirst,
+}
+
+/// The device's settings.
+#[derive(Clone, Debug)]
+pub struct DeviceConfig {
+    /// Product name reported by GET_INFO (at most 64 bytes).
+    pub product: String,
+    /// The device label the device suggests to UAs.
+    pub device_label: DeviceLabel,
+    /// The HTTPS port reported by INSTALL.
+    pub https_port: u16,
+    /// How many bindings the device holds (at most [`MAX_BINDINGS`]).
+    pub max_bindings: usize,
+    /// How long a pending key waits for its INSTALL.
+    pub pending_lifetime: Duration,
+    /// How long the device waits for the user.
+    pub presence_timeout: Duration,
+    /// How many pending keys at once.
+    pub max_pending: usize,
+    /// Which issuer the device trusts.
+    pub trust: IssuerTrust,
+}
+
+impl DeviceConfig {
+    /// Defaults for a product: label from its name, port 443, pinned-first issuer trust.
+    pub fn new(product: &str) -> Self {
+        Self {
+            product: product.to_owned(),
+            device_label: DeviceLabel::from_text(product),
+            https_port: 443,
+            max_bindings: MAX_BINDINGS,
+            pending_lifetime: DEFAULT_PENDING_LIFETIME,
+            presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
+            trust: IssuerTrust::PinFirst,
+        }
+    }
+}
+
+/// A connection's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(u64);
+
+/// Something the daemon acts on (HTTPS, mDNS, renewal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An ATTEST made a key for this name; the UA may check it resolves (announce it).
+    Pending {
+        /// The origin.
+        origin: Origin,
+        /// The name.
+        name: LocalName,
+    },
+    /// A pending key expired or was replaced without INSTALL; stop announcing the name.
+    PendingDropped {
+        /// The name.
+        name: LocalName,
+    },
+    /// A binding was installed or renewed: serve it.
+    Installed(Box<Binding>),
+    /// A binding was removed: stop serving and announcing it.
+    Removed {
+        /// The origin.
+        origin: Origin,
+        /// The name.
+        name: LocalName,
+    },
+}
+
+/// Trusted issuer certificates, and one to pin on success (trust on first use).
+type Anchors = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+#[derive(Debug)]
+struct PendingKey {
+    origin: Origin,
+    user_handle_digest: [u8; 32],
+    names: Vec<LocalName>,
+    key: SecretKey,
+    spki: Vec<u8>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct AwaitingUser {
+    request: AttestRequest,
+    presence: PendingPresence,
+    deadline: Instant,
+    next_keepalive: Instant,
+    next_poll: Instant,
+}
+
+#[derive(Debug)]
+struct Session {
+    mtu: u16,
+    reassembler: Reassembler,
+    outbox: VecDeque<Vec<u8>>,
+    awaiting: Option<AwaitingUser>,
+}
+
+/// The device side of the protocol, for every connection.
+pub struct Device {
+    config: DeviceConfig,
+    signer: Box<dyn AttestationSigner>,
+    presence: Box<dyn UserPresence>,
+    store: Box<dyn BindingStore>,
+    rng: Box<dyn SecureRandom + Send + Sync>,
+    clock: Box<dyn WallClock>,
+    device_tag: DeviceTag,
+    sessions: BTreeMap<SessionId, Session>,
+    next_session: u64,
+    pending: Vec<PendingKey>,
+    events: VecDeque<Event>,
+}
+
+impl core::fmt::Debug for Device {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device")
+            .field("config", &self.config)
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// A device with the system clock and RNG.
+    pub fn new(
+        config: DeviceConfig,
+        signer: Box<dyn AttestationSigner>,
+        presence: Box<dyn UserPresence>,
+        store: Box<dyn BindingStore>,
+    ) -> Self {
+        let device_tag = DeviceTag::from_attestation_certificate(
+            signer.chain().first().map_or(&[][..], Vec::as_slice),
+        );
+        let mut config = config;
+        config.max_bindings = config.max_bindings.min(MAX_BINDINGS);
+        Self {
+            config,
+            signer,
+            presence,
+            store,
+            rng: Box::new(SystemRandom::new()),
+            clock: Box::new(SystemClock),
+            device_tag,
+            sessions: BTreeMap::new(),
+            next_session: 0,
+            pending: Vec::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Replaces the wall clock (tests).
+    pub fn with_clock(mut self, clock: Box<dyn WallClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the RNG.
+    pub fn with_rng(mut self, rng: Box<dyn SecureRandom + Send + Sync>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// This device's tag, the last part of its names.
+    pub fn device_tag(&self) -> &DeviceTag {
+        &self.device_tag
+    }
+
+    /// The installed bindings.
+    pub fn bindings(&self) -> &[Binding] {
+        self.store.bindings()
+    }
+
+    /// A new connection with the ATT MTU it negotiated.
+    pub fn connect(&mut self, att_mtu: u16) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                mtu: att_mtu,
+                reassembler: Reassembler::new(),
+                outbox: VecDeque::new(),
+                awaiting: None,
+            },
+        );
+        id
+    }
+
+    /// The ATT MTU changed (BlueZ reports it per write).
+    pub fn set_mtu(&mut self, id: SessionId, att_mtu: u16) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.mtu = att_mtu;
+        }
+    }
+
+    /// The value of the info characteristic for this connection.
+    pub fn gatt_info(&self, id: SessionId) -> Vec<u8> {
+        let mtu = self.sessions.get(&id).map_or(23, |s| s.mtu);
+        GattInfo::for_mtu(mtu).encode()
+    }
+
+    /// The connection closed: its partial message and any request waiting for the user are
+    /// dropped. Pending keys stay until they expire (the INSTALL may come on a new connection).
+    pub fn disconnect(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    /// Whether a session exists.
+    pub fn is_connected(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    /// Takes one written fragment of connection `id`.
+    pub fn handle_fragment(&mut self, id: SessionId, now: Instant, fragment: &[u8]) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match session.reassembler.handle_fragment(now, fragment) {
+            Ok(None) => {}
+            Ok(Some(frame)) => self.handle_frame(id, now, frame),
+            Err(e) => {
+                tracing::debug!(error = %e, "framing error");
+                self.send_frame(id, &Frame::error(e.code()));
+            }
+        }
+    }
+
+    /// The next fragment to notify on connection `id`.
+    pub fn poll_fragment(&mut self, id: SessionId) -> Option<Vec<u8>> {
+        self.sessions.get_mut(&id)?.outbox.pop_front()
+    }
+
+    /// The next event for the daemon.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Device::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self.sessions.values().flat_map(|s| {
+            let awaiting = s
+                .awaiting
+                .as_ref()
+                .map(|a| a.deadline.min(a.next_keepalive).min(a.next_poll));
+            [s.reassembler.poll_timeout(), awaiting]
+        });
+        let pending = self.pending.iter().map(|p| Some(p.expires));
+        sessions.chain(pending).flatten().min()
+    }
+
+    /// Runs everything due at `now`: fragment timeouts, presence answers, KEEPALIVEs, user
+    /// timeouts and pending-key expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if session.reassembler.handle_timeout(now).is_err() {
+                self.send_frame(id, &Frame::error(ErrorCode::Timeout));
+            }
+            self.drive_presence(id, now);
+        }
+        self.expire_pending(now);
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|p| now >= p.expires);
+        self.pending = kept;
+        for p in expired {
+            for name in p.names {
+                self.events.push_back(Event::PendingDropped { name });
+            }
+        }
+    }
+
+    fn send_frame(&mut self, id: SessionId, frame: &Frame) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match frame.fragments(fragment_len(session.mtu)) {
+            Ok(fragments) => session.outbox.extend(fragments),
+            Err(e) => tracing::error!(error = %e, "response does not fit in a frame"),
+        }
+    }
+
+    fn send_response(&mut self, id: SessionId, response: &Response) {
+        self.send_frame(id, &Frame::msg(response.encode()));
+    }
+
+    fn send_refusal(&mut self, id: SessionId, r: Refused) {
+        tracing::info!(code = %r.code, reason = r.reason, "request refused");
+        let mut reason = r.reason.to_owned();
+        reason.truncate(MAX_ERROR_MESSAGE_LEN);
+        self.send_response(id, &Response::Error(r.code, Some(reason)));
+    }
+
+    fn handle_frame(&mut self, id: SessionId, now: Instant, frame: Frame) {
+        let busy = self.sessions.get(&id).is_some_and(|s| s.awaiting.is_some());
+        match frame.cmd {
+            Command::Ping => self.send_frame(id, &frame),
+            Command::Cancel => {
+                let cancelled = self
+                    .sessions
+                    .get_mut(&id)
+                    .and_then(|s| s.awaiting.take())
+                    .is_some();
+                if cancelled {
+                    self.send_refusal(id, refused(ErrorCode::Cancelled, "cancelled by the UA"));
+                }
+            }
+            Command::KeepAlive | Command::Error => {
+                self.send_frame(id, &Frame::error(ErrorCode::InvalidCommand));
+            }
+            Command::Msg if busy => self.send_frame(id, &Frame::error(ErrorCode::Busy)),
+            Command::Msg => match Request::decode(&frame.data) {
+                Ok(request) => self.handle_request(id, now, request),
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed request");
+                    self.send_refusal(id, refused(e.code(), "malformed request"));
+                }
+            },
+        }
+    }
+
+    fn handle_request(&mut self, id: SessionId, now: Instant, request: Request) {
+        self.expire_pending(now);
+        let result = match request {
+            Request::GetInfo => Ok(self.info()),
+            Request::List => Ok(Response::List(
+                self.store.bindings().iter().map(Binding::summary).collect(),
+            )),
+            Request::Remove(r) => self.remove(&r),
+            Request::Install(r) => self.install(&r),
+            Request::Attest(r) => {
+                self.start_attest(id, now, r);
+                return;
+            }
+        };
+        match result {
+            Ok(response) => self.send_response(id, &response),
+            Err(r) => self.send_refusal(id, r),
+        }
+    }
+
+    fn info(&self) -> Response {
+        Response::Info(InfoResponse {
+            revision: PROTOCOL_REVISION,
+            product: self.config.product.clone(),
+            device_label: self.config.device_label.clone(),
+            attestation_chain: self.signer.chain().to_vec(),
+            presence: self.presence.method(),
+            bindings: self.store.bindings().len() as u64,
+            max_bindings: self.config.max_bindings as u64,
+        })
+    }
+
+    fn has_room_for(&self, origin: &Origin) -> bool {
+        self.store.get(origin).is_some() || self.store.bindings().len() < self.config.max_bindings
+    }
+
+    fn start_attest(&mut self, id: SessionId, now: Instant, request: AttestRequest) {
+        if !self.has_room_for(&request.origin) {
+            return self.send_refusal(
+                id,
+                refused(ErrorCode::StorageFull, "no room for another origin binding"),
+            );
+        }
+        let check = self.presence.check(&PresenceRequest {
+            origin: request.origin.clone(),
+            pin: request.pin.clone(),
+        });
+        match check {
+            PresenceCheck::Approved => self.finish_attest(id, now, &request),
+            PresenceCheck::Refused(r) => {
+                self.send_refusal(id, refused(r.code(), "user presence check refused"))
+            }
+            PresenceCheck::Pending(presence) => {
+                self.send_frame(id, &Frame::keep_alive(KeepAliveStatus::UserPresenceNeeded));
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.awaiting = Some(AwaitingUser {
+                        request,
+                        presence,
+                        deadline: now + self.config.presence_timeout,
+                        next_keepalive: now + KEEPALIVE_INTERVAL,
+                        next_poll: now + PRESENCE_POLL_INTERVAL,
+                    });
+                }
+            }
+        }
+    }
+
+    fn drive_presence(&mut self, id: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(awaiting) = session.awaiting.as_mut() else {
+            return;
+        };
+        match awaiting.presence.poll() {
+            Some(approved) => {
+                let Some(awaiting) = session.awaiting.take() else {
+                    return;
+                };
+                if approved {
+                    self.finish_attest(id, now, &awaiting.request);
+                } else {
+                    self.send_refusal(id, refused(ErrorCode::UserDenied, "the user refused"));
+                }
+            }
+            None if now >= awaiting.deadline => {
+                session.awaiting = None;
+                self.send_refusal(
+                    id,
+                    refused(ErrorCode::UserTimeout, "the user did not answer"),
+                );
+            }
+            None => {
+                awaiting.next_poll = now + PRESENCE_POLL_INTERVAL;
+                if now >= awaiting.next_keepalive {
+                    awaiting.next_keepalive = now + KEEPALIVE_INTERVAL;
+                    self.send_frame(id, &Frame::keep_alive(KeepAliveStatus::UserPresenceNeeded));
+                }
+            }
+        }
+    }
+
+    fn finish_attest(&mut self, id: SessionId, now: Instant, request: &AttestRequest) {
+        match self.attest(now, request) {
+            Ok(response) => self.send_response(id, &Response::Attest(response)),
+            Err(r) => self.send_refusal(id, r),
+        }
+    }
+
+    fn attest(&mut self, now: Instant, request: &AttestRequest) -> Result<AttestResponse, Refused> {
+        let internal = |reason| refused(ErrorCode::Other, reason);
+        let name = LocalName::derive(&request.device_label, &request.origin, &self.device_tag);
+        let names = vec![name.clone()];
+        let key =
+            pki::generate_p256(self.rng.as_ref()).map_err(|_| internal("key generation failed"))?;
+        let rcgen_key = pki::rcgen_key(&key).map_err(|_| internal("key generation failed"))?;
+        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
+            .map_err(|_| internal("CSR generation failed"))?;
+        // The issuer decides what the certificate says; the CSR only proves the key.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let csr = params
+            .serialize_request(&rcgen_key)
+            .map_err(|_| internal("CSR generation failed"))?
+            .der()
+            .to_vec();
+        if csr.len() > MAX_CSR_LEN {
+            return Err(internal("CSR too long"));
+        }
+        let spki = rcgen_key.subject_public_key_info();
+        let transcript = Transcript {
+            key_authorization: &request.key_authorization,
+            origin: &request.origin,
+            user_handle: &request.user_handle,
+            csr_spki: &spki,
+            names: &names,
+        };
+        let sig = self
+            .signer
+            .sign(&transcript.to_bytes(), self.rng.as_ref())
+            .map_err(|_| internal("attestation signing failed"))?;
+        let attestation_object = AttestationObject {
+            sig,
+            x5c: self.signer.chain().to_vec(),
+            spki: spki.clone(),
+            user_handle: request.user_handle.clone(),
+        }
+        .encode();
+
+        // One pending key per origin: a new ATTEST replaces the old one.
+        let mut dropped: Vec<PendingKey> = Vec::new();
+        let (same, kept): (Vec<_>, Vec<_>) = self
+            .pending
+            .drain(..)
+            .partition(|p| p.origin == request.origin);
+        dropped.extend(same);
+        self.pending = kept;
+        while self.pending.len() >= self.config.max_pending.max(1) {
+            dropped.push(self.pending.remove(0));
+        }
+        for p in dropped {
+            for name in p.names {
+                self.events.push_back(Event::PendingDropped { name });
+            }
+        }
+        self.pending.push(PendingKey {
+            origin: request.origin.clone(),
+            user_handle_digest: pki::sha256(&request.user_handle),
+            names,
+            key,
+            spki,
+            expires: now + self.config.pending_lifetime,
+        });
+        self.events.push_back(Event::Pending {
+            origin: request.origin.clone(),
+            name,
+        });
+        Ok(AttestResponse {
+            csr,
+            attestation_object,
+        })
+    }
+
+    /// The issuer certificates a chain must lead to, and the certificate to pin if none is yet.
+    fn anchors_for(&self, chain: &[Vec<u8>]) -> Result<Anchors, Refused> {
+        match (&self.config.trust, self.store.pinned_issuer()) {
+            (IssuerTrust::Roots(roots), _) => Ok((roots.clone(), None)),
+            (IssuerTrust::PinFirst, Some(pinned)) => Ok((vec![pinned.to_vec()], None)),
+            (IssuerTrust::PinFirst, None) => {
+                let top = chain
+                    .get(1..)
+                    .and_then(<[Vec<u8>]>::last)
+                    .filter(|c| verify::is_ca(c))
+                    .ok_or(refused(
+                        ErrorCode::UntrustedIssuer,
+                        "first install must include the issuer's CA certificate",
+                    ))?;
+                Ok((vec![top.clone()], Some(top.clone())))
+            }
+        }
+    }
+
+    fn install(&mut self, request: &InstallRequest) -> Result<Response, Refused> {
+        let leaf = request
+            .chain
+            .first()
+            .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
+        let spki = verify::leaf_spki(leaf)?;
+        if self.pending.is_empty() {
+            return Err(refused(
+                ErrorCode::NoPending,
+                "no pending ATTEST (or it expired)",
+            ));
+        }
+        let index = self
+            .pending
+            .iter()
+            .position(|p| p.spki == spki)
+            .ok_or(refused(
+                ErrorCode::ChainMismatch,
+                "leaf key is not a pending key",
+            ))?;
+        let pending = self
+            .pending
+            .get(index)
+            .ok_or(refused(ErrorCode::NoPending, "no pending ATTEST"))?;
+        let leaf_info = verify::check_leaf(
+            leaf,
+            &Expected {
+                spki: &pending.spki,
+                names: &pending.names,
+                origin: &pending.origin,
+                user_handle_digest: &pending.user_handle_digest,
+            },
+        )?;
+        let (anchors, pin) = self.anchors_for(&request.chain)?;
+        verify::check_chain(
+            &request.chain,
+            &anchors,
+            &pending.names,
+            self.clock.unix_time(),
+        )?;
+        if !self.has_room_for(&pending.origin) {
+            return Err(refused(
+                ErrorCode::StorageFull,
+                "no room for another origin binding",
+            ));
+        }
+        let name = pending
+            .names
+            .first()
+            .cloned()
+            .ok_or(refused(ErrorCode::Other, "pending key has no name"))?;
+        let binding = Binding {
+            origin: pending.origin.clone(),
+            name: name.clone(),
+            key: pending.key.clone(),
+            chain: request.chain.clone(),
+            cors: request.cors.clone(),
+            star_url: request.star_url.clone(),
+            user_handle_digest: pending.user_handle_digest,
+            not_after: leaf_info.not_after,
+        };
+        if let Some(issuer) = pin {
+            self.store.pin_issuer(&issuer).map_err(|e| {
+                tracing::error!(error = %e, "pinning the issuer failed");
+                refused(ErrorCode::Other, "storage failed")
+            })?;
+        }
+        // Persist before forgetting the pending key: a failed write leaves INSTALL retryable.
+        self.store.put(binding.clone()).map_err(|e| {
+            tracing::error!(error = %e, "storing the binding failed");
+            refused(ErrorCode::Other, "storage failed")
+        })?;
+        self.pending.remove(index);
+        tracing::info!(origin = %binding.origin, name = %name, "binding installed");
+        self.events.push_back(Event::Installed(Box::new(binding)));
+        Ok(Response::Install(InstallResponse {
+            name,
+            https_port: self.config.https_port,
+            fingerprint: leaf_info.fingerprint,
+        }))
+    }
+
+    fn remove(&mut self, request: &RemoveRequest) -> Result<Response, Refused> {
+        let removed = self.store.remove(&request.origin).map_err(|e| {
+            tracing::error!(error = %e, "removing the binding failed");
+            refused(ErrorCode::Other, "storage failed")
+        })?;
+        let binding = removed.ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
+        self.events.push_back(Event::Removed {
+            origin: binding.origin.clone(),
+            name: binding.name.clone(),
+        });
+        Ok(Response::Remove(RemoveResponse { name: binding.name }))
+    }
+
+    /// Installs a renewed chain (STAR) for an existing binding: same key, same names, same
+    /// origin binding, and it must lead to the same trusted issuer.
+    pub fn renew(&mut self, origin: &Origin, chain: Vec<Vec<u8>>) -> Result<(), Refused> {
+        let current = self
+            .store
+            .get(origin)
+            .ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
+        let spki = current
+            .chain
+            .first()
+            .map(|leaf| verify::leaf_spki(leaf))
+            .transpose()?
+            .unwrap_or_default();
+        let leaf = chain
+            .first()
+            .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
+        let names = vec![current.name.clone()];
+        let leaf_info = verify::check_leaf(
+            leaf,
+            &Expected {
+                spki: &spki,
+                names: &names,
+                origin: &current.origin,
+                user_handle_digest: &current.user_handle_digest,
+            },
+        )?;
+        let anchors = match (&self.config.trust, self.store.pinned_issuer()) {
+            (IssuerTrust::Roots(roots), _) => roots.clone(),
+            (IssuerTrust::PinFirst, Some(pinned)) => vec![pinned.to_vec()],
+            (IssuerTrust::PinFirst, None) => {
+                return Err(refused(ErrorCode::UntrustedIssuer, "no pinned issuer"));
+            }
+        };
+        verify::check_chain(&chain, &anchors, &names, self.clock.unix_time())?;
+        let mut binding = current.clone();
+        binding.chain = chain;
+        binding.not_after = leaf_info.not_after;
+        self.store.put(binding.clone()).map_err(|e| {
+            tracing::error!(error = %e, "storing the renewed binding failed");
+            refused(ErrorCode::Other, "storage failed")
+        })?;
+        self.events.push_back(Event::Installed(Box::new(binding)));
+        Ok(())
+    }
+
+    /// Stops STAR renewal for a binding (the delegation was cancelled); it is served until it
+    /// expires.
+    pub fn end_renewal(&mut self, origin: &Origin) -> Result<(), Refused> {
+        let mut binding = self
+            .store
+            .get(origin)
+            .cloned()
+            .ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
+        binding.star_url = None;
+        self.store.put(binding).map_err(|e| {
+            tracing::error!(error = %e, "storing the binding failed");
+            refused(ErrorCode::Other, "storage failed")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
