@@ -11,6 +11,7 @@
 pub mod ca;
 pub mod error;
 pub mod leaf;
+pub mod store;
 pub mod validate;
 
 pub use error::{Error, ProblemType, Refusal};
