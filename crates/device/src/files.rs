@@ -1,4 +1,3 @@
-#![allow(dead_code)] // the store (next) uses the atomic writes
 //! Crash-safe file writes: temp file, fsync, rename, fsync of the directory, so a power cut
 //! leaves the old or the new file, never a torn one. Private files are created 0600.
 

@@ -123,3 +123,333 @@ impl BindingStore for MemoryStore {
         Ok(())
     }
 }
+
+/// The file holding the pinned issuer certificate.
+pub const ISSUER_FILE: &str = "issuer.pem";
+const BINDING_PREFIX: &str = "binding-";
+const BINDING_SUFFIX: &str = ".json";
+const FORMAT_VERSION: u32 = 1;
+
+/// What [`DirStore::open`] found besides good bindings.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Temp files a crash left mid-write; removed (the old file was kept intact).
+    pub leftovers: Vec<std::path::PathBuf>,
+    /// Files that could not be used, with the reason; left in place for inspection.
+    pub unusable: Vec<(std::path::PathBuf, String)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CorsRecord {
+    methods: Vec<String>,
+    allow_headers: Vec<String>,
+    expose_headers: Vec<String>,
+    allow_credentials: bool,
+    max_age: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingRecord {
+    version: u32,
+    origin: String,
+    name: String,
+    /// PKCS#8, hex. The file is 0600.
+    key: String,
+    /// DER certificates, hex, leaf first.
+    chain: Vec<String>,
+    cors: CorsRecord,
+    star_url: Option<String>,
+    user_handle_digest: String,
+    not_after: u64,
+}
+
+impl BindingRecord {
+    fn from_binding(b: &Binding) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            origin: b.origin.as_str().to_owned(),
+            name: b.name.as_str().to_owned(),
+            key: hex::encode(b.key.pkcs8_der()),
+            chain: b.chain.iter().map(hex::encode).collect(),
+            cors: CorsRecord {
+                methods: b.cors.methods.clone(),
+                allow_headers: b.cors.allow_headers.clone(),
+                expose_headers: b.cors.expose_headers.clone(),
+                allow_credentials: b.cors.allow_credentials,
+                max_age: b.cors.max_age,
+            },
+            star_url: b.star_url.clone(),
+            user_handle_digest: hex::encode(b.user_handle_digest),
+            not_after: b.not_after,
+        }
+    }
+
+    fn into_binding(self) -> Result<Binding, String> {
+        if self.version != FORMAT_VERSION {
+            return Err(format!("unknown format version {}", self.version));
+        }
+        let origin = Origin::parse(&self.origin).map_err(|e| format!("origin: {e}"))?;
+        let name = LocalName::parse(&self.name).map_err(|e| format!("name: {e}"))?;
+        let key = SecretKey::from_pkcs8_der(hex::decode(&self.key).map_err(|_| "key: not hex")?);
+        let chain = self
+            .chain
+            .iter()
+            .map(hex::decode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "chain: not hex")?;
+        let leaf = chain.first().ok_or("chain: empty")?;
+        crate::pki::check_key_matches(&key, leaf, "leaf").map_err(|e| e.to_string())?;
+        let user_handle_digest = hex::decode(&self.user_handle_digest)
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok())
+            .ok_or("user_handle_digest: not 32 hex bytes")?;
+        Ok(Binding {
+            origin,
+            name,
+            key,
+            chain,
+            cors: CorsPolicy {
+                methods: self.cors.methods,
+                allow_headers: self.cors.allow_headers,
+                expose_headers: self.cors.expose_headers,
+                allow_credentials: self.cors.allow_credentials,
+                max_age: self.cors.max_age,
+            },
+            star_url: self.star_url,
+            user_handle_digest,
+            not_after: self.not_after,
+        })
+    }
+}
+
+/// Bindings in one directory: one file per binding (key, chain, CORS policy and STAR URL
+/// together, so one atomic rename switches all of them), mode 0600, plus the pinned issuer.
+#[derive(Debug)]
+pub struct DirStore {
+    dir: std::path::PathBuf,
+    bindings: Vec<Binding>,
+    issuer: Option<Vec<u8>>,
+}
+
+fn binding_file_name(origin: &Origin) -> String {
+    let digest = crate::pki::sha256(origin.as_str().as_bytes());
+    let short = digest.get(..16).unwrap_or(&digest);
+    format!("{BINDING_PREFIX}{}{BINDING_SUFFIX}", hex::encode(short))
+}
+
+impl DirStore {
+    /// Opens (creating, mode 0700) the store directory and loads it. Half-written temp files
+    /// are removed and reported; unusable files are reported and skipped, never fatal.
+    pub fn open(dir: impl Into<std::path::PathBuf>) -> Result<(Self, LoadReport), Error> {
+        let dir = dir.into();
+        create_private_dir(&dir)?;
+        let mut report = LoadReport::default();
+        let mut bindings = Vec::new();
+        let mut issuer = None;
+        let entries = std::fs::read_dir(&dir).map_err(Error::io("listing", &dir))?;
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            let Some(file_name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+            else {
+                continue;
+            };
+            if file_name.ends_with(crate::files::TEMP_SUFFIX) {
+                tracing::warn!(path = %path.display(), "removing a half-written leftover");
+                let _ = std::fs::remove_file(&path);
+                report.leftovers.push(path);
+            } else if file_name == ISSUER_FILE {
+                match crate::files::read(&path).and_then(|t| {
+                    crate::pki::certificates_from_pem(&t, "pinned issuer").map_err(Error::from)
+                }) {
+                    Ok(mut certs) => issuer = Some(certs.remove(0)),
+                    Err(e) => report.unusable.push((path, e.to_string())),
+                }
+            } else if file_name.starts_with(BINDING_PREFIX) && file_name.ends_with(BINDING_SUFFIX) {
+                match load_binding(&path) {
+                    Ok(b) if binding_file_name(&b.origin) == file_name => {
+                        insert_sorted(&mut bindings, b)
+                    }
+                    Ok(_) => report
+                        .unusable
+                        .push((path, "file name does not match its origin".into())),
+                    Err(reason) => {
+                        tracing::warn!(path = %path.display(), %reason, "unusable binding file");
+                        report.unusable.push((path, reason));
+                    }
+                }
+            }
+        }
+        Ok((
+            Self {
+                dir,
+                bindings,
+                issuer,
+            },
+            report,
+        ))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Removes every binding and the pinned issuer (factory reset of the agent's state).
+    pub fn reset(&mut self) -> Result<(), Error> {
+        let origins: Vec<Origin> = self.bindings.iter().map(|b| b.origin.clone()).collect();
+        for origin in origins {
+            self.remove(&origin)?;
+        }
+        crate::files::remove_durably(&self.dir.join(ISSUER_FILE))?;
+        self.issuer = None;
+        Ok(())
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(dir).map_err(Error::io("creating", dir))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))
+}
+
+fn load_binding(path: &std::path::Path) -> Result<Binding, String> {
+    let bytes = crate::files::read(path).map_err(|e| e.to_string())?;
+    let record: BindingRecord =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a binding record: {e}"))?;
+    record.into_binding()
+}
+
+impl BindingStore for DirStore {
+    fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    fn put(&mut self, binding: Binding) -> Result<(), Error> {
+        let record = BindingRecord::from_binding(&binding);
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::Config(format!("encoding binding: {e}")))?;
+        let path = self.dir.join(binding_file_name(&binding.origin));
+        crate::files::write_atomic(&path, &bytes, true)?;
+        insert_sorted(&mut self.bindings, binding);
+        Ok(())
+    }
+
+    fn remove(&mut self, origin: &Origin) -> Result<Option<Binding>, Error> {
+        let Some(index) = self.bindings.iter().position(|b| &b.origin == origin) else {
+            return Ok(None);
+        };
+        crate::files::remove_durably(&self.dir.join(binding_file_name(origin)))?;
+        Ok(Some(self.bindings.remove(index)))
+    }
+
+    fn pinned_issuer(&self) -> Option<&[u8]> {
+        self.issuer.as_deref()
+    }
+
+    fn pin_issuer(&mut self, certificate: &[u8]) -> Result<(), Error> {
+        let pem = crate::pki::certificates_to_pem(&[certificate.to_vec()]);
+        crate::files::write_atomic(&self.dir.join(ISSUER_FILE), pem.as_bytes(), false)?;
+        self.issuer = Some(certificate.to_vec());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(origin: &str, serial: u8) -> Binding {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let name = format!("n{serial}.local");
+        let cert = rcgen::CertificateParams::new(vec![name.clone()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        Binding {
+            origin: Origin::parse(origin).unwrap(),
+            name: LocalName::parse(&name).unwrap(),
+            key: SecretKey::from_pkcs8_der(key.serialize_der()),
+            chain: vec![cert.der().to_vec()],
+            cors: CorsPolicy {
+                methods: vec!["GET".into()],
+                allow_headers: vec!["x-a".into()],
+                expose_headers: vec![],
+                allow_credentials: true,
+                max_age: 5,
+            },
+            star_url: None,
+            user_handle_digest: [serial; 32],
+            not_after: 7,
+        }
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lc-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn dir_store_round_trips_and_reports_bad_files() {
+        let dir = temp_dir("rt");
+        let a = binding("https://a.example", 1);
+        let b = binding("https://b.example", 2);
+        {
+            let (mut store, report) = DirStore::open(&dir).unwrap();
+            assert!(report.leftovers.is_empty() && report.unusable.is_empty());
+            store.put(b.clone()).unwrap();
+            store.put(a.clone()).unwrap();
+            store.pin_issuer(&a.chain[0]).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(binding_file_name(&a.origin));
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "binding files hold keys");
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700);
+        }
+        std::fs::write(dir.join("binding-0000.json.tmp"), b"{half").unwrap();
+        std::fs::write(dir.join("binding-ffff.json"), b"not json").unwrap();
+        let copied = dir.join("binding-eeee.json");
+        std::fs::copy(dir.join(binding_file_name(&a.origin)), &copied).unwrap();
+
+        let (mut store, report) = DirStore::open(&dir).unwrap();
+        assert_eq!(store.bindings(), &[a.clone(), b.clone()][..]);
+        assert_eq!(store.pinned_issuer(), Some(a.chain[0].as_slice()));
+        assert_eq!(report.leftovers, vec![dir.join("binding-0000.json.tmp")]);
+        assert!(!dir.join("binding-0000.json.tmp").exists());
+        let unusable: Vec<_> = report.unusable.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(unusable, vec![copied, dir.join("binding-ffff.json")]);
+
+        assert_eq!(store.remove(&a.origin).unwrap(), Some(a.clone()));
+        assert_eq!(store.remove(&a.origin).unwrap(), None);
+        store.reset().unwrap();
+        let (store, _) = DirStore::open(&dir).unwrap();
+        assert!(store.bindings().is_empty());
+        assert_eq!(store.pinned_issuer(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_chain_is_unusable() {
+        let dir = temp_dir("mismatch");
+        let mut a = binding("https://a.example", 1);
+        a.chain = binding("https://a.example", 2).chain;
+        let (mut store, _) = DirStore::open(&dir).unwrap();
+        store.put(a).unwrap();
+        let (store, report) = DirStore::open(&dir).unwrap();
+        assert!(store.bindings().is_empty());
+        assert_eq!(report.unusable.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
