@@ -204,6 +204,54 @@ pub enum Refusal {
     /// The order has no identifiers, or too many, or duplicates.
     #[error("order identifiers are invalid: {0}")]
     Identifiers(&'static str),
+    /// The request is not well-formed (JWS, JSON, base64url, content type, size).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The request body is larger than the limit.
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    /// The nonce is unknown, used or expired.
+    #[error("unknown, used or expired nonce")]
+    BadNonce,
+    /// The JWS uses an algorithm other than ES256.
+    #[error("unsupported JWS algorithm {0:?}; use ES256")]
+    BadSignatureAlgorithm(String),
+    /// The JWS signature does not verify.
+    #[error("invalid JWS signature")]
+    BadSignature,
+    /// The JWS `url` is not the request's URL.
+    #[error("JWS url does not match the request URL")]
+    UrlMismatch,
+    /// newAccount without an External Account Binding.
+    #[error("an external account binding is required")]
+    ExternalAccountRequired,
+    /// The External Account Binding is invalid.
+    #[error("external account binding is invalid: {0}")]
+    ExternalAccountBinding(&'static str),
+    /// No account for this key or key id.
+    #[error("no account for this key")]
+    AccountDoesNotExist,
+    /// The account is deactivated or revoked.
+    #[error("account is not valid")]
+    AccountNotValid,
+    /// The resource does not exist (or belongs to another account).
+    #[error("no such resource")]
+    NotFound,
+    /// The order is not in a state that allows this.
+    #[error("order is not ready: it is {0}")]
+    OrderNotReady(&'static str),
+    /// The STAR order was canceled.
+    #[error("auto-renewal was canceled")]
+    AutoRenewalCanceled,
+    /// The certificate is already revoked.
+    #[error("certificate is already revoked")]
+    AlreadyRevoked,
+    /// The revocation reason is not allowed.
+    #[error("revocation reason {0} is not allowed")]
+    BadRevocationReason(i64),
+    /// The auto-renewal request is outside policy.
+    #[error("auto-renewal request is invalid: {0}")]
+    AutoRenewal(&'static str),
 }
 
 impl Refusal {
@@ -230,6 +278,30 @@ impl Refusal {
             | Self::WrongDevice(_)
             | Self::Identifiers(_) => ProblemType::RejectedIdentifier,
             Self::UnsupportedIdentifier(_) => ProblemType::UnsupportedIdentifier,
+            Self::Malformed(_) | Self::TooLarge(_) | Self::NotFound | Self::AutoRenewal(_) => {
+                ProblemType::Malformed
+            }
+            Self::BadNonce => ProblemType::BadNonce,
+            Self::BadSignatureAlgorithm(_) => ProblemType::BadSignatureAlgorithm,
+            Self::BadSignature
+            | Self::UrlMismatch
+            | Self::ExternalAccountBinding(_)
+            | Self::AccountNotValid => ProblemType::Unauthorized,
+            Self::ExternalAccountRequired => ProblemType::ExternalAccountRequired,
+            Self::AccountDoesNotExist => ProblemType::AccountDoesNotExist,
+            Self::OrderNotReady(_) => ProblemType::OrderNotReady,
+            Self::AutoRenewalCanceled => ProblemType::AutoRenewalCanceled,
+            Self::AlreadyRevoked => ProblemType::AlreadyRevoked,
+            Self::BadRevocationReason(_) => ProblemType::BadRevocationReason,
+        }
+    }
+
+    /// The HTTP status the problem is sent with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::NotFound => 404,
+            Self::TooLarge(_) => 413,
+            _ => self.problem_type().http_status(),
         }
     }
 }

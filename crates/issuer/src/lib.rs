@@ -10,6 +10,7 @@
 
 pub mod ca;
 pub mod error;
+pub mod jws;
 pub mod leaf;
 pub mod store;
 pub mod validate;
