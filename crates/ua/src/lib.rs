@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod link;
+pub mod provision;
 pub mod sim;
 pub mod transport;
 pub mod verify;

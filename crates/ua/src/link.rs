@@ -40,4 +40,9 @@ pub trait BleLink: Send {
 
     /// Ends the connection.
     fn disconnect(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// What crossed the link, for links that count (the in-memory one does).
+    fn stats(&self) -> Option<crate::sim::LinkStats> {
+        None
+    }
 }

@@ -315,6 +315,10 @@ impl<P: SimPeripheral> BleLink for SimLink<P> {
         ))
     }
 
+    fn stats(&self) -> Option<LinkStats> {
+        Some(SimLink::stats(self))
+    }
+
     async fn disconnect(&mut self) {
         if self.connected {
             self.connected = false;
