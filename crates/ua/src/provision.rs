@@ -297,7 +297,9 @@ async fn ask<L: BleLink, P: Progress>(
 }
 
 /// Checks a CSR from the device: its only names are `name`; returns its DER SPKI.
-fn csr_spki(csr: &[u8], name: &LocalName) -> Result<Vec<u8>, String> {
+///
+/// The signature is the issuer's to check; the UA needs the key, to pin the endpoint later.
+pub fn csr_spki(csr: &[u8], name: &LocalName) -> Result<Vec<u8>, String> {
     use x509_parser::prelude::FromDer;
     let (rest, req) = x509_parser::certification_request::X509CertificationRequest::from_der(csr)
         .map_err(|_| "the CSR does not parse".to_owned())?;

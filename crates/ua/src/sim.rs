@@ -327,3 +327,95 @@ impl<P: SimPeripheral> BleLink for SimLink<P> {
         }
     }
 }
+
+/// A [`localcert_device::Device`] engine as the peripheral of an in-memory link: one session per
+/// connection, events handed to a sink as soon as the engine emits them (so an HTTPS server can
+/// serve a binding before the INSTALL response reaches the UA).
+pub struct DevicePeripheral {
+    device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+    session: Option<localcert_device::SessionId>,
+    events: Box<dyn FnMut(localcert_device::Event) + Send>,
+}
+
+impl std::fmt::Debug for DevicePeripheral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicePeripheral")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevicePeripheral {
+    /// A new connection to `device`; `events` receives the engine's events.
+    pub fn new(
+        device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+        events: impl FnMut(localcert_device::Event) + Send + 'static,
+    ) -> Self {
+        Self {
+            device,
+            session: None,
+            events: Box::new(events),
+        }
+    }
+
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut localcert_device::Device, Option<localcert_device::SessionId>) -> T,
+    ) -> T {
+        // A panic elsewhere while holding the lock leaves the engine as it was between calls.
+        let mut device = self
+            .device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = f(&mut device, self.session);
+        while let Some(event) = device.poll_event() {
+            (self.events)(event);
+        }
+        result
+    }
+}
+
+impl SimPeripheral for DevicePeripheral {
+    fn read_info(&mut self, att_mtu: u16) -> Vec<u8> {
+        let (session, info) = self.with(|device, session| {
+            let session = session.unwrap_or_else(|| device.connect(att_mtu));
+            (session, device.gatt_info(session))
+        });
+        self.session = Some(session);
+        info
+    }
+
+    fn write(&mut self, now: Instant, value: &[u8]) {
+        let session = match self.session {
+            Some(session) => session,
+            None => {
+                let session =
+                    self.with(|device, _| device.connect(localcert_proto::gatt::MIN_ATT_MTU));
+                self.session = Some(session);
+                session
+            }
+        };
+        self.with(|device, _| device.handle_fragment(session, now, value));
+    }
+
+    fn poll_notification(&mut self, _now: Instant) -> Option<Vec<u8>> {
+        self.with(|device, session| session.and_then(|s| device.poll_fragment(s)))
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.with(|device, _| device.handle_timeout(now));
+    }
+
+    fn disconnect(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.with(|device, _| device.disconnect(session));
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The UA transport against the real device engine over the in-memory link.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use localcert_device::presence::AutoApprove;
+use localcert_device::signer::FileSigner;
+use localcert_device::store::MemoryStore;
+use localcert_device::{Device, DeviceConfig};
+use localcert_proto::attestation::AttestationObject;
+use localcert_proto::message::{AttestRequest, Request, Response};
+use localcert_proto::name::{DeviceTag, LocalName};
+use localcert_proto::origin::Origin;
+use localcert_ua::sim::DevicePeripheral;
+use localcert_ua::{LinkError, LinkProfile, SimLink, Transport, TransportError};
+
+fn device() -> Arc<Mutex<Device>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
+    let signer = FileSigner::from_files(
+        &dir.join("attestation.key.pem"),
+        &dir.join("attestation.pem"),
+    )
+    .unwrap();
+    let device = Device::new(
+        DeviceConfig::new("Media Server 1"),
+        Box::new(signer),
+        Box::new(AutoApprove),
+        Box::new(MemoryStore::new()),
+    );
+    Arc::new(Mutex::new(device))
+}
+
+fn attest(origin: &Origin) -> Request {
+    Request::Attest(AttestRequest {
+        origin: origin.clone(),
+        user_handle: b"user-1".to_vec(),
+        key_authorization: "token.thumbprint".into(),
+        device_label: localcert_proto::name::DeviceLabel::parse("media-server-1").unwrap(),
+        pin: None,
+    })
+}
+
+async fn get_info_then_attest(
+    link: SimLink<DevicePeripheral>,
+) -> Result<(LocalName, Vec<u8>), TransportError> {
+    let mut transport = Transport::open(link).await?;
+    let Response::Info(info) = transport.request(&Request::GetInfo, |_| {}).await? else {
+        panic!("not info")
+    };
+    let origin = Origin::parse("https://vod.example.com").unwrap();
+    let tag = DeviceTag::from_attestation_certificate(&info.attestation_chain[0]);
+    let name = LocalName::derive(&info.device_label, &origin, &tag);
+    let Response::Attest(attest) = transport.request(&attest(&origin), |_| {}).await? else {
+        panic!("not attest")
+    };
+    let spki = localcert_ua::provision::csr_spki(&attest.csr, &name).unwrap();
+    let object = AttestationObject::decode(&attest.attestation_object).unwrap();
+    assert_eq!(object.spki, spki);
+    assert_eq!(object.x5c, info.attestation_chain);
+    Ok((name, spki))
+}
+
+#[tokio::test]
+async fn get_info_and_attest_on_both_profiles() {
+    for profile in LinkProfile::ALL {
+        let link = SimLink::new(
+            DevicePeripheral::new(device(), |_| {}),
+            profile.clone(),
+            Instant::now(),
+        );
+        let mut transport = Transport::open(link).await.unwrap();
+        assert_eq!(
+            transport.fragment_len(),
+            localcert_proto::gatt::fragment_len(profile.att_mtu)
+        );
+        let link = {
+            let Response::Info(_) = transport.request(&Request::GetInfo, |_| {}).await.unwrap()
+            else {
+                panic!()
+            };
+            transport.into_link()
+        };
+        let (name, _) = get_info_then_attest(link).await.unwrap();
+        assert!(
+            name.as_str().starts_with("media-server-1-vod-example-com-"),
+            "{name}"
+        );
+    }
+}
+
+/// A drop at every fragment of GET_INFO + ATTEST, then a fresh connection that succeeds, and
+/// each fresh ATTEST makes a new key.
+#[tokio::test]
+async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
+    for profile in LinkProfile::ALL {
+        let fragments = {
+            let link = SimLink::new(
+                DevicePeripheral::new(device(), |_| {}),
+                profile.clone(),
+                Instant::now(),
+            );
+            let mut transport = Transport::open(link).await.unwrap();
+            transport.request(&Request::GetInfo, |_| {}).await.unwrap();
+            transport
+                .request(
+                    &attest(&Origin::parse("https://vod.example.com").unwrap()),
+                    |_| {},
+                )
+                .await
+                .unwrap();
+            let stats = transport.link().stats();
+            (stats.writes + stats.notifications) as usize
+        };
+        let device = device();
+        let mut keys = std::collections::HashSet::new();
+        for n in 0..fragments {
+            let link = SimLink::new(
+                DevicePeripheral::new(device.clone(), |_| {}),
+                profile.clone(),
+                Instant::now(),
+            )
+            .drop_at_fragment(n);
+            let result = get_info_then_attest(link).await;
+            assert!(
+                matches!(result, Err(TransportError::Link(LinkError::Disconnected))),
+                "{n}: {result:?}"
+            );
+            let link = SimLink::new(
+                DevicePeripheral::new(device.clone(), |_| {}),
+                profile.clone(),
+                Instant::now(),
+            );
+            let (_, spki) = get_info_then_attest(link).await.unwrap();
+            assert!(keys.insert(spki), "a fresh key per ATTEST");
+        }
+    }
+}
