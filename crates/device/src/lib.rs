@@ -17,6 +17,7 @@ mod verify;
 pub mod engine;
 pub mod error;
 pub mod factory;
+pub mod https;
 pub mod pki;
 pub mod presence;
 pub mod signer;

@@ -1,0 +1,327 @@
+//! HTTPS for the installed bindings: rustls on tokio, the certificate picked by SNI, the
+//! firmware's own handler (any tower service) behind a per-binding CORS layer.
+//!
+//! [`Sites`] is the live table: [`Sites::apply`] on install or renewal and [`Sites::remove`] on
+//! REMOVE swap entries in place; each TLS handshake reads the table, so open connections keep
+//! the certificate they started with and new ones get the new one.
+//!
+//! CORS answers only the binding's own origin: never `*`, always `Vary: Origin`, preflights
+//! answered with the policy's methods and headers, credentials only when the policy allows them.
+//! A request from any other origin is passed to the handler without CORS headers (so the
+//! browser blocks the response), and its preflight is refused with 403.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use localcert_proto::message::CorsPolicy;
+use localcert_proto::name::LocalName;
+use localcert_proto::origin::Origin;
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::error::{CredentialError, Error};
+use crate::store::Binding;
+
+/// The error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body the CORS layer returns.
+pub type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Site {
+    certified: Arc<CertifiedKey>,
+    origin: Origin,
+    cors: CorsPolicy,
+}
+
+/// The bindings being served, by name.
+#[derive(Debug, Default)]
+pub struct Sites {
+    by_name: RwLock<HashMap<String, Site>>,
+}
+
+impl Sites {
+    /// An empty table.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Serves `binding` (new or renewed), replacing what was served under its name.
+    pub fn apply(&self, binding: &Binding) -> Result<(), Error> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(binding.key.pkcs8_der().to_vec()));
+        let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&key)
+            .map_err(|_| CredentialError::BadKey("binding key"))?;
+        let chain = binding
+            .chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let site = Site {
+            certified: Arc::new(CertifiedKey::new(chain, signing_key)),
+            origin: binding.origin.clone(),
+            cors: binding.cors.clone(),
+        };
+        self.write().insert(binding.name.as_str().to_owned(), site);
+        Ok(())
+    }
+
+    /// Stops serving `name` (new handshakes fail; open connections finish).
+    pub fn remove(&self, name: &LocalName) {
+        self.write().remove(name.as_str());
+    }
+
+    /// The names served.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn cors_for(&self, name: &str) -> Option<(Origin, CorsPolicy)> {
+        self.read()
+            .get(name)
+            .map(|s| (s.origin.clone(), s.cors.clone()))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Site>> {
+        self.by_name.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Site>> {
+        self.by_name.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ResolvesServerCert for Sites {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = client_hello.server_name()?.to_ascii_lowercase();
+        self.read().get(&name).map(|s| s.certified.clone())
+    }
+}
+
+/// The TLS configuration: TLS 1.2 and 1.3 with ring, HTTP/1.1, certificates by SNI.
+pub fn tls_config(sites: Arc<Sites>) -> Result<Arc<ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(sites);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, with `handler` behind the CORS layer.
+///
+/// `handler` is the firmware's HTTP service (an axum `Router`, a `tower::service_fn`…).
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    sites: Arc<Sites>,
+    handler: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(sites.clone())?);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let sites = sites.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let name = tls
+                .get_ref()
+                .1
+                .server_name()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let service = hyper_util::service::TowerToHyperService::new(Cors {
+                inner: handler,
+                sites,
+                name,
+            });
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The CORS layer for one connection: the policy of the binding the client asked for by SNI,
+/// read per request so a policy change applies at once.
+#[derive(Clone, Debug)]
+struct Cors<S> {
+    inner: S,
+    sites: Arc<Sites>,
+    name: String,
+}
+
+fn empty_body() -> HttpBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn join(items: &[String]) -> Option<HeaderValue> {
+    if items.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// The CORS headers for a request from `origin` under `policy`.
+fn cors_headers(origin: &HeaderValue, policy: &CorsPolicy, preflight: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if policy.allow_credentials {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    if preflight {
+        if let Some(v) = join(&policy.methods) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+        }
+        if let Some(v) = join(&policy.allow_headers) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from(policy.max_age),
+        );
+    } else if let Some(v) = join(&policy.expose_headers) {
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+    h
+}
+
+fn add_vary_origin(headers: &mut HeaderMap) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+impl<S, B> tower::Service<Request<Incoming>> for Cors<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<HttpBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let policy = self.sites.cors_for(&self.name);
+        let request_origin = request.headers().get(header::ORIGIN).cloned();
+        let allowed = match (&policy, &request_origin) {
+            (Some((origin, policy)), Some(value))
+                if value.as_bytes() == origin.as_str().as_bytes() =>
+            {
+                Some((value.clone(), policy.clone()))
+            }
+            _ => None,
+        };
+        let preflight = request.method() == Method::OPTIONS
+            && request_origin.is_some()
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            let mut response = Response::new(empty_body());
+            match &allowed {
+                Some((origin, policy)) => {
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    response
+                        .headers_mut()
+                        .extend(cors_headers(origin, policy, true));
+                }
+                None => *response.status_mut() = StatusCode::FORBIDDEN,
+            }
+            add_vary_origin(response.headers_mut());
+            return Box::pin(async move { Ok(response) });
+        }
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let response = inner.oneshot(request).await?;
+            let (mut parts, body) = response.into_parts();
+            // The handler may not set CORS headers itself: the policy is the only source.
+            for name in [
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+            ] {
+                parts.headers.remove(name);
+            }
+            if let Some((origin, policy)) = &allowed {
+                parts.headers.extend(cors_headers(origin, policy, false));
+            }
+            add_vary_origin(&mut parts.headers);
+            let body = body.map_err(Into::into).boxed_unsync();
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
