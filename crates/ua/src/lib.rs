@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "btleplug")]
+pub mod btle;
 pub mod link;
 pub mod provision;
 pub mod sim;
