@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use btleplug::api::{
-    Central, CharPropFlags, Characteristic, Manager as _, Peripheral as _, ScanFilter, ValueNotification, WriteType,
+    Central, CharPropFlags, Characteristic, Manager as _, Peripheral as _, ScanFilter,
+    ValueNotification, WriteType,
 };
 use btleplug::platform::{Adapter, Manager, Peripheral};
 use futures::{Stream, StreamExt};
@@ -34,7 +35,10 @@ pub struct Found {
 impl Found {
     /// A connector for this device.
     pub fn connector(&self) -> BtleConnector {
-        BtleConnector { peripheral: self.peripheral.clone(), attempts: 3 }
+        BtleConnector {
+            peripheral: self.peripheral.clone(),
+            attempts: 3,
+        }
     }
 }
 
@@ -57,13 +61,20 @@ pub async fn adapter(name: Option<&str>) -> Result<Adapter, LinkError> {
 /// Scans for `duration` and lists the devices that advertise the localcert service.
 pub async fn scan(adapter: &Adapter, duration: Duration) -> Result<Vec<Found>, LinkError> {
     let service = Uuid::from_u128(SERVICE_UUID);
-    adapter.start_scan(ScanFilter { services: vec![service] }).await.map_err(backend)?;
+    adapter
+        .start_scan(ScanFilter {
+            services: vec![service],
+        })
+        .await
+        .map_err(backend)?;
     tokio::time::sleep(duration).await;
     // Stopping is best effort: the list is what matters.
     let _ = adapter.stop_scan().await;
     let mut found = vec![];
     for peripheral in adapter.peripherals().await.map_err(backend)? {
-        let Some(props) = peripheral.properties().await.map_err(backend)? else { continue };
+        let Some(props) = peripheral.properties().await.map_err(backend)? else {
+            continue;
+        };
         if !props.services.contains(&service) {
             continue;
         }
@@ -118,33 +129,62 @@ pub struct BtleLink {
 
 impl std::fmt::Debug for BtleLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BtleLink").field("peripheral", &self.peripheral.address()).finish_non_exhaustive()
+        f.debug_struct("BtleLink")
+            .field("peripheral", &self.peripheral.address())
+            .finish_non_exhaustive()
     }
 }
 
 impl BtleLink {
     async fn open(peripheral: Peripheral) -> Result<Self, LinkError> {
         if !peripheral.is_connected().await.map_err(backend)? {
-            peripheral.connect_with_timeout(Duration::from_secs(10)).await.map_err(backend)?;
+            peripheral
+                .connect_with_timeout(Duration::from_secs(10))
+                .await
+                .map_err(backend)?;
         }
-        peripheral.discover_services_with_timeout(Duration::from_secs(10)).await.map_err(backend)?;
+        peripheral
+            .discover_services_with_timeout(Duration::from_secs(10))
+            .await
+            .map_err(backend)?;
         let find = |uuid: u128| {
             peripheral
                 .characteristics()
                 .into_iter()
-                .find(|c| c.uuid == Uuid::from_u128(uuid) && c.service_uuid == Uuid::from_u128(SERVICE_UUID))
-                .ok_or_else(|| LinkError::Backend(format!("the device has no characteristic {}", Uuid::from_u128(uuid))))
+                .find(|c| {
+                    c.uuid == Uuid::from_u128(uuid)
+                        && c.service_uuid == Uuid::from_u128(SERVICE_UUID)
+                })
+                .ok_or_else(|| {
+                    LinkError::Backend(format!(
+                        "the device has no characteristic {}",
+                        Uuid::from_u128(uuid)
+                    ))
+                })
         };
-        let (control, status, info) = (find(CONTROL_POINT_UUID)?, find(STATUS_UUID)?, find(INFO_UUID)?);
+        let (control, status, info) = (
+            find(CONTROL_POINT_UUID)?,
+            find(STATUS_UUID)?,
+            find(INFO_UUID)?,
+        );
         // Without response is faster; with response is the fallback the spec requires too.
-        let write_type = if control.properties.contains(CharPropFlags::WRITE_WITHOUT_RESPONSE) {
+        let write_type = if control
+            .properties
+            .contains(CharPropFlags::WRITE_WITHOUT_RESPONSE)
+        {
             WriteType::WithoutResponse
         } else {
             WriteType::WithResponse
         };
         let notifications = peripheral.notifications().await.map_err(backend)?;
         peripheral.subscribe(&status).await.map_err(backend)?;
-        Ok(Self { peripheral, control, info, write_type, notifications })
+        Ok(Self {
+            peripheral,
+            control,
+            info,
+            write_type,
+            notifications,
+        })
     }
 }
 
@@ -162,7 +202,10 @@ impl BleLink for BtleLink {
     }
 
     async fn write(&mut self, fragment: &[u8]) -> Result<(), LinkError> {
-        self.peripheral.write(&self.control, fragment, self.write_type).await.map_err(backend)
+        self.peripheral
+            .write(&self.control, fragment, self.write_type)
+            .await
+            .map_err(backend)
     }
 
     async fn notification(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, LinkError> {

@@ -9,6 +9,7 @@
 pub mod btle;
 pub mod link;
 pub mod provision;
+pub mod resolve;
 pub mod sim;
 pub mod transport;
 pub mod verify;

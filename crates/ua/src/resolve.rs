@@ -1,0 +1,105 @@
+//! Finding a device's address from its `.local` name: over mDNS (step 10 of the flow: the name
+//! answers from this LAN), or from a fixed map given by the user (`--resolve`, like curl's).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use localcert_proto::name::LocalName;
+use mdns_sd::{HostnameResolutionEvent, ServiceDaemon};
+
+use crate::provision::Resolver;
+
+/// Resolves with multicast DNS (mdns-sd) on every interface.
+#[derive(Debug, Clone)]
+pub struct MdnsResolver {
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+}
+
+impl Default for MdnsResolver {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Resolver for MdnsResolver {
+    async fn resolve(&self, name: &LocalName) -> Result<Vec<IpAddr>, String> {
+        let hostname = format!("{name}.");
+        let timeout = self.timeout;
+        let lookup = move || -> Result<Vec<IpAddr>, String> {
+            let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
+            let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            let events = daemon
+                .resolve_hostname(&hostname, Some(millis))
+                .map_err(|e| format!("mDNS: {e}"))?;
+            let deadline = std::time::Instant::now() + timeout + Duration::from_millis(500);
+            let mut found = vec![];
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match events.recv_timeout(left) {
+                    Ok(HostnameResolutionEvent::AddressesFound(_, addresses)) => {
+                        found.extend(addresses.iter().map(|a| a.to_ip_addr()));
+                        break;
+                    }
+                    Ok(
+                        HostnameResolutionEvent::SearchTimeout(_)
+                        | HostnameResolutionEvent::SearchStopped(_),
+                    )
+                    | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            // Shutting down is best effort; the answer is what matters.
+            let _ = daemon.shutdown();
+            found.sort_by_key(|a| (a.is_loopback(), a.is_ipv6()));
+            found.dedup();
+            if found.is_empty() {
+                Err(format!(
+                    "{hostname} did not answer over mDNS within {timeout:?}"
+                ))
+            } else {
+                Ok(found)
+            }
+        };
+        tokio::task::spawn_blocking(lookup)
+            .await
+            .map_err(|e| format!("mDNS: {e}"))?
+    }
+}
+
+/// Resolves from a fixed map; the flow's report says the name was not looked up over mDNS.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    map: HashMap<String, IpAddr>,
+}
+
+impl StaticResolver {
+    /// Adds `name` → `address`.
+    pub fn insert(&mut self, name: &str, address: IpAddr) {
+        self.map
+            .insert(name.trim_end_matches('.').to_owned(), address);
+    }
+
+    /// Parses `NAME=ADDRESS` (as `--resolve` takes it).
+    pub fn parse_entry(&mut self, entry: &str) -> Result<(), String> {
+        let (name, address) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?}: expected NAME=ADDRESS"))?;
+        let address = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IP address"))?;
+        self.insert(name, address);
+        Ok(())
+    }
+}
+
+impl Resolver for StaticResolver {
+    async fn resolve(&self, name: &LocalName) -> Result<Vec<IpAddr>, String> {
+        self.map
+            .get(name.as_str())
+            .map(|a| vec![*a])
+            .ok_or_else(|| format!("{name} is not in the --resolve map"))
+    }
+}
