@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod factory;
 pub mod https;
+pub mod mdns;
 pub mod pki;
 pub mod presence;
 pub mod signer;
