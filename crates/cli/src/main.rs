@@ -1,9 +1,13 @@
 //! `localcert`: one command for the demo and for each role.
 
+use std::fmt;
+
 use clap::Parser;
 
 mod factory;
 mod issuer;
+mod progress;
+mod ua;
 
 /// localcert: TLS certificates for .local devices, bootstrapped over Bluetooth LE.
 #[derive(Debug, Parser)]
@@ -21,12 +25,58 @@ enum Command {
     /// Manufacturer tools: a manufacturer root and per-device attestation credentials.
     #[command(subcommand)]
     Factory(factory::Command),
+    /// Play the browser: scan for devices, provision one, check its endpoint.
+    #[command(subcommand)]
+    Ua(ua::Command),
 }
+
+/// An error with its own exit code, so scripts can tell failures apart.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Exit {
+    /// The user aborted (the device chooser).
+    pub(crate) const ABORTED: u8 = 3;
+    /// The device refused, or answered something unacceptable.
+    pub(crate) const DEVICE: u8 = 4;
+    /// The issuer refused or failed.
+    pub(crate) const ISSUER: u8 = 5;
+    /// The endpoint failed verification.
+    pub(crate) const VERIFY: u8 = 6;
+    /// Bluetooth or mDNS failed.
+    pub(crate) const BLE: u8 = 7;
+
+    pub(crate) fn with(code: u8, error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Self { code, error })
+    }
+
+    pub(crate) fn ble(error: anyhow::Error) -> anyhow::Error {
+        Self::with(Self::BLE, error)
+    }
+
+    pub(crate) fn aborted() -> anyhow::Error {
+        Self::with(Self::ABORTED, anyhow::anyhow!("aborted by the user"))
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALCERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -36,12 +86,14 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Issuer(cmd) => issuer::run(cmd).await,
         Command::Factory(cmd) => factory::run(cmd).await,
+        Command::Ua(cmd) => ua::run(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let code = e.downcast_ref::<Exit>().map_or(1, |exit| exit.code);
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -1,0 +1,466 @@
+//! `localcert ua …`: the UA harness — scan, provision, check.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use localcert_proto::message::CorsPolicy;
+use localcert_proto::name::{DeviceLabel, LocalName};
+use localcert_proto::origin::Origin;
+use localcert_ua::btle::{self, Found};
+use localcert_ua::provision::{self, Plan, ProvisionError, Resolver};
+use localcert_ua::resolve::{MdnsResolver, StaticResolver};
+use localcert_ua::verify::{self, Expectation};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+
+use crate::Exit;
+use crate::progress::Terminal;
+
+/// UA harness commands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// List nearby devices that offer the localcert service.
+    Scan {
+        /// Bluetooth adapter, e.g. hci1 (default: the first).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// How long to scan.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Provision a device for an origin: attest, issue, install, verify.
+    Provision(Box<ProvisionArgs>),
+    /// Verify a provisioned device endpoint as a browser at ORIGIN would, and more.
+    Check {
+        /// The device URL, e.g. https://tv-vod-example-com-hp65xr-f1jk.local:8443/
+        url: String,
+        /// The origin the certificate must be bound to and CORS must allow.
+        #[arg(long)]
+        origin: String,
+        /// PEM file of the issuer root that signs device certificates.
+        #[arg(long)]
+        issuer_root: PathBuf,
+        /// Skip mDNS: NAME=ADDRESS (repeatable).
+        #[arg(long)]
+        resolve: Vec<String>,
+        /// Expected DER SubjectPublicKeyInfo of the device key, hex (the pin from provisioning).
+        #[arg(long)]
+        pin_spki: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ua provision` options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProvisionArgs {
+    /// The issuer's ACME directory URL.
+    #[arg(long)]
+    issuer: String,
+    /// The web origin to provision for, e.g. https://vod.example.com
+    #[arg(long)]
+    origin: String,
+    /// EAB key id (from `localcert issuer rp add`).
+    #[arg(long)]
+    eab_kid: String,
+    /// EAB HMAC key, base64url (from `localcert issuer rp add`).
+    #[arg(long)]
+    eab_key: String,
+    /// PEM file of the issuer root that signs device certificates (to verify the endpoint).
+    #[arg(long)]
+    issuer_root: PathBuf,
+    /// PEM file of the root of the issuer's own HTTPS certificate (default: system roots).
+    #[arg(long)]
+    acme_root: Option<PathBuf>,
+    /// The device: Bluetooth address or advertised name. Without it, choose from a scan.
+    #[arg(long)]
+    device: Option<String>,
+    /// Bluetooth adapter, e.g. hci1 (default: the first).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// PIN, for devices that ask for one.
+    #[arg(long)]
+    pin: Option<String>,
+    /// Ask for a short-lived, auto-renewed (STAR) certificate.
+    #[arg(long)]
+    star: bool,
+    /// Device label for the name (default: the device's suggestion).
+    #[arg(long)]
+    label: Option<String>,
+    /// The user handle to bind the certificate to.
+    #[arg(long, default_value = "localcert-ua")]
+    user_handle: String,
+    /// CORS methods to allow.
+    #[arg(long, value_delimiter = ',', default_value = "GET,POST")]
+    cors_methods: Vec<String>,
+    /// CORS request headers to allow.
+    #[arg(long, value_delimiter = ',', default_value = "content-type")]
+    cors_headers: Vec<String>,
+    /// Allow credentialed requests.
+    #[arg(long)]
+    cors_credentials: bool,
+    /// Skip mDNS: NAME=ADDRESS (repeatable).
+    #[arg(long)]
+    resolve: Vec<String>,
+    /// How long to scan when choosing a device.
+    #[arg(long, default_value_t = 5)]
+    scan_seconds: u64,
+    /// Path the endpoint check requests.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Scan {
+            adapter,
+            seconds,
+            json,
+        } => scan(adapter.as_deref(), seconds, json).await,
+        Command::Provision(args) => provision_cmd(*args).await,
+        Command::Check {
+            url,
+            origin,
+            issuer_root,
+            resolve,
+            pin_spki,
+            json,
+        } => {
+            check(
+                &url,
+                &origin,
+                &issuer_root,
+                &resolve,
+                pin_spki.as_deref(),
+                json,
+            )
+            .await
+        }
+    }
+}
+
+async fn scan_devices(adapter: Option<&str>, seconds: u64) -> anyhow::Result<Vec<Found>> {
+    let adapter = btle::adapter(adapter)
+        .await
+        .map_err(|e| Exit::ble(anyhow!(e)))?;
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("scanning for {seconds} s"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let found = btle::scan(&adapter, Duration::from_secs(seconds)).await;
+    spinner.finish_and_clear();
+    found.map_err(|e| Exit::ble(anyhow!(e)))
+}
+
+async fn scan(adapter: Option<&str>, seconds: u64, json: bool) -> anyhow::Result<()> {
+    let found = scan_devices(adapter, seconds).await?;
+    if json {
+        let list: Vec<_> = found
+            .iter()
+            .map(|f| json!({"address": f.address, "name": f.name, "rssi": f.rssi}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if found.is_empty() {
+        println!("no localcert devices found");
+    } else {
+        println!("{:<19} {:>5}  name", "address", "rssi");
+        for f in &found {
+            let rssi = f.rssi.map_or_else(|| "?".into(), |r| r.to_string());
+            println!(
+                "{:<19} {:>5}  {}",
+                f.address,
+                rssi,
+                f.name.as_deref().unwrap_or("(no name)")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The user's consent step: pick one of the scanned devices.
+fn choose(found: &[Found]) -> anyhow::Result<&Found> {
+    if found.is_empty() {
+        return Err(Exit::ble(anyhow!("no localcert devices found")));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no --device given and no terminal to choose one on");
+    }
+    for (i, f) in found.iter().enumerate() {
+        let rssi = f.rssi.map_or_else(|| "?".into(), |r| r.to_string());
+        eprintln!(
+            "  [{}] {} {} (rssi {rssi})",
+            i + 1,
+            f.address,
+            f.name.as_deref().unwrap_or("(no name)")
+        );
+    }
+    loop {
+        eprint!("Provision which device? [1-{}, q to abort] ", found.len());
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line)? == 0 || line.trim() == "q" {
+            return Err(Exit::aborted());
+        }
+        match line.trim().parse::<usize>() {
+            Ok(n) if (1..=found.len()).contains(&n) => {
+                return found.get(n - 1).context("choice out of range");
+            }
+            _ => eprintln!("please answer a number from 1 to {}", found.len()),
+        }
+    }
+}
+
+pub(crate) fn read_root(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let root = CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(root.as_ref().to_vec())
+}
+
+pub(crate) fn cors(methods: Vec<String>, headers: Vec<String>, credentials: bool) -> CorsPolicy {
+    CorsPolicy {
+        methods,
+        allow_headers: headers,
+        expose_headers: vec![],
+        allow_credentials: credentials,
+        max_age: 600,
+    }
+}
+
+async fn provision_cmd(args: ProvisionArgs) -> anyhow::Result<()> {
+    let origin =
+        Origin::parse(&args.origin).with_context(|| format!("--origin {}", args.origin))?;
+    let label = args
+        .label
+        .as_deref()
+        .map(DeviceLabel::parse)
+        .transpose()
+        .context("--label")?;
+    let eab_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(args.eab_key.trim_end_matches('='))
+        .context("--eab-key is not base64url")?;
+    let plan = Plan {
+        directory_url: args.issuer.clone(),
+        acme_tls_root: args.acme_root.clone(),
+        issuer_root: read_root(&args.issuer_root)?,
+        eab_kid: args.eab_kid.clone(),
+        eab_key,
+        origin,
+        user_handle: args.user_handle.as_bytes().to_vec(),
+        device_label: label,
+        pin: args.pin.clone(),
+        cors: cors(
+            args.cors_methods.clone(),
+            args.cors_headers.clone(),
+            args.cors_credentials,
+        ),
+        star: args.star,
+        max_attempts: 3,
+        check_path: args.path.clone(),
+    };
+    let found = scan_devices(args.adapter.as_deref(), args.scan_seconds).await?;
+    let device = match &args.device {
+        Some(wanted) => found
+            .iter()
+            .find(|f| {
+                f.address.eq_ignore_ascii_case(wanted) || f.name.as_deref() == Some(wanted.as_str())
+            })
+            .ok_or_else(|| {
+                Exit::ble(anyhow!(
+                    "device {wanted} not found in a {} s scan",
+                    args.scan_seconds
+                ))
+            })?,
+        None => choose(&found)?,
+    };
+    let mut connector = device.connector();
+    let mut progress = Terminal::default();
+    let result = if args.resolve.is_empty() {
+        provision::provision(
+            &plan,
+            &mut connector,
+            &MdnsResolver::default(),
+            &mut progress,
+        )
+        .await
+    } else {
+        provision::provision(
+            &plan,
+            &mut connector,
+            &static_resolver(&args.resolve)?,
+            &mut progress,
+        )
+        .await
+    };
+    drop(progress);
+    let (outcome, stats) = result.map_err(exit_for)?;
+    summary(&outcome, stats.as_ref(), args.json)
+}
+
+pub(crate) fn static_resolver(entries: &[String]) -> anyhow::Result<StaticResolver> {
+    let mut resolver = StaticResolver::default();
+    for entry in entries {
+        resolver
+            .parse_entry(entry)
+            .map_err(|e| anyhow!("--resolve {e}"))?;
+    }
+    Ok(resolver)
+}
+
+/// Maps a flow error to its exit code.
+pub(crate) fn exit_for(e: ProvisionError) -> anyhow::Error {
+    let code = match &e {
+        ProvisionError::DeviceRefused { .. } | ProvisionError::DeviceInvalid { .. } => Exit::DEVICE,
+        ProvisionError::Issuer { .. } => Exit::ISSUER,
+        ProvisionError::Verify { .. } => Exit::VERIFY,
+        _ => Exit::BLE,
+    };
+    Exit::with(code, anyhow!(e))
+}
+
+pub(crate) fn summary(
+    outcome: &provision::Outcome,
+    stats: Option<&localcert_ua::LinkStats>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let body = String::from_utf8_lossy(&outcome.check.body);
+    let steps: Vec<_> = outcome
+        .step_times
+        .iter()
+        .map(|(step, t)| json!({"step": format!("{step:?}"), "ms": t.as_secs_f64() * 1000.0}))
+        .collect();
+    if json {
+        let value = json!({
+            "product": outcome.product,
+            "name": outcome.name.as_str(),
+            "endpoint": outcome.endpoint.to_string(),
+            "fingerprint": hex::encode(outcome.fingerprint),
+            "not_after": outcome.not_after,
+            "spki": hex::encode(&outcome.spki),
+            "attempts": outcome.attempts,
+            "ble": stats.map(|s| json!({
+                "writes": s.writes, "notifications": s.notifications, "bytes_up": s.bytes_up,
+                "bytes_down": s.bytes_down, "att_round_trips": s.att_round_trips,
+                "simulated_ms": s.elapsed.as_secs_f64() * 1000.0,
+            })),
+            "exchanges": outcome.exchanges,
+            "steps": steps,
+            "response": {"status": outcome.check.status, "access_control_allow_origin": outcome.check.allow_origin,
+                         "vary": outcome.check.vary, "body": body},
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("device       {}", outcome.product);
+    println!("name         {}", outcome.name);
+    println!(
+        "endpoint     https://{}:{}/ ({})",
+        outcome.name,
+        outcome.endpoint.port(),
+        outcome.endpoint.ip()
+    );
+    println!("fingerprint  {}", hex::encode(outcome.fingerprint));
+    println!("not after    {} (Unix time)", outcome.not_after);
+    println!(
+        "BLE          {} request/response exchanges, {} attempt(s)",
+        outcome.exchanges, outcome.attempts
+    );
+    if let Some(s) = stats {
+        println!(
+            "             {} B up in {} writes, {} B down in {} notifications, {} ATT round trips, {:.2} s simulated",
+            s.bytes_up,
+            s.writes,
+            s.bytes_down,
+            s.notifications,
+            s.att_round_trips,
+            s.elapsed.as_secs_f64()
+        );
+    }
+    for (step, t) in &outcome.step_times {
+        println!(
+            "  {:>8.1} ms  {}",
+            t.as_secs_f64() * 1000.0,
+            step.describe()
+        );
+    }
+    println!(
+        "response     HTTP {}  Access-Control-Allow-Origin: {}  Vary: {}",
+        outcome.check.status, outcome.check.allow_origin, outcome.check.vary
+    );
+    println!("             {}", body.trim_end());
+    Ok(())
+}
+
+async fn check(
+    url: &str,
+    origin: &str,
+    issuer_root: &Path,
+    resolve: &[String],
+    pin_spki: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .context("the URL must start with https://")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().context("port")?),
+        None => (authority, 443),
+    };
+    let name = LocalName::parse(host).with_context(|| format!("{host} is not a .local name"))?;
+    let expect = Expectation {
+        name: name.clone(),
+        origin: Origin::parse(origin).with_context(|| format!("--origin {origin}"))?,
+        issuer_roots: vec![read_root(issuer_root)?],
+        pinned_spki: pin_spki
+            .map(hex::decode)
+            .transpose()
+            .context("--pin-spki is not hex")?,
+        user_handle: None,
+        path,
+    };
+    let addresses = if resolve.is_empty() {
+        MdnsResolver::default().resolve(&name).await
+    } else {
+        static_resolver(resolve)?.resolve(&name).await
+    };
+    let address = *addresses
+        .map_err(|e| Exit::ble(anyhow!(e)))?
+        .first()
+        .context("no address")?;
+    let report = verify::check(SocketAddr::new(address, port), &expect)
+        .await
+        .map_err(|e| Exit::with(Exit::VERIFY, anyhow!(e)))?;
+    if json {
+        let value = json!({
+            "ok": true, "name": name.as_str(), "fingerprint": hex::encode(report.fingerprint),
+            "not_after": report.not_after, "status": report.status,
+            "access_control_allow_origin": report.allow_origin, "vary": report.vary,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("✓ {name}: chain to the issuer root, name, origin binding and CORS all check out");
+        println!(
+            "  fingerprint {}  not after {} (Unix time)",
+            hex::encode(report.fingerprint),
+            report.not_after
+        );
+        println!(
+            "  HTTP {}  Access-Control-Allow-Origin: {}  Vary: {}",
+            report.status, report.allow_origin, report.vary
+        );
+    }
+    Ok(())
+}
