@@ -280,6 +280,7 @@ fn single_pem(path: &Path, tag: &str) -> Result<Vec<u8>, Error> {
 /// The intermediate's key and certificate, ready to sign leaves and CRLs.
 pub struct IssuingCa {
     key: EcdsaKeyPair,
+    key_pkcs8: Vec<u8>,
     cert_der: Vec<u8>,
     root_der: Vec<u8>,
     subject_der: Vec<u8>,
@@ -335,6 +336,7 @@ impl IssuingCa {
             })?;
         Ok(Self {
             key,
+            key_pkcs8: key_pkcs8.to_vec(),
             cert_der,
             root_der,
             subject_der,
@@ -348,6 +350,47 @@ impl IssuingCa {
             .sign(&SystemRandom::new(), message)
             .map(|s| s.as_ref().to_vec())
             .map_err(|_| Error::Certificate("signing failed".into()))
+    }
+
+    /// A CRL signed by the intermediate listing `revoked` (serial bytes, revocation time,
+    /// RFC 5280 reason code), valid from `now` to `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[(Vec<u8>, SystemTime, u8)],
+        now: SystemTime,
+        next_update: SystemTime,
+    ) -> Result<Vec<u8>, Error> {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        };
+        let key = KeyPair::try_from(self.key_pkcs8.as_slice())?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key)?;
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at, reason)| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: time::OffsetDateTime::from(*at),
+                reason_code: Some(match reason {
+                    1 => RevocationReason::KeyCompromise,
+                    3 => RevocationReason::AffiliationChanged,
+                    4 => RevocationReason::Superseded,
+                    5 => RevocationReason::CessationOfOperation,
+                    9 => RevocationReason::PrivilegeWithdrawn,
+                    _ => RevocationReason::Unspecified,
+                }),
+                invalidity_date: None,
+            })
+            .collect();
+        let crl_number = crate::store::unix(now).to_be_bytes();
+        let params = CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::from(now),
+            next_update: time::OffsetDateTime::from(next_update),
+            crl_number: SerialNumber::from_slice(&crl_number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::PreSpecified(self.key_identifier.clone()),
+        };
+        Ok(params.signed_by(&issuer)?.der().to_vec())
     }
 
     /// The intermediate certificate, DER.

@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod ca;
 pub mod error;
 pub mod jws;
 pub mod leaf;
+pub mod serve;
 pub mod store;
 pub mod validate;
 

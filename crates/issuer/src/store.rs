@@ -321,11 +321,14 @@ pub trait Store: Send + Sync {
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error>;
 
     /// Issues for an order in `expected` status: signs with `sign` inside the transaction and
-    /// records the certificate with the order `valid`.
+    /// records the certificate with the order `valid`. A STAR renewal names the certificate it
+    /// `replaces`: it happens only if that is still the order's latest and the order was not
+    /// canceled, so two replicas cannot both renew.
     fn issue(
         &self,
         order_id: &str,
         expected: OrderStatus,
+        replaces: Option<&str>,
         new_id: &str,
         now: SystemTime,
         sign: &mut dyn FnMut() -> Result<NewCert, Error>,
@@ -890,22 +893,29 @@ impl Store for SqliteStore {
         &self,
         order_id: &str,
         expected: OrderStatus,
+        replaces: Option<&str>,
         new_id: &str,
         now: SystemTime,
         sign: &mut dyn FnMut() -> Result<NewCert, Error>,
     ) -> Result<IssueOutcome, Error> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status: Option<String> = tx
-            .query_row("SELECT status FROM orders WHERE id = ?1", [order_id], |r| {
-                r.get(0)
-            })
+        let current: Option<(String, Option<String>, bool)> = tx
+            .query_row(
+                "SELECT status, certificate_id, star_canceled FROM orders WHERE id = ?1",
+                [order_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()?;
-        let Some(status) = status else {
+        let Some((status, certificate_id, star_canceled)) = current else {
             return Err(Error::Store(format!("no order {order_id}")));
         };
         let status = OrderStatus::parse(&status)?;
-        if status != expected {
+        let replaces_latest = match replaces {
+            Some(old) => certificate_id.as_deref() == Some(old) && !star_canceled,
+            None => true,
+        };
+        if status != expected || !replaces_latest {
             return Ok(IssueOutcome::NotReady(status));
         }
         // Signed inside the transaction: handed out only after the commit below.

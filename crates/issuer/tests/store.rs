@@ -139,10 +139,17 @@ fn issuance_is_recorded_exactly_once() {
     // Not ready yet: nothing is signed.
     let mut signed = false;
     let outcome = store
-        .issue("order-1", OrderStatus::Ready, "cert-0", t(20), &mut || {
-            signed = true;
-            Ok(new_cert("00", 20, 7))
-        })
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-0",
+            t(20),
+            &mut || {
+                signed = true;
+                Ok(new_cert("00", 20, 7))
+            },
+        )
         .unwrap();
     assert!(matches!(
         outcome,
@@ -153,9 +160,14 @@ fn issuance_is_recorded_exactly_once() {
     store.record_attestation("authz-1", &attested()).unwrap();
     // A failure after signing and before recording (a crash) leaves no trace and the order
     // ready, so it can be finalized again.
-    let failed = store.issue("order-1", OrderStatus::Ready, "cert-x", t(20), &mut || {
-        Err(Error::Certificate("simulated crash".into()))
-    });
+    let failed = store.issue(
+        "order-1",
+        OrderStatus::Ready,
+        None,
+        "cert-x",
+        t(20),
+        &mut || Err(Error::Certificate("simulated crash".into())),
+    );
     assert!(failed.is_err());
     assert!(store.certificate("cert-x").unwrap().is_none());
     assert_eq!(
@@ -164,7 +176,14 @@ fn issuance_is_recorded_exactly_once() {
     );
 
     let IssueOutcome::Issued(cert) = store
-        .issue("order-1", OrderStatus::Ready, "cert-1", t(20), &mut sign)
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-1",
+            t(20),
+            &mut sign,
+        )
         .unwrap()
     else {
         panic!("not issued")
@@ -178,7 +197,14 @@ fn issuance_is_recorded_exactly_once() {
     );
     // A second finalize does not issue again.
     let again = store
-        .issue("order-1", OrderStatus::Ready, "cert-2", t(21), &mut sign)
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-2",
+            t(21),
+            &mut sign,
+        )
         .unwrap();
     assert!(matches!(again, IssueOutcome::NotReady(OrderStatus::Valid)));
     assert!(store.certificate("cert-2").unwrap().is_none());
@@ -197,16 +223,45 @@ fn star_renewal_is_due_at_half_lifetime_until_canceled() {
     let store = seeded(true);
     store.record_attestation("authz-1", &attested()).unwrap();
     store
-        .issue("order-1", OrderStatus::Ready, "cert-1", t(0), &mut || {
-            Ok(new_cert("01", 0, 8))
-        })
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-1",
+            t(0),
+            &mut || Ok(new_cert("01", 0, 8)),
+        )
         .unwrap();
     assert!(store.star_orders_due(t(4 * 86_400 - 1)).unwrap().is_empty());
     let due = store.star_orders_due(t(4 * 86_400)).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "order-1");
+    // A renewal replaces the latest certificate once.
+    let renewed = store
+        .issue(
+            "order-1",
+            OrderStatus::Valid,
+            Some("cert-1"),
+            "cert-2",
+            t(4 * 86_400),
+            &mut || Ok(new_cert("02", 4 * 86_400, 8)),
+        )
+        .unwrap();
+    assert!(matches!(renewed, IssueOutcome::Issued(_)));
+    let stale = store
+        .issue(
+            "order-1",
+            OrderStatus::Valid,
+            Some("cert-1"),
+            "cert-3",
+            t(4 * 86_400),
+            &mut || Ok(new_cert("03", 4 * 86_400, 8)),
+        )
+        .unwrap();
+    assert!(matches!(stale, IssueOutcome::NotReady(_)));
+    assert!(store.star_orders_due(t(4 * 86_400 + 1)).unwrap().is_empty());
     store.cancel_order("order-1").unwrap();
-    assert!(store.star_orders_due(t(5 * 86_400)).unwrap().is_empty());
+    assert!(store.star_orders_due(t(9 * 86_400)).unwrap().is_empty());
     assert!(
         store
             .order("order-1")
@@ -223,9 +278,14 @@ fn revoking_a_relying_party_cascades() {
     let store = seeded(true);
     store.record_attestation("authz-1", &attested()).unwrap();
     store
-        .issue("order-1", OrderStatus::Ready, "cert-1", t(0), &mut || {
-            Ok(new_cert("01", 0, 7))
-        })
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-1",
+            t(0),
+            &mut || Ok(new_cert("01", 0, 7)),
+        )
         .unwrap();
     let summary = store
         .revoke_relying_party(&origin(), t(100))

@@ -164,3 +164,138 @@ impl TlsKey {
         self.csr_with(params)
     }
 }
+
+/// A minimal ACME client that drives `AcmeServer::handle` directly (no sockets).
+pub mod client {
+    use std::time::SystemTime;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use localcert_issuer::acme::{AcmeServer, Response};
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use serde_json::{Value, json};
+
+    pub const BASE: &str = "https://localhost:8443";
+
+    pub fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub struct Client {
+        key: EcdsaKeyPair,
+        pub kid: Option<String>,
+    }
+
+    impl Client {
+        pub fn new() -> Self {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            Self::from_pkcs8(pkcs8.as_ref())
+        }
+
+        pub fn from_pkcs8(pkcs8: &[u8]) -> Self {
+            let key = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                pkcs8,
+                &SystemRandom::new(),
+            )
+            .unwrap();
+            Self { key, kid: None }
+        }
+
+        pub fn jwk(&self) -> Value {
+            let point = self.key.public_key().as_ref();
+            json!({"crv": "P-256", "kty": "EC", "x": b64(&point[1..33]), "y": b64(&point[33..])})
+        }
+
+        pub fn thumbprint(&self) -> String {
+            use sha2::Digest;
+            let jwk = self.jwk();
+            let canonical = format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                jwk["x"].as_str().unwrap(),
+                jwk["y"].as_str().unwrap()
+            );
+            b64(&sha2::Sha256::digest(canonical.as_bytes()))
+        }
+
+        /// A signed JWS body for `url` with this nonce and payload ("" for POST-as-GET).
+        pub fn jws(&self, url: &str, nonce: &str, payload: &[u8]) -> Vec<u8> {
+            let mut header = json!({"alg": "ES256", "nonce": nonce, "url": url});
+            match &self.kid {
+                Some(kid) => header["kid"] = json!(kid),
+                None => header["jwk"] = self.jwk(),
+            }
+            let protected = b64(header.to_string().as_bytes());
+            let payload = b64(payload);
+            let sig = self
+                .key
+                .sign(
+                    &SystemRandom::new(),
+                    format!("{protected}.{payload}").as_bytes(),
+                )
+                .unwrap();
+            json!({"protected": protected, "payload": payload, "signature": b64(sig.as_ref())})
+                .to_string()
+                .into_bytes()
+        }
+
+        pub fn eab(&self, kid: &str, hmac: &[u8]) -> Value {
+            let protected = b64(json!({"alg": "HS256", "kid": kid,
+                "url": format!("{BASE}/acme/new-account")})
+            .to_string()
+            .as_bytes());
+            let payload = b64(self.jwk().to_string().as_bytes());
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, hmac);
+            let tag = ring::hmac::sign(&key, format!("{protected}.{payload}").as_bytes());
+            json!({"protected": protected, "payload": payload, "signature": b64(tag.as_ref())})
+        }
+    }
+
+    pub fn nonce(server: &AcmeServer, now: SystemTime) -> String {
+        let response = server.handle("HEAD", "/acme/new-nonce", None, b"", now);
+        response.header("replay-nonce").unwrap().to_owned()
+    }
+
+    /// POSTs `payload` (None: POST-as-GET) to `path`, signed by `client`.
+    pub fn post(
+        server: &AcmeServer,
+        client: &Client,
+        path: &str,
+        payload: Option<&Value>,
+        now: SystemTime,
+    ) -> Response {
+        let nonce = nonce(server, now);
+        let payload = payload
+            .map(|p| p.to_string().into_bytes())
+            .unwrap_or_default();
+        let body = client.jws(&format!("{BASE}{path}"), &nonce, &payload);
+        server.handle("POST", path, Some("application/jose+json"), &body, now)
+    }
+
+    pub fn body(response: &Response) -> Value {
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    /// The ACME error type of a problem response, e.g. `badNonce`.
+    pub fn problem(response: &Response) -> String {
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json")
+        );
+        let value = body(response);
+        value["type"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("urn:ietf:params:acme:error:")
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The path of an absolute URL of this server.
+    pub fn path(url: &str) -> String {
+        url.strip_prefix(BASE).unwrap().to_owned()
+    }
+}

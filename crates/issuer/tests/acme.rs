@@ -1,0 +1,668 @@
+//! The ACME server driven through `AcmeServer::handle` (no sockets), with a controlled clock:
+//! the whole flow including STAR renewal and cancel, and every bad input refused with a precise
+//! problem, an audit entry and no state change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::client::{self, BASE, Client, b64, body, path, post, problem};
+use common::{Device, Manufacturer, TlsKey};
+use localcert_issuer::acme::{AcmeServer, Policy, Response, rfc3339};
+use localcert_issuer::ca::{self, CaFiles, IssuingCa};
+use localcert_issuer::store::{
+    AuditEntry, OrderStatus, RelyingParty, RelyingPartyStatus, SqliteStore, Store,
+};
+use localcert_issuer::validate::TrustConfig;
+use localcert_proto::origin::Origin;
+use serde_json::{Value, json};
+
+const KID: &str = "kid-vod";
+const HMAC: &[u8] = &[42; 32];
+const USER: &[u8] = b"user-1";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    server: AcmeServer,
+    maker: Manufacturer,
+    device: Device,
+    origin: Origin,
+    now: SystemTime,
+}
+
+struct PendingOrder {
+    order: String,
+    authz: String,
+    chall: String,
+    token: String,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let files = CaFiles::in_dir(dir.path());
+        ca::init_ca(&files, "test", now).unwrap();
+        let ca = IssuingCa::load(&files).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
+        let origin = Origin::parse("https://vod.example.com").unwrap();
+        store
+            .add_relying_party(&RelyingParty {
+                origin: origin.clone(),
+                eab_kid: KID.into(),
+                eab_hmac_key: HMAC.to_vec(),
+                status: RelyingPartyStatus::Active,
+                created: now,
+            })
+            .unwrap();
+        let maker = Manufacturer::new("Acme TVs");
+        let trust = TrustConfig::new(std::slice::from_ref(&maker.root_der), []).unwrap();
+        let server = AcmeServer::new(store.clone(), ca, trust, Policy::default(), BASE);
+        let device = maker.device("0001");
+        Self {
+            _dir: dir,
+            store,
+            server,
+            maker,
+            device,
+            origin,
+            now,
+        }
+    }
+
+    fn post(&self, client: &Client, path: &str, payload: Option<&Value>) -> Response {
+        post(&self.server, client, path, payload, self.now)
+    }
+
+    fn account(&self) -> Client {
+        let mut client = Client::new();
+        let eab = client.eab(KID, HMAC);
+        let response = self.post(
+            &client,
+            "/acme/new-account",
+            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": eab})),
+        );
+        assert_eq!(
+            response.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        client.kid = Some(response.header("location").unwrap().to_owned());
+        client
+    }
+
+    fn name(&self) -> String {
+        self.device.name("tv", &self.origin).to_string()
+    }
+
+    fn order(&self, client: &Client, extra: Option<(&str, Value)>) -> PendingOrder {
+        let mut payload = json!({"identifiers": [{"type": "dns", "value": self.name()}]});
+        if let Some((key, value)) = extra {
+            payload[key] = value;
+        }
+        let response = self.post(client, "/acme/new-order", Some(&payload));
+        assert_eq!(
+            response.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let order = path(response.header("location").unwrap());
+        let authz = path(body(&response)["authorizations"][0].as_str().unwrap());
+        let authz_body = body(&self.post(client, &authz, None));
+        let challenge = &authz_body["challenges"][0];
+        assert_eq!(challenge["type"], "device-attest-01");
+        assert_eq!(authz_body["challenges"].as_array().unwrap().len(), 1);
+        PendingOrder {
+            order,
+            authz,
+            chall: path(challenge["url"].as_str().unwrap()),
+            token: challenge["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn att_obj(&self, device: &Device, client: &Client, token: &str, tls: &TlsKey) -> Vec<u8> {
+        let key_authorization = format!("{token}.{}", client.thumbprint());
+        let names = vec![self.device.name("tv", &self.origin)];
+        device.attest(&key_authorization, &self.origin, USER, &tls.spki(), &names)
+    }
+
+    fn answer(&self, client: &Client, chall: &str, att_obj: &[u8]) -> Response {
+        self.post(client, chall, Some(&json!({"attObj": b64(att_obj)})))
+    }
+
+    fn finalize(&self, client: &Client, order: &str, csr: &[u8]) -> Response {
+        self.post(
+            client,
+            &format!("{order}/finalize"),
+            Some(&json!({"csr": b64(csr)})),
+        )
+    }
+
+    fn order_status(&self, client: &Client, order: &str) -> String {
+        body(&self.post(client, order, None))["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn last_audit(&self) -> AuditEntry {
+        self.store.audit_log(1).unwrap().pop().unwrap()
+    }
+
+    /// Asserts a refusal: the problem type, an audit entry saying so, the order unchanged.
+    fn assert_refused(&self, response: &Response, kind: &str, client: &Client, order: &str) {
+        assert_eq!(
+            problem(response),
+            kind,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let audit = self.last_audit();
+        assert_eq!(audit.event, "refused");
+        assert_eq!(body(response)["detail"].as_str().unwrap(), audit.detail);
+        assert_eq!(self.order_status(client, order), "pending");
+    }
+}
+
+#[test]
+fn full_flow_with_star_renewal_cancel_and_revocation() {
+    let h = Harness::new();
+    let client = h.account();
+    let lifetime = 4 * 3600;
+    let end = h.now + Duration::from_secs(10 * 86_400);
+    let p = h.order(
+        &client,
+        Some((
+            "auto-renewal",
+            json!({"end-date": rfc3339(end), "lifetime": lifetime}),
+        )),
+    );
+    let tls = TlsKey::new();
+    let response = h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&h.device, &client, &p.token, &tls),
+    );
+    assert_eq!(body(&response)["status"], "valid");
+    assert_eq!(h.order_status(&client, &p.order), "ready");
+
+    let response = h.finalize(&client, &p.order, &tls.csr(&[&h.name()]));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let order = body(&response);
+    assert_eq!(order["status"], "valid");
+    let cert_path = path(order["certificate"].as_str().unwrap());
+    let star_path = path(order["star-certificate"].as_str().unwrap());
+    let chain = h.post(&client, &cert_path, None);
+    assert_eq!(
+        chain.header("content-type"),
+        Some("application/pem-certificate-chain")
+    );
+    let first = String::from_utf8(chain.body.clone()).unwrap();
+    assert_eq!(first.matches("BEGIN CERTIFICATE").count(), 2);
+
+    // The STAR URL answers unauthenticated GETs with the current certificate.
+    let star = h.server.handle("GET", &star_path, None, b"", h.now);
+    assert_eq!(star.status, 200);
+    assert_eq!(String::from_utf8(star.body).unwrap(), first);
+    // Nothing is due before half of the lifetime; the next one is published at half of it.
+    let half = Duration::from_secs(lifetime / 2);
+    assert_eq!(
+        h.server
+            .renew_due(h.now + half - Duration::from_secs(600))
+            .unwrap(),
+        0
+    );
+    assert_eq!(h.server.renew_due(h.now + half).unwrap(), 1);
+    let star = h.server.handle("GET", &star_path, None, b"", h.now + half);
+    let second = String::from_utf8(star.body.clone()).unwrap();
+    assert_ne!(second, first);
+    assert!(star.header("cert-not-after").is_some());
+
+    // Cancel: the STAR URL answers autoRenewalCanceled and nothing more is renewed.
+    let response = h.post(&client, &p.order, Some(&json!({"status": "canceled"})));
+    assert_eq!(body(&response)["status"], "canceled");
+    let star = h.server.handle("GET", &star_path, None, b"", h.now + half);
+    assert_eq!(
+        (star.status, problem(&star).as_str()),
+        (403, "autoRenewalCanceled")
+    );
+    assert_eq!(h.server.renew_due(h.now + half * 3).unwrap(), 0);
+
+    // Revocation by the account, reflected in the CRL.
+    let leaf_der = ca::pem_blocks(second.as_bytes(), "CERTIFICATE")
+        .unwrap()
+        .remove(0);
+    let revoke = json!({"certificate": b64(&leaf_der), "reason": 4});
+    let response = h.post(&client, "/acme/revoke-cert", Some(&revoke));
+    assert_eq!(response.status, 200);
+    assert_eq!(h.last_audit().event, "revoked");
+    let again = h.post(&client, "/acme/revoke-cert", Some(&revoke));
+    assert_eq!(problem(&again), "alreadyRevoked");
+    let crl = h.server.handle("GET", "/crl", None, b"", h.now);
+    assert_eq!(crl.header("content-type"), Some("application/pkix-crl"));
+    let (_, crl) = x509_parser::parse_x509_crl(&crl.body).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+    assert!(
+        crl.iter_revoked_certificates()
+            .any(|r| r.raw_serial() == leaf.raw_serial())
+    );
+
+    // Account deactivation: the account can do nothing more.
+    let response = h.post(
+        &client,
+        client.kid.as_deref().map(path).unwrap().as_str(),
+        Some(&json!({"status": "deactivated"})),
+    );
+    assert_eq!(body(&response)["status"], "deactivated");
+    let response = h.post(
+        &client,
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": h.name()}]})),
+    );
+    assert_eq!(problem(&response), "unauthorized");
+}
+
+#[test]
+fn relying_party_revocation_is_enforced() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let tls = TlsKey::new();
+    h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&h.device, &client, &p.token, &tls),
+    );
+    let response = h.finalize(&client, &p.order, &tls.csr(&[&h.name()]));
+    assert_eq!(body(&response)["status"], "valid");
+    let summary = h
+        .store
+        .revoke_relying_party(&h.origin, h.now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.certificates, 1);
+    let crl = h.server.handle("GET", "/crl", None, b"", h.now);
+    let (_, crl) = x509_parser::parse_x509_crl(&crl.body).unwrap();
+    assert_eq!(crl.iter_revoked_certificates().count(), 1);
+    // Neither the account nor the EAB key works any more.
+    assert_eq!(problem(&h.post(&client, &p.order, None)), "unauthorized");
+    let fresh = Client::new();
+    let eab = fresh.eab(KID, HMAC);
+    let response = h.post(
+        &fresh,
+        "/acme/new-account",
+        Some(&json!({"externalAccountBinding": eab})),
+    );
+    assert_eq!(problem(&response), "unauthorized");
+}
+
+#[test]
+fn account_without_eab_or_with_a_bad_one_is_refused() {
+    let h = Harness::new();
+    let client = Client::new();
+    let response = h.post(
+        &client,
+        "/acme/new-account",
+        Some(&json!({"termsOfServiceAgreed": true})),
+    );
+    assert_eq!(problem(&response), "externalAccountRequired");
+    assert_eq!(h.last_audit().event, "refused");
+    for eab in [
+        client.eab(KID, &[1; 32]),
+        client.eab("unknown", HMAC),
+        Client::new().eab(KID, HMAC),
+    ] {
+        let response = h.post(
+            &client,
+            "/acme/new-account",
+            Some(&json!({"externalAccountBinding": eab})),
+        );
+        assert_eq!(problem(&response), "unauthorized");
+    }
+    let response = h.post(
+        &client,
+        "/acme/new-account",
+        Some(&json!({"onlyReturnExisting": true})),
+    );
+    assert_eq!(problem(&response), "accountDoesNotExist");
+    // Nothing was created.
+    let response = h.post(
+        &client,
+        "/acme/new-account",
+        Some(&json!({"onlyReturnExisting": true})),
+    );
+    assert_eq!(problem(&response), "accountDoesNotExist");
+}
+
+#[test]
+fn nonces_and_jws_are_checked() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let url = format!("{BASE}{}", p.order);
+    let nonce = client::nonce(&h.server, h.now);
+    let body_bytes = client.jws(&url, &nonce, b"");
+    let ok = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/jose+json"),
+        &body_bytes,
+        h.now,
+    );
+    assert_eq!(ok.status, 200);
+    // Replayed nonce.
+    let replay = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/jose+json"),
+        &body_bytes,
+        h.now,
+    );
+    h.assert_refused(&replay, "badNonce", &client, &p.order);
+    assert!(
+        replay.header("replay-nonce").is_some(),
+        "a fresh nonce to retry with"
+    );
+    // Unknown nonce.
+    let forged = client.jws(&url, "AAAA", b"");
+    let response = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/jose+json"),
+        &forged,
+        h.now,
+    );
+    h.assert_refused(&response, "badNonce", &client, &p.order);
+    // Expired nonce.
+    let nonce = client::nonce(&h.server, h.now);
+    let late = h.now + Policy::default().nonce_lifetime;
+    let response = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/jose+json"),
+        &client.jws(&url, &nonce, b""),
+        late,
+    );
+    h.assert_refused(&response, "badNonce", &client, &p.order);
+    // URL of another resource.
+    let nonce = client::nonce(&h.server, h.now);
+    let response = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/jose+json"),
+        &client.jws(&format!("{BASE}/acme/new-order"), &nonce, b""),
+        h.now,
+    );
+    h.assert_refused(&response, "unauthorized", &client, &p.order);
+    // Signed by another key with this account's kid.
+    let mut impostor = Client::new();
+    impostor.kid = client.kid.clone();
+    let response = h.post(&impostor, &p.order, None);
+    h.assert_refused(&response, "unauthorized", &client, &p.order);
+    // Malformed JWS and JSON, wrong content type.
+    for bad in [
+        &b"not json"[..],
+        b"{}",
+        b"{\"protected\":\"!\",\"payload\":\"\",\"signature\":\"\"}",
+    ] {
+        let response = h
+            .server
+            .handle("POST", &p.order, Some("application/jose+json"), bad, h.now);
+        h.assert_refused(&response, "malformed", &client, &p.order);
+    }
+    let response = h.server.handle(
+        "POST",
+        &p.order,
+        Some("application/json"),
+        &body_bytes,
+        h.now,
+    );
+    h.assert_refused(&response, "malformed", &client, &p.order);
+    let response = h.post(
+        &client,
+        "/acme/new-order",
+        Some(&json!({"identifiers": "nope"})),
+    );
+    h.assert_refused(&response, "malformed", &client, &p.order);
+    // Oversize bodies (the transport measures; the problem is the server's).
+    let response = h.server.too_large(&p.order, h.now);
+    assert_eq!(
+        (response.status, problem(&response).as_str()),
+        (413, "malformed")
+    );
+    // Another account cannot see this order.
+    let other = h.account();
+    assert_eq!(h.post(&other, &p.order, None).status, 404);
+}
+
+#[test]
+fn bad_identifiers_are_rejected() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let other_origin = h
+        .device
+        .name("tv", &Origin::parse("https://evil.example").unwrap());
+    for (value, kind) in [
+        ("tv.example.com", "rejectedIdentifier"),
+        ("192.168.1.10", "rejectedIdentifier"),
+        ("::1", "rejectedIdentifier"),
+        ("*.local", "rejectedIdentifier"),
+        (other_origin.as_str(), "rejectedIdentifier"),
+    ] {
+        let response = h.post(
+            &client,
+            "/acme/new-order",
+            Some(&json!({"identifiers": [{"type": "dns", "value": value}]})),
+        );
+        h.assert_refused(&response, kind, &client, &p.order);
+    }
+    let response = h.post(
+        &client,
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "ip", "value": "192.168.1.10"}]})),
+    );
+    h.assert_refused(&response, "unsupportedIdentifier", &client, &p.order);
+}
+
+#[test]
+fn bad_attestations_are_refused_without_state_change() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let tls = TlsKey::new();
+    let good = h.att_obj(&h.device, &client, &p.token, &tls);
+    let chall_status = |h: &Harness| body(&h.post(&client, &p.chall, None))["status"].clone();
+
+    // Truncated, garbage CBOR, not base64url.
+    for bad in [&good[..good.len() - 3], b"\xa1\x00", b"garbage"] {
+        let response = h.answer(&client, &p.chall, bad);
+        h.assert_refused(&response, "badAttestationStatement", &client, &p.order);
+    }
+    let response = h.post(&client, &p.chall, Some(&json!({"attObj": "!!"})));
+    h.assert_refused(&response, "malformed", &client, &p.order);
+    let response = h.post(&client, &p.chall, Some(&json!({})));
+    h.assert_refused(&response, "malformed", &client, &p.order);
+    // Forged: signed over another account's key authorization.
+    let other = Client::new();
+    let forged = h.att_obj(&h.device, &other, &p.token, &tls);
+    h.assert_refused(
+        &h.answer(&client, &p.chall, &forged),
+        "badAttestationStatement",
+        &client,
+        &p.order,
+    );
+    // Unknown manufacturer.
+    let stranger = Manufacturer::new("Unknown").device("0001");
+    let response = h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&stranger, &client, &p.token, &tls),
+    );
+    h.assert_refused(&response, "badAttestationStatement", &client, &p.order);
+    // Expired device certificate.
+    let now_unix = h
+        .now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expired = h.maker.device_valid("0009", Some(now_unix - 60));
+    let response = h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&expired, &client, &p.token, &tls),
+    );
+    h.assert_refused(&response, "badAttestationStatement", &client, &p.order);
+    assert!(h.last_audit().detail.contains("not valid at this time"));
+    // Another device of the same maker: genuine, but the name is not its name.
+    let sibling = h.maker.device("0002");
+    let response = h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&sibling, &client, &p.token, &tls),
+    );
+    h.assert_refused(&response, "rejectedIdentifier", &client, &p.order);
+    assert_eq!(chall_status(&h), "pending");
+
+    // Expired challenge.
+    let late = h.now + Policy::default().challenge_lifetime;
+    let response = post(
+        &h.server,
+        &client,
+        &p.chall,
+        Some(&json!({"attObj": b64(&good)})),
+        late,
+    );
+    h.assert_refused(&response, "unauthorized", &client, &p.order);
+
+    // The genuine one is accepted once; a replay is refused.
+    assert_eq!(body(&h.answer(&client, &p.chall, &good))["status"], "valid");
+    let replay = h.answer(&client, &p.chall, &good);
+    assert_eq!(problem(&replay), "unauthorized");
+    assert_eq!(h.last_audit().detail, "challenge was already used");
+    let _ = &p.authz;
+}
+
+#[test]
+fn revoked_device_is_refused() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new();
+    // A server whose trust config revokes the harness device's batch.
+    let revoked: [u8; 32] = sha2::Sha256::digest(&h.maker.batch_der).into();
+    let trust = TrustConfig::new(std::slice::from_ref(&h.maker.root_der), [revoked]).unwrap();
+    let files = CaFiles::in_dir(dir.path());
+    ca::init_ca(&files, "test", h.now).unwrap();
+    let server = AcmeServer::new(
+        h.store.clone(),
+        IssuingCa::load(&files).unwrap(),
+        trust,
+        Policy::default(),
+        BASE,
+    );
+    let client = h.account();
+    let p = h.order(&client, None);
+    let att = h.att_obj(&h.device, &client, &p.token, &TlsKey::new());
+    let response = post(
+        &server,
+        &client,
+        &p.chall,
+        Some(&json!({"attObj": b64(&att)})),
+        h.now,
+    );
+    h.assert_refused(&response, "badAttestationStatement", &client, &p.order);
+    assert!(h.last_audit().detail.contains("revoked"));
+}
+
+#[test]
+fn bad_csrs_are_refused_at_finalize() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let tls = TlsKey::new();
+    // Finalize before the challenge: orderNotReady.
+    let response = h.finalize(&client, &p.order, &tls.csr(&[&h.name()]));
+    h.assert_refused(&response, "orderNotReady", &client, &p.order);
+    h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&h.device, &client, &p.token, &tls),
+    );
+    let ready = |h: &Harness| assert_eq!(h.order_status(&client, &p.order), "ready");
+    for (csr, kind) in [
+        (TlsKey::new().csr(&[&h.name()]), "badCSR"), // another key
+        (tls.csr(&[&h.name(), "extra.local"]), "badCSR"), // names beyond the order
+        (tls.csr_with_ip(&h.name()), "badCSR"),      // IP SAN
+        (b"garbage".to_vec(), "badCSR"),
+    ] {
+        let response = h.finalize(&client, &p.order, &csr);
+        assert_eq!(problem(&response), kind);
+        assert_eq!(h.last_audit().event, "refused");
+        ready(&h);
+    }
+    assert!(
+        h.store
+            .audit_log(100)
+            .unwrap()
+            .iter()
+            .all(|e| e.event != "issued")
+    );
+    // The right CSR issues exactly once.
+    let response = h.finalize(&client, &p.order, &tls.csr(&[&h.name()]));
+    assert_eq!(body(&response)["status"], "valid");
+    let again = h.finalize(&client, &p.order, &tls.csr(&[&h.name()]));
+    assert_eq!(problem(&again), "orderNotReady");
+    let issued = h
+        .store
+        .audit_log(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "issued")
+        .count();
+    assert_eq!(issued, 1);
+    let order = h
+        .store
+        .order(p.order.rsplit('/').next().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Valid);
+}
+
+#[test]
+fn star_requests_outside_policy_are_refused() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let far = rfc3339(h.now + Duration::from_secs(5 * 365 * 86_400));
+    let soon = rfc3339(h.now + Duration::from_secs(86_400));
+    for auto_renewal in [
+        json!({"end-date": soon, "lifetime": 60}),
+        json!({"end-date": far, "lifetime": 86_400}),
+        json!({"end-date": "yesterday", "lifetime": 86_400}),
+        json!({"lifetime": 86_400}),
+    ] {
+        let response = h.post(
+            &client,
+            "/acme/new-order",
+            Some(&json!({
+                "identifiers": [{"type": "dns", "value": h.name()}],
+                "auto-renewal": auto_renewal,
+            })),
+        );
+        h.assert_refused(&response, "malformed", &client, &p.order);
+    }
+    let directory = body(&h.server.handle("GET", "/acme/directory", None, b"", h.now));
+    assert_eq!(directory["meta"]["externalAccountRequired"], true);
+    assert!(directory["meta"]["auto-renewal"]["min-lifetime"].is_u64());
+}
