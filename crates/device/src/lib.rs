@@ -22,6 +22,7 @@ pub mod mdns;
 pub mod pki;
 pub mod presence;
 pub mod signer;
+pub mod star;
 pub mod store;
 
 pub use engine::{Device, DeviceConfig, Event, IssuerTrust, SessionId, SystemClock, WallClock};

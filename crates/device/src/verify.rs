@@ -234,3 +234,13 @@ fn map_webpki(e: webpki::Error) -> Refused {
 pub(crate) fn is_ca(der: &[u8]) -> bool {
     pki::parse_certificate(der, "certificate").is_ok_and(|c| c.is_ca())
 }
+
+/// The leaf's validity window `(notBefore, notAfter)` in Unix seconds.
+pub(crate) fn leaf_window(leaf: &[u8]) -> Option<(u64, u64)> {
+    let cert = pki::parse_certificate(leaf, "leaf").ok()?;
+    let v = cert.validity();
+    Some((
+        u64::try_from(v.not_before.timestamp()).ok()?,
+        u64::try_from(v.not_after.timestamp()).ok()?,
+    ))
+}
