@@ -1,0 +1,245 @@
+//! A whole world on loopback for the UA's tests: an issuer serving ACME over HTTPS, a device
+//! engine with its HTTPS server, and an in-memory link between the UA and the device.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use localcert_device::presence::AutoApprove;
+use localcert_device::signer::FileSigner;
+use localcert_device::store::MemoryStore;
+use localcert_device::{Device, DeviceConfig, Event, IssuerTrust};
+use localcert_issuer::acme::{AcmeServer, Policy};
+use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
+use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_issuer::validate::TrustConfig;
+use localcert_proto::message::CorsPolicy;
+use localcert_proto::name::LocalName;
+use localcert_proto::origin::Origin;
+use localcert_ua::provision::{Connector, Plan};
+use localcert_ua::resolve::StaticResolver;
+use localcert_ua::sim::DevicePeripheral;
+use localcert_ua::{LinkError, LinkProfile, SimLink};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+pub const ORIGIN: &str = "https://vod.example.com";
+pub const KID: &str = "kid-vod";
+pub const HMAC: &[u8] = &[7; 32];
+pub const BODY: &str = "hello from the device";
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn pem(path: &Path) -> Vec<u8> {
+    CertificateDer::from_pem_file(path)
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub issuer_root: Vec<u8>,
+    pub directory_url: String,
+    pub tls_root: PathBuf,
+    pub device: Arc<Mutex<Device>>,
+    pub sites: Arc<localcert_device::https::Sites>,
+    pub https_port: u16,
+    shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl World {
+    /// Issuer and device, both serving on loopback.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let files = CaFiles::in_dir(dir.path());
+        ca::init_ca(&files, "localcert test issuer", now).unwrap();
+        let tls_files = TlsFiles::in_dir(dir.path());
+        ca::init_tls(&tls_files, now).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
+        store
+            .add_relying_party(&RelyingParty {
+                origin: Origin::parse(ORIGIN).unwrap(),
+                eab_kid: KID.into(),
+                eab_hmac_key: HMAC.to_vec(),
+                status: RelyingPartyStatus::Active,
+                created: now,
+            })
+            .unwrap();
+        let trust =
+            TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], []).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let server = AcmeServer::new(
+            store.clone(),
+            IssuingCa::load(&files).unwrap(),
+            trust,
+            Policy::default(),
+            &base,
+        );
+        let directory_url = server.directory_url();
+        let tls = localcert_issuer::serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
+        let (stop_issuer, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(localcert_issuer::serve::serve(
+            listener,
+            tls,
+            Arc::new(server),
+            Duration::from_secs(1),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let issuer_root = pem(&files.root_cert);
+        let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https_port = https.local_addr().unwrap().port();
+        let device_dir = fixtures().join("devices/device-1");
+        let signer = FileSigner::from_files(
+            &device_dir.join("attestation.key.pem"),
+            &device_dir.join("attestation.pem"),
+        )
+        .unwrap();
+        let mut config = DeviceConfig::new("Media Server 1");
+        config.https_port = https_port;
+        config.trust = IssuerTrust::Roots(vec![issuer_root.clone()]);
+        let device = Device::new(
+            config,
+            Box::new(signer),
+            Box::new(AutoApprove),
+            Box::new(MemoryStore::new()),
+        );
+        let sites = localcert_device::https::Sites::new();
+        let handler = tower::service_fn(|_req| async {
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(BODY))))
+        });
+        let (stop_device, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(localcert_device::https::serve(
+            https,
+            sites.clone(),
+            handler,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            tls_root: tls_files.cert.clone(),
+            dir,
+            store,
+            issuer_root,
+            directory_url,
+            device: Arc::new(Mutex::new(device)),
+            sites,
+            https_port,
+            shutdown: vec![stop_issuer, stop_device],
+        }
+    }
+
+    pub fn plan(&self) -> Plan {
+        Plan {
+            directory_url: self.directory_url.clone(),
+            acme_tls_root: Some(self.tls_root.clone()),
+            issuer_root: self.issuer_root.clone(),
+            eab_kid: KID.into(),
+            eab_key: HMAC.to_vec(),
+            origin: Origin::parse(ORIGIN).unwrap(),
+            user_handle: b"user-1".to_vec(),
+            device_label: None,
+            pin: None,
+            cors: CorsPolicy {
+                methods: vec!["GET".into(), "POST".into()],
+                allow_headers: vec!["content-type".into()],
+                expose_headers: vec![],
+                allow_credentials: false,
+                max_age: 600,
+            },
+            star: false,
+            max_attempts: 3,
+            check_path: "/".into(),
+        }
+    }
+
+    /// A connector whose first connection drops at fragment `drop_at` (if any).
+    pub fn connector(&self, profile: LinkProfile, drop_at: Option<usize>) -> SimConnector {
+        SimConnector {
+            device: self.device.clone(),
+            sites: self.sites.clone(),
+            profile,
+            drop_at,
+            connections: 0,
+        }
+    }
+
+    /// The name this device gets for `origin` with its own label.
+    pub fn name_for(&self, origin: &str) -> LocalName {
+        let device = self.device.lock().unwrap();
+        LocalName::derive(
+            &device.config().device_label,
+            &Origin::parse(origin).unwrap(),
+            device.device_tag(),
+        )
+    }
+
+    /// Resolves the device's name for [`ORIGIN`] to 127.0.0.1 (mDNS is tested elsewhere).
+    pub fn resolver_for_device(&self) -> StaticResolver {
+        let mut r = StaticResolver::default();
+        r.insert(
+            self.name_for(ORIGIN).as_str(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        r
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for stop in self.shutdown.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub struct SimConnector {
+    device: Arc<Mutex<Device>>,
+    sites: Arc<localcert_device::https::Sites>,
+    profile: LinkProfile,
+    drop_at: Option<usize>,
+    pub connections: usize,
+}
+
+impl Connector for SimConnector {
+    type Link = SimLink<DevicePeripheral>;
+
+    async fn connect(&mut self) -> Result<Self::Link, LinkError> {
+        let sites = self.sites.clone();
+        let peripheral = DevicePeripheral::new(self.device.clone(), move |event| {
+            if let Event::Installed(binding) = event {
+                sites.apply(&binding).unwrap();
+            }
+        });
+        let link = SimLink::new(peripheral, self.profile.clone(), Instant::now());
+        self.connections += 1;
+        Ok(match self.drop_at.take() {
+            Some(n) => link.drop_at_fragment(n),
+            None => link,
+        })
+    }
+}

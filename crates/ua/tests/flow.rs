@@ -1,0 +1,89 @@
+//! The whole provisioning flow: the issuer on loopback, a device engine over the in-memory link,
+//! its HTTPS server on loopback, and the UA in between.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::World;
+use localcert_ua::LinkProfile;
+use localcert_ua::provision::{self, Progress, Step};
+
+#[derive(Default)]
+struct Steps(Vec<Step>, u32);
+
+impl Progress for Steps {
+    fn start(&mut self, _: Step) {}
+    fn done(&mut self, step: Step, _: &str) {
+        self.0.push(step);
+    }
+    fn retrying(&mut self, _: u32, _: &str) {
+        self.1 += 1;
+    }
+}
+
+#[tokio::test]
+async fn provisions_over_both_profiles() {
+    let world = World::start().await;
+    for profile in LinkProfile::ALL {
+        let mut connector = world.connector(profile.clone(), None);
+        let mut steps = Steps::default();
+        let resolver = world.resolver_for_device();
+        let (outcome, stats) =
+            provision::provision(&world.plan(), &mut connector, &resolver, &mut steps)
+                .await
+                .unwrap();
+        assert_eq!(steps.0, Step::ALL);
+        assert_eq!(outcome.attempts, 1);
+        assert_eq!(outcome.check.body, common::BODY.as_bytes());
+        assert_eq!(outcome.check.allow_origin, common::ORIGIN);
+        let stats = stats.unwrap();
+        assert!(stats.bytes_up > 1000 && stats.bytes_down > 500, "{stats:?}");
+        eprintln!("{}: {stats:?}", profile.name);
+    }
+}
+
+/// A BLE drop at every fragment of the flow, on both profiles: the UA starts again from
+/// GET_INFO, the second attempt succeeds, and the device is left with no pending key.
+#[tokio::test]
+async fn a_drop_at_every_fragment_is_recovered() {
+    let world = World::start().await;
+    let resolver = world.resolver_for_device();
+    for profile in LinkProfile::ALL {
+        let fragments = {
+            let mut connector = world.connector(profile.clone(), None);
+            let (_, stats) = provision::provision(
+                &world.plan(),
+                &mut connector,
+                &resolver,
+                &mut Steps::default(),
+            )
+            .await
+            .unwrap();
+            let stats = stats.unwrap();
+            (stats.writes + stats.notifications) as usize
+        };
+        for n in 0..fragments {
+            let mut connector = world.connector(profile.clone(), Some(n));
+            let mut steps = Steps::default();
+            let (outcome, _) =
+                provision::provision(&world.plan(), &mut connector, &resolver, &mut steps)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: drop at fragment {n}: {e}", profile.name));
+            assert_eq!(
+                (outcome.attempts, steps.1, connector.connections),
+                (2, 1, 2),
+                "{}: {n}",
+                profile.name
+            );
+            assert_eq!(outcome.check.allow_origin, common::ORIGIN);
+            // No session is open and no pending key waits: the engine has nothing scheduled.
+            assert_eq!(
+                world.device.lock().unwrap().poll_timeout(),
+                None,
+                "{}: {n}",
+                profile.name
+            );
+        }
+    }
+}
