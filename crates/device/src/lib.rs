@@ -14,6 +14,9 @@ mod files;
 mod test_pki;
 mod verify;
 
+pub mod agent;
+#[cfg(all(feature = "bluez", target_os = "linux"))]
+pub mod bluez;
 pub mod engine;
 pub mod error;
 pub mod factory;
