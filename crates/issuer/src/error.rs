@@ -20,6 +20,9 @@ pub enum Error {
     /// A file that init would write already exists.
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     AlreadyExists(PathBuf),
+    /// The relying party is already registered.
+    #[error("{0} is already registered")]
+    AlreadyRegistered(String),
     /// A certificate or key could not be generated, loaded or encoded.
     #[error("certificate: {0}")]
     Certificate(String),

@@ -10,9 +10,11 @@
 
 pub mod acme;
 pub mod ca;
+pub mod config;
 pub mod error;
 pub mod jws;
 pub mod leaf;
+pub mod operator;
 pub mod serve;
 pub mod store;
 pub mod validate;

@@ -573,10 +573,7 @@ impl Store for SqliteStore {
             |r| r.get(0),
         )?;
         if exists {
-            return Err(Error::Config(format!(
-                "{} is already registered",
-                rp.origin
-            )));
+            return Err(Error::AlreadyRegistered(rp.origin.to_string()));
         }
         tx.execute(
             "INSERT INTO relying_parties (origin, eab_kid, eab_hmac_key, status, created)
