@@ -211,3 +211,164 @@ fn jitter() -> f64 {
     }
     f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DeviceConfig, IssuerTrust};
+    use crate::presence::AutoApprove;
+    use crate::signer::FileSigner;
+    use crate::store::MemoryStore;
+    use crate::test_pki::TestCa;
+    use localcert_proto::attestation::AttestationObject;
+    use localcert_proto::binding::OriginBinding;
+    use localcert_proto::frame::{Frame, Reassembler};
+    use localcert_proto::gatt::fragment_len;
+    use localcert_proto::message::{AttestRequest, CorsPolicy, InstallRequest, Request, Response};
+    use localcert_proto::name::DeviceLabel;
+
+    fn exchange(agent: &Agent, id: crate::engine::SessionId, request: &Request) -> Response {
+        let frame = Frame::msg(request.encode());
+        agent.with_device(|d| {
+            for f in frame.fragments(fragment_len(185)).unwrap() {
+                d.handle_fragment(id, Instant::now(), &f);
+            }
+        });
+        agent.kick();
+        let mut r = Reassembler::new();
+        let frame = agent.with_device(|d| {
+            std::iter::from_fn(|| d.poll_fragment(id))
+                .find_map(|f| r.handle_fragment(Instant::now(), &f).unwrap())
+                .unwrap()
+        });
+        Response::decode(request.operation(), &frame.data).unwrap()
+    }
+
+    /// The whole device side in one process: provisioning through the engine, then HTTPS
+    /// serving the installed chain with the binding's CORS policy.
+    #[tokio::test]
+    async fn provisioned_binding_is_served_over_https() {
+        let ca = TestCa::new("Issuer");
+        let root = crate::factory::new_root("M").unwrap();
+        let cred = crate::factory::new_device(&root, "TV", "1").unwrap();
+        let mut config = DeviceConfig::new("TV");
+        config.trust = IssuerTrust::Roots(vec![ca.root.clone()]);
+        let device = Device::new(
+            config,
+            Box::new(FileSigner::new(&cred.key, cred.chain).unwrap()),
+            Box::new(AutoApprove),
+            Box::new(MemoryStore::new()),
+        );
+        let sites = Sites::new();
+        let agent = Agent::new(device, sites.clone(), None, None);
+        tokio::spawn(agent.clone().run());
+        let id = agent.with_device(|d| d.connect(185));
+
+        let origin = Origin::parse("https://vod.example.com").unwrap();
+        let label = DeviceLabel::parse("tv").unwrap();
+        let Response::Attest(att) = exchange(
+            &agent,
+            id,
+            &Request::Attest(AttestRequest {
+                origin: origin.clone(),
+                user_handle: b"u".to_vec(),
+                key_authorization: "t.k".into(),
+                device_label: label.clone(),
+                pin: None,
+            }),
+        ) else {
+            panic!("attest failed");
+        };
+        let spki = AttestationObject::decode(&att.attestation_object)
+            .unwrap()
+            .spki;
+        let name = agent.with_device(|d| {
+            localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
+        });
+        let now = time::OffsetDateTime::now_utc();
+        let chain = ca.issue(
+            &spki,
+            &[name.as_str()],
+            Some(&OriginBinding::new(origin.clone(), b"u")),
+            now - time::Duration::hours(1),
+            now + time::Duration::days(1),
+        );
+        let install = Request::Install(InstallRequest {
+            chain: chain.clone(),
+            cors: CorsPolicy {
+                methods: vec!["GET".into()],
+                allow_headers: vec![],
+                expose_headers: vec![],
+                allow_credentials: false,
+                max_age: 60,
+            },
+            star_url: None,
+        });
+        assert!(matches!(
+            exchange(&agent, id, &install),
+            Response::Install(_)
+        ));
+        // The agent loop applies the Installed event.
+        for _ in 0..1000 {
+            if sites.names().contains(&name.as_str().to_owned()) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(sites.names(), vec![name.as_str().to_owned()]);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        tokio::spawn(crate::https::serve(
+            listener,
+            sites,
+            handler,
+            std::future::pending(),
+        ));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.root.clone().into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(
+                rustls_pki_types::ServerName::try_from(name.as_str().to_owned()).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(),
+            chain[0].as_slice()
+        );
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(
+                http::Request::get("/")
+                    .header("origin", origin.as_str())
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            origin.as_str()
+        );
+    }
+}

@@ -17,6 +17,7 @@ mod verify;
 pub mod agent;
 #[cfg(all(feature = "bluez", target_os = "linux"))]
 pub mod bluez;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod factory;

@@ -1,0 +1,316 @@
+//! The reference daemon's configuration file (`device.toml`), and how it builds the engine.
+//!
+//! Paths are taken as written (relative ones from the daemon's working directory).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use localcert_proto::name::DeviceLabel;
+use serde::Deserialize;
+
+use crate::engine::{Device, DeviceConfig, IssuerTrust};
+use crate::error::Error;
+use crate::mdns::Interfaces;
+use crate::presence::{AutoApprove, DenyAll, PinPresence, UserPresence};
+use crate::signer::FileSigner;
+use crate::store::{DirStore, LoadReport};
+use crate::{files, pki};
+
+/// How the daemon confirms an ATTEST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresenceMode {
+    /// Approve every ATTEST (demos and tests only).
+    Auto,
+    /// Require the PIN in `pin_file`.
+    Pin,
+    /// Refuse every ATTEST (provisioning switched off).
+    Deny,
+}
+
+/// `device.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Product name reported by GET_INFO.
+    pub product: String,
+    /// The device label suggested to UAs; derived from the product name when absent.
+    pub device_label: Option<String>,
+    /// The store directory (created 0700).
+    pub store_dir: PathBuf,
+    /// The attestation key (PKCS#8 PEM), as `localcert factory device` writes it.
+    pub attestation_key: PathBuf,
+    /// The attestation chain (PEM, device certificate first).
+    pub attestation_chain: PathBuf,
+    /// PEM file of the issuer root(s) the device trusts. When absent, the device pins the
+    /// issuer of its first INSTALL (trust on first use).
+    pub issuer_roots: Option<PathBuf>,
+    /// How ATTEST is confirmed.
+    pub presence: PresenceMode,
+    /// For `presence = "pin"`: a file holding the PIN (first line).
+    pub pin_file: Option<PathBuf>,
+    /// The HTTPS port.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// The address HTTPS listens on.
+    #[serde(default = "default_listen")]
+    pub https_listen: IpAddr,
+    /// Origin bindings the device holds (1..=16).
+    #[serde(default = "default_max_bindings")]
+    pub max_bindings: usize,
+    /// Seconds a pending key waits for its INSTALL.
+    #[serde(default = "default_pending_secs")]
+    pub pending_lifetime_secs: u64,
+    /// Seconds the device waits for the user.
+    #[serde(default = "default_presence_secs")]
+    pub presence_timeout_secs: u64,
+    /// Bluetooth LE.
+    #[serde(default)]
+    pub ble: BleSection,
+    /// mDNS.
+    #[serde(default)]
+    pub mdns: MdnsSection,
+    /// STAR renewal.
+    #[serde(default)]
+    pub renewal: RenewalSection,
+}
+
+/// `[ble]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BleSection {
+    /// Whether to serve GATT (needs the `bluez` feature).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The adapter, e.g. `hci0`; the default adapter when absent.
+    pub adapter: Option<String>,
+    /// The advertised local name.
+    #[serde(default = "default_local_name")]
+    pub local_name: String,
+}
+
+impl Default for BleSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            adapter: None,
+            local_name: default_local_name(),
+        }
+    }
+}
+
+/// `[mdns]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdnsSection {
+    /// Whether to announce names.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Interface names to answer on; every LAN interface when empty; `["lo"]` for loopback
+    /// only.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+}
+
+impl Default for MdnsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+impl MdnsSection {
+    /// The interface policy.
+    pub fn interfaces(&self) -> Interfaces {
+        match self.interfaces.as_slice() {
+            [] => Interfaces::Lan,
+            [only] if only == "lo" => Interfaces::LoopbackOnly,
+            names => Interfaces::Named(names.to_vec()),
+        }
+    }
+}
+
+/// `[renewal]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalSection {
+    /// PEM roots for the issuer's HTTPS server (the `star-certificate` URLs). Without it,
+    /// STAR certificates are not renewed.
+    pub tls_roots: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_https_port() -> u16 {
+    443
+}
+fn default_listen() -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+}
+fn default_max_bindings() -> usize {
+    localcert_proto::message::MAX_BINDINGS
+}
+fn default_pending_secs() -> u64 {
+    crate::engine::DEFAULT_PENDING_LIFETIME.as_secs()
+}
+fn default_presence_secs() -> u64 {
+    crate::engine::DEFAULT_PRESENCE_TIMEOUT.as_secs()
+}
+fn default_local_name() -> String {
+    "localcert".to_owned()
+}
+
+impl DaemonConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = files::read(path)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Config(format!("{}: not UTF-8", path.display())))?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.product.is_empty() || self.product.len() > localcert_proto::message::MAX_PRODUCT_LEN
+        {
+            return bad("product must be 1 to 64 bytes");
+        }
+        if let Some(label) = &self.device_label {
+            DeviceLabel::parse(label).map_err(|e| Error::Config(format!("device_label: {e}")))?;
+        }
+        if !(1..=localcert_proto::message::MAX_BINDINGS).contains(&self.max_bindings) {
+            return bad("max_bindings must be 1 to 16");
+        }
+        if self.https_port == 0 {
+            return bad("https_port must not be 0");
+        }
+        if self.presence == PresenceMode::Pin && self.pin_file.is_none() {
+            return bad("presence = \"pin\" needs pin_file");
+        }
+        Ok(())
+    }
+
+    /// The engine settings.
+    pub fn device_config(&self) -> Result<DeviceConfig, Error> {
+        let mut config = DeviceConfig::new(&self.product);
+        if let Some(label) = &self.device_label {
+            config.device_label = DeviceLabel::parse(label)
+                .map_err(|e| Error::Config(format!("device_label: {e}")))?;
+        }
+        config.https_port = self.https_port;
+        config.max_bindings = self.max_bindings;
+        config.pending_lifetime = Duration::from_secs(self.pending_lifetime_secs);
+        config.presence_timeout = Duration::from_secs(self.presence_timeout_secs);
+        config.trust = match &self.issuer_roots {
+            Some(path) => IssuerTrust::Roots(pki::certificates_from_pem(
+                &files::read(path)?,
+                "issuer roots",
+            )?),
+            None => IssuerTrust::PinFirst,
+        };
+        Ok(config)
+    }
+
+    /// The presence check.
+    pub fn presence(&self) -> Result<Box<dyn UserPresence>, Error> {
+        Ok(match self.presence {
+            PresenceMode::Auto => Box::new(AutoApprove),
+            PresenceMode::Deny => Box::new(DenyAll),
+            PresenceMode::Pin => {
+                let path = self
+                    .pin_file
+                    .as_deref()
+                    .ok_or_else(|| Error::Config("pin_file missing".into()))?;
+                let text = String::from_utf8(files::read(path)?)
+                    .map_err(|_| Error::Config("pin_file: not UTF-8".into()))?;
+                let pin = text.lines().next().unwrap_or("").trim();
+                let len = pin.len();
+                if !(localcert_proto::message::MIN_PIN_LEN..=localcert_proto::message::MAX_PIN_LEN)
+                    .contains(&len)
+                {
+                    return Err(Error::Config(
+                        "pin_file: the PIN must be 4 to 32 characters".into(),
+                    ));
+                }
+                Box::new(PinPresence::new(pin))
+            }
+        })
+    }
+
+    /// Opens the store.
+    pub fn open_store(&self) -> Result<(DirStore, LoadReport), Error> {
+        DirStore::open(&self.store_dir)
+    }
+
+    /// Builds the engine: signer, presence, store.
+    pub fn build_device(&self) -> Result<(Device, LoadReport), Error> {
+        let signer = FileSigner::from_files(&self.attestation_key, &self.attestation_chain)?;
+        let (store, report) = self.open_store()?;
+        let device = Device::new(
+            self.device_config()?,
+            Box::new(signer),
+            self.presence()?,
+            Box::new(store),
+        );
+        Ok((device, report))
+    }
+
+    /// The renewal TLS roots, if configured.
+    pub fn renewal_roots(&self) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        self.renewal
+            .tls_roots
+            .as_deref()
+            .map(|p| {
+                Ok(pki::certificates_from_pem(
+                    &files::read(p)?,
+                    "renewal TLS roots",
+                )?)
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../dist/device.toml");
+        let config: DaemonConfig = toml::from_str(text).unwrap();
+        config.check().unwrap();
+        assert_eq!(config.https_port, 8443);
+        assert_eq!(config.presence, PresenceMode::Auto);
+        assert_eq!(config.mdns.interfaces(), Interfaces::Lan);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let base = r#"
+            product = "TV"
+            store_dir = "/tmp/x"
+            attestation_key = "k"
+            attestation_chain = "c"
+            presence = "auto"
+        "#;
+        let parse = |extra: &str| {
+            toml::from_str::<DaemonConfig>(&format!("{base}\n{extra}"))
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map_err(|e| e.to_string()))
+        };
+        assert!(parse("").is_ok());
+        assert!(parse("unknown_key = 1").is_err());
+        assert!(parse("max_bindings = 0").is_err());
+        assert!(parse("device_label = \"Bad Label\"").is_err());
+        assert!(parse("https_port = 0").is_err());
+        let pin = toml::from_str::<DaemonConfig>(&base.replace("\"auto\"", "\"pin\"")).unwrap();
+        assert!(pin.check().is_err(), "pin without pin_file");
+    }
+}

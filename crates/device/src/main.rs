@@ -1,0 +1,273 @@
+//! `localcert-device`: the reference device agent daemon.
+//!
+//! `run --config device.toml` serves BLE provisioning (with the `bluez` feature), HTTPS for the
+//! installed bindings, mDNS and STAR renewal; `status` lists the bindings; `reset` forgets them.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response};
+use http_body_util::Full;
+use localcert_device::agent::Agent;
+use localcert_device::config::DaemonConfig;
+use localcert_device::https::{self, Sites};
+use localcert_device::mdns::Announcer;
+use localcert_device::star::{HttpsFetcher, StarFetch};
+use localcert_device::store::BindingStore;
+
+/// localcert device agent.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the agent: BLE provisioning, HTTPS, mDNS, STAR renewal.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/localcert-device/device.toml")]
+        config: PathBuf,
+    },
+    /// Show the installed bindings and anything odd in the store.
+    Status {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/localcert-device/device.toml")]
+        config: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every binding and the pinned issuer.
+    Reset {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/localcert-device/device.toml")]
+        config: PathBuf,
+        /// Do it (without this flag, only say what would be removed).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALCERT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Status { config, json } => status(&config, json),
+        Command::Reset { config, yes } => reset(&config, yes),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<DaemonConfig> {
+    DaemonConfig::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let (store, report) = config.open_store().context("opening the store")?;
+    if json {
+        let bindings: Vec<_> = store
+            .bindings()
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "origin": b.origin.as_str(),
+                    "name": b.name.as_str(),
+                    "not_after": b.not_after,
+                    "star": b.star_url.is_some(),
+                    "fingerprint": hex::encode(b.fingerprint()),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "store": store.dir(),
+            "bindings": bindings,
+            "pinned_issuer": store.pinned_issuer().is_some(),
+            "leftovers_removed": report.leftovers,
+            "unusable": report.unusable.iter().map(|(p, r)| serde_json::json!({"path": p, "reason": r})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("store: {}", store.dir().display());
+    println!(
+        "issuer: {}",
+        if store.pinned_issuer().is_some() {
+            "pinned"
+        } else {
+            "not pinned"
+        }
+    );
+    if store.bindings().is_empty() {
+        println!("no bindings");
+    }
+    for b in store.bindings() {
+        println!(
+            "{}  {}  notAfter={}  star={}  sha256={}",
+            b.origin,
+            b.name,
+            b.not_after,
+            b.star_url.is_some(),
+            hex::encode(b.fingerprint())
+        );
+    }
+    for p in &report.leftovers {
+        println!("removed half-written leftover {}", p.display());
+    }
+    for (p, reason) in &report.unusable {
+        println!("unusable {}: {reason}", p.display());
+    }
+    Ok(())
+}
+
+fn reset(path: &Path, yes: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let (mut store, _) = config.open_store().context("opening the store")?;
+    if !yes {
+        println!(
+            "would remove {} binding(s) and the pinned issuer from {}; run again with --yes",
+            store.bindings().len(),
+            store.dir().display()
+        );
+        return Ok(());
+    }
+    store.reset().context("resetting the store")?;
+    println!("store reset");
+    Ok(())
+}
+
+/// The reference firmware handler: a small JSON status page.
+async fn handler(
+    product: Arc<str>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = serde_json::json!({
+        "product": &*product,
+        "path": request.uri().path(),
+        "status": "ok",
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
+    let (device, report) = config.build_device().context("setting up the agent")?;
+    for p in &report.leftovers {
+        tracing::warn!(path = %p.display(), "removed a half-written leftover");
+    }
+    for (p, reason) in &report.unusable {
+        tracing::warn!(path = %p.display(), %reason, "unusable file in the store");
+    }
+    let announcer = if config.mdns.enabled {
+        Some(
+            Announcer::new(config.https_port, &config.mdns.interfaces())
+                .context("starting mDNS")?,
+        )
+    } else {
+        None
+    };
+    let fetcher: Option<Arc<dyn StarFetch>> = match config.renewal_roots()? {
+        Some(roots) => Some(Arc::new(HttpsFetcher::new(&roots)?)),
+        None => None,
+    };
+    let sites = Sites::new();
+    let agent = Agent::new(device, sites.clone(), announcer, fetcher);
+    agent.start_bindings();
+    let agent_task = tokio::spawn(agent.clone().run());
+
+    let _ble = start_ble(&agent, &config).await?;
+
+    let addr = std::net::SocketAddr::new(config.https_listen, config.https_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, names = ?sites.names(), "HTTPS listening");
+    let product: Arc<str> = Arc::from(config.product.as_str());
+    let service = tower::service_fn(move |request| handler(product.clone(), request));
+    https::serve(listener, sites, service, shutdown_signal())
+        .await
+        .context("serving HTTPS")?;
+    agent_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(all(feature = "bluez", target_os = "linux"))]
+async fn start_ble(
+    agent: &Arc<Agent>,
+    config: &DaemonConfig,
+) -> anyhow::Result<Option<localcert_device::bluez::BleHandle>> {
+    if !config.ble.enabled {
+        return Ok(None);
+    }
+    let options = localcert_device::bluez::BleOptions {
+        adapter: config.ble.adapter.clone(),
+        local_name: config.ble.local_name.clone(),
+    };
+    let handle = localcert_device::bluez::start(agent.clone(), &options)
+        .await
+        .context("starting BLE")?;
+    Ok(Some(handle))
+}
+
+#[cfg(not(all(feature = "bluez", target_os = "linux")))]
+async fn start_ble(_: &Arc<Agent>, config: &DaemonConfig) -> anyhow::Result<Option<()>> {
+    if config.ble.enabled {
+        tracing::warn!("built without the `bluez` feature: BLE provisioning is off");
+    }
+    Ok(None)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
