@@ -649,7 +649,7 @@ impl AcmeServer {
             &detail,
         );
         Ok(
-            Response::json(201, &self.order_json(&order, &authorizations)?)
+            Response::json(201, &self.order_json(&order, &authorizations, now)?)
                 .with("location", self.order_url(&order.id)),
         )
     }
@@ -690,9 +690,15 @@ impl AcmeServer {
         self.url(&format!("/acme/order/{id}"))
     }
 
-    fn order_json(&self, order: &Order, authorizations: &[Authorization]) -> Result<Value, Error> {
+    fn order_json(
+        &self,
+        order: &Order,
+        authorizations: &[Authorization],
+        now: SystemTime,
+    ) -> Result<Value, Error> {
         let status = match order.star {
             Some(star) if star.canceled => "canceled",
+            _ if is_expired(order, now) => OrderStatus::Invalid.as_str(),
             _ => order.status.as_str(),
         };
         let mut value = json!({
@@ -755,7 +761,7 @@ impl AcmeServer {
         }
         let authorizations = self.store.authorizations(id)?;
         Ok(
-            Response::json(200, &self.order_json(&order, &authorizations)?)
+            Response::json(200, &self.order_json(&order, &authorizations, now)?)
                 .with("location", self.order_url(id)),
         )
     }
@@ -804,6 +810,9 @@ impl AcmeServer {
             return Ok(Response::json(200, &self.challenge_json(&authz)));
         }
         let payload: ChallengePayload = parse_payload(&auth.jws, "challenge")?;
+        if is_expired(&order, now) {
+            return Err(Refusal::OrderExpired.into());
+        }
         let att_obj = payload.att_obj.ok_or(Refusal::Malformed(
             "device-attest-01 response needs attObj".into(),
         ))?;
@@ -909,6 +918,9 @@ impl AcmeServer {
         let account = auth.account()?;
         let order = self.owned_order(account, id)?;
         let payload: FinalizePayload = parse_payload(&auth.jws, "finalize")?;
+        if is_expired(&order, now) {
+            return Err(Refusal::OrderNotReady(OrderStatus::Invalid.as_str()).into());
+        }
         if order.status != OrderStatus::Ready {
             return Err(Refusal::OrderNotReady(order.status.as_str()).into());
         }
@@ -928,7 +940,7 @@ impl AcmeServer {
         let order = self.owned_order(account, id)?;
         let authorizations = self.store.authorizations(id)?;
         Ok(
-            Response::json(200, &self.order_json(&order, &authorizations)?)
+            Response::json(200, &self.order_json(&order, &authorizations, now)?)
                 .with("location", self.order_url(id)),
         )
     }
@@ -1014,8 +1026,15 @@ impl AcmeServer {
     /// Issues the next certificate of every STAR order due at `now` (half of the current
     /// certificate's lifetime gone). Returns how many were issued.
     pub fn renew_due(&self, now: SystemTime) -> Result<usize, Error> {
+        self.renew_due_ahead(now, Duration::ZERO)
+    }
+
+    /// Like [`Self::renew_due`], but also renews what falls due within `lead`: a loop that
+    /// checks every `lead` thereby publishes each next certificate by half of the current
+    /// one's lifetime, never after it.
+    pub fn renew_due_ahead(&self, now: SystemTime, lead: Duration) -> Result<usize, Error> {
         let mut renewed = 0;
-        for order in self.store.star_orders_due(now)? {
+        for order in self.store.star_orders_due(now + lead)? {
             let Some(current) = order.certificate_id.clone() else {
                 continue;
             };
@@ -1045,6 +1064,11 @@ impl AcmeServer {
         }
         Ok(renewed)
     }
+}
+
+/// A pending or ready order past its expiry is invalid (RFC 8555 §7.1.6).
+fn is_expired(order: &Order, now: SystemTime) -> bool {
+    matches!(order.status, OrderStatus::Pending | OrderStatus::Ready) && now >= order.expires
 }
 
 fn pem_chain(cert: &CertRecord) -> Response {

@@ -243,6 +243,9 @@ pub enum Refusal {
     /// The order is not in a state that allows this.
     #[error("order is not ready: it is {0}")]
     OrderNotReady(&'static str),
+    /// The order expired before it was authorized.
+    #[error("order expired")]
+    OrderExpired,
     /// The STAR order was canceled.
     #[error("auto-renewal was canceled")]
     AutoRenewalCanceled,
@@ -281,9 +284,11 @@ impl Refusal {
             | Self::WrongDevice(_)
             | Self::Identifiers(_) => ProblemType::RejectedIdentifier,
             Self::UnsupportedIdentifier(_) => ProblemType::UnsupportedIdentifier,
-            Self::Malformed(_) | Self::TooLarge(_) | Self::NotFound | Self::AutoRenewal(_) => {
-                ProblemType::Malformed
-            }
+            Self::Malformed(_)
+            | Self::TooLarge(_)
+            | Self::NotFound
+            | Self::AutoRenewal(_)
+            | Self::OrderExpired => ProblemType::Malformed,
             Self::BadNonce => ProblemType::BadNonce,
             Self::BadSignatureAlgorithm(_) => ProblemType::BadSignatureAlgorithm,
             Self::BadSignature

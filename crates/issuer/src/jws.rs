@@ -131,6 +131,13 @@ impl Jws {
             }
             None => return Err(Refusal::Malformed("protected header has no alg".into())),
         }
+        // No extension we know is critical, so any `crit` must be refused (RFC 7515 §4.1.11);
+        // `b64: false` (RFC 7797) would change what was signed.
+        if header.get("crit").is_some() || header.get("b64").is_some() {
+            return Err(Refusal::Malformed(
+                "crit and b64 headers are not supported".into(),
+            ));
+        }
         let nonce = text("nonce").ok_or(Refusal::BadNonce)?.to_owned();
         let url = text("url")
             .ok_or(Refusal::Malformed("protected header has no url".into()))?
@@ -325,6 +332,13 @@ mod tests {
             sign(serde_json::json!({"alg": "ES256", "nonce": "n", "url": "u",
                 "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}})),
             Err(Refusal::BadSignatureAlgorithm(_))
+        ));
+        assert!(matches!(
+            sign(
+                serde_json::json!({"alg": "ES256", "nonce": "n", "url": "u", "kid": "k",
+                "crit": ["exp"], "exp": 1})
+            ),
+            Err(Refusal::Malformed(_))
         ));
         for body in [
             &b"not json"[..],

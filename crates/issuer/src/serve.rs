@@ -172,7 +172,9 @@ async fn renew_loop(server: Arc<AcmeServer>, every: Duration) {
     loop {
         interval.tick().await;
         let server = server.clone();
-        match tokio::task::spawn_blocking(move || server.renew_due(SystemTime::now())).await {
+        match tokio::task::spawn_blocking(move || server.renew_due_ahead(SystemTime::now(), every))
+            .await
+        {
             Ok(Ok(0)) => {}
             Ok(Ok(renewed)) => tracing::info!(renewed, "STAR certificates renewed"),
             Ok(Err(error)) => tracing::error!(%error, "STAR renewal failed"),

@@ -185,10 +185,14 @@ pub fn check_attestation(
     let device_key =
         p256_point(device_cert.public_key()).ok_or(Refusal::AttestationCertificateMalformed)?;
 
-    // The attested TLS key must itself be a well-formed P-256 SPKI.
-    match SubjectPublicKeyInfo::from_der(&object.spki) {
-        Ok((rest, spki)) if rest.is_empty() && p256_point(&spki).is_some() => {}
-        _ => return Err(Refusal::AttestedKey),
+    // The attested TLS key must be a P-256 SPKI in its one DER encoding: it is copied into
+    // the certificate, so nothing non-canonical may ride along.
+    let canonical = match SubjectPublicKeyInfo::from_der(&object.spki) {
+        Ok(([], spki)) => p256_point(&spki).map(p256_spki_der),
+        _ => None,
+    };
+    if canonical.as_deref() != Some(object.spki.as_slice()) {
+        return Err(Refusal::AttestedKey);
     }
 
     let transcript = Transcript {
@@ -266,6 +270,18 @@ fn verify_chain(
             | webpki::Error::InvalidCertValidity => Refusal::AttestationExpired,
             other => Refusal::AttestationChain(other.to_string()),
         })
+}
+
+/// The DER SubjectPublicKeyInfo header of every uncompressed P-256 key (id-ecPublicKey,
+/// prime256v1, a 66-byte BIT STRING).
+const P256_SPKI_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The DER SPKI of an uncompressed P-256 point.
+pub fn p256_spki_der(point: &[u8]) -> Vec<u8> {
+    [P256_SPKI_PREFIX, point].concat()
 }
 
 /// The uncompressed P-256 point of an SPKI, if it is an EC P-256 key.

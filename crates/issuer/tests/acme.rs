@@ -215,15 +215,24 @@ fn full_flow_with_star_renewal_cancel_and_revocation() {
     let star = h.server.handle("GET", &star_path, None, b"", h.now);
     assert_eq!(star.status, 200);
     assert_eq!(String::from_utf8(star.body).unwrap(), first);
-    // Nothing is due before half of the lifetime; the next one is published at half of it.
-    let half = Duration::from_secs(lifetime / 2);
+    // Nothing is due before half of the certificate's validity (which starts backdated); the
+    // next one is published at half of it. A loop checking every minute renews up to a minute
+    // early, so never after half-life.
+    let half = (Duration::from_secs(lifetime) + ca::BACKDATE) / 2;
+    let mid = h.now - ca::BACKDATE + half;
+    let minute = Duration::from_secs(60);
+    assert_eq!(h.server.renew_due(mid - minute).unwrap(), 0);
     assert_eq!(
-        h.server
-            .renew_due(h.now + half - Duration::from_secs(600))
-            .unwrap(),
+        h.server.renew_due_ahead(mid - minute * 2, minute).unwrap(),
         0
     );
-    assert_eq!(h.server.renew_due(h.now + half).unwrap(), 1);
+    assert_eq!(
+        h.server
+            .renew_due_ahead(mid - minute + Duration::from_secs(10), minute)
+            .unwrap(),
+        1
+    );
+    assert_eq!(h.server.renew_due(mid).unwrap(), 0, "renewed once");
     let star = h.server.handle("GET", &star_path, None, b"", h.now + half);
     let second = String::from_utf8(star.body.clone()).unwrap();
     assert_ne!(second, first);
@@ -665,4 +674,37 @@ fn star_requests_outside_policy_are_refused() {
     let directory = body(&h.server.handle("GET", "/acme/directory", None, b"", h.now));
     assert_eq!(directory["meta"]["externalAccountRequired"], true);
     assert!(directory["meta"]["auto-renewal"]["min-lifetime"].is_u64());
+}
+
+#[test]
+fn expired_orders_are_invalid() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, None);
+    let tls = TlsKey::new();
+    let att = h.att_obj(&h.device, &client, &p.token, &tls);
+    let late = h.now + Policy::default().order_lifetime;
+    let response = post(
+        &h.server,
+        &client,
+        &p.chall,
+        Some(&json!({"attObj": b64(&att)})),
+        late,
+    );
+    assert_eq!(problem(&response), "malformed");
+    assert_eq!(h.last_audit().detail, "order expired");
+    let order = body(&post(&h.server, &client, &p.order, None, late));
+    assert_eq!(order["status"], "invalid");
+    // Authorized in time, finalized too late.
+    h.answer(&client, &p.chall, &att);
+    let csr = json!({"csr": b64(&tls.csr(&[&h.name()]))});
+    let response = post(
+        &h.server,
+        &client,
+        &format!("{}/finalize", p.order),
+        Some(&csr),
+        late,
+    );
+    assert_eq!(problem(&response), "orderNotReady");
+    assert_eq!(h.order_status(&client, &p.order), "ready");
 }

@@ -233,3 +233,42 @@ fn openssl_accepts_the_chain() {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
 }
+
+/// What the name constraints are for: a leaf the intermediate signs for a non-`.local` name or
+/// an IP address is refused by both verifiers, even though the signature is good.
+#[test]
+fn constraints_reject_names_outside_local_and_ips() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let ca = setup(dir.path(), now);
+    let files = CaFiles::in_dir(dir.path());
+    let key_pem = std::fs::read_to_string(&files.intermediate_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(
+        &CertificateDer::from(ca.cert_der().to_vec()),
+        rcgen::KeyPair::from_pem(&key_pem).unwrap(),
+    )
+    .unwrap();
+    let rogue = |sans: &[&str]| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.signed_by(&key, &issuer).unwrap().der().to_vec()
+    };
+    // Control: the same path with a .local name is accepted.
+    let fine = rogue(&["tv.local"]);
+    webpki_verify(&ca, &fine, "tv.local", now).unwrap();
+    assert!(openssl_verify(dir.path(), &fine, "tv.local"));
+    for (sans, name) in [
+        (&["evil.example.com"][..], "evil.example.com"),
+        (&["tv.local", "192.0.2.1"][..], "tv.local"),
+        (&["tv.local", "::1"][..], "tv.local"),
+    ] {
+        let leaf = rogue(sans);
+        let err = webpki_verify(&ca, &leaf, name, now).unwrap_err();
+        assert!(err.contains("NameConstraintViolation"), "{sans:?}: {err}");
+        assert!(!openssl_verify(dir.path(), &leaf, name), "{sans:?}");
+    }
+}

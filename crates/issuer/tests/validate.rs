@@ -301,13 +301,23 @@ fn names_of_another_device_are_refused() {
 }
 
 #[test]
-fn attested_key_must_be_p256() {
+fn attested_key_must_be_canonical_p256() {
     let f = Fixture::new();
-    let junk = vec![0x30, 0x00];
-    let att = f
-        .device
-        .attest(KEY_AUTHORIZATION, &f.origin, USER, &junk, &f.names);
-    assert_eq!(f.check(&att), Err(Refusal::AttestedKey));
+    let attest = |spki: &[u8]| {
+        f.device
+            .attest(KEY_AUTHORIZATION, &f.origin, USER, spki, &f.names)
+    };
+    assert_eq!(f.check(&attest(&[0x30, 0x00])), Err(Refusal::AttestedKey));
+    // The same key with a BER long-form length: same key, not the one DER encoding.
+    let spki = f.tls.spki();
+    assert_eq!(validate::p256_spki_der(&spki[26..]), spki);
+    let mut ber = vec![0x30, 0x81, 0x59];
+    ber.extend_from_slice(&spki[2..]);
+    assert_eq!(f.check(&attest(&ber)), Err(Refusal::AttestedKey));
+    // An Ed25519 key.
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_spki = rcgen::PublicKeyData::subject_public_key_info(&ed);
+    assert_eq!(f.check(&attest(&ed_spki)), Err(Refusal::AttestedKey));
 }
 
 #[test]
