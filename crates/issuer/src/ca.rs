@@ -285,6 +285,7 @@ pub struct IssuingCa {
     root_der: Vec<u8>,
     subject_der: Vec<u8>,
     key_identifier: Vec<u8>,
+    not_after: SystemTime,
 }
 
 impl std::fmt::Debug for IssuingCa {
@@ -322,6 +323,7 @@ impl IssuingCa {
             ));
         }
         let subject_der = cert.subject().as_raw().to_vec();
+        let not_after = SystemTime::from(cert.validity().not_after.to_datetime());
         let key_identifier = cert
             .extensions()
             .iter()
@@ -341,6 +343,7 @@ impl IssuingCa {
             root_der,
             subject_der,
             key_identifier,
+            not_after,
         })
     }
 
@@ -406,6 +409,11 @@ impl IssuingCa {
     /// The intermediate's subject Name, DER (the issuer of every leaf).
     pub fn subject_der(&self) -> &[u8] {
         &self.subject_der
+    }
+
+    /// When the intermediate expires: no leaf may outlive it.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     /// The intermediate's subject key identifier (the AKI of every leaf).

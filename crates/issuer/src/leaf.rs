@@ -109,6 +109,14 @@ pub fn issue_leaf(ca: &IssuingCa, spec: &LeafSpec<'_>) -> Result<Vec<u8>, Error>
     if spec.names.is_empty() {
         return Err(Error::Certificate("a leaf needs at least one name".into()));
     }
+    if spec.not_after > ca.not_after() {
+        return Err(Error::Certificate(
+            "the issuing intermediate expires before this leaf would".into(),
+        ));
+    }
+    if spec.not_after <= spec.not_before {
+        return Err(Error::Certificate("empty validity period".into()));
+    }
     if spec.serial.len() < 8 {
         return Err(Error::Certificate("serial needs at least 64 bits".into()));
     }

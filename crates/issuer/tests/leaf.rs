@@ -272,3 +272,26 @@ fn constraints_reject_names_outside_local_and_ips() {
         assert!(!openssl_verify(dir.path(), &leaf, name), "{sans:?}");
     }
 }
+
+#[test]
+fn leaves_never_outlive_the_intermediate() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let ca = setup(dir.path(), now);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let names = [LocalName::parse("tv.local").unwrap()];
+    let binding = OriginBinding::new(Origin::parse("https://vod.example.com").unwrap(), b"u");
+    let serial = ca::random_serial_bytes().unwrap();
+    let spki = key.subject_public_key_info();
+    let spec = |not_after| LeafSpec {
+        names: &names,
+        spki_der: &spki,
+        binding: &binding,
+        not_before: now,
+        not_after,
+        serial: &serial,
+    };
+    assert!(leaf::issue_leaf(&ca, &spec(ca.not_after() + Duration::from_secs(1))).is_err());
+    assert!(leaf::issue_leaf(&ca, &spec(now)).is_err());
+    assert!(leaf::issue_leaf(&ca, &spec(ca.not_after())).is_ok());
+}
