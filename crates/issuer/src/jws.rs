@@ -1,10 +1,11 @@
-//! JSON Web Signatures as ACME uses them (RFC 8555 §6.2, RFC 7515 flattened JSON): ES256 only,
-//! the protected header carries `alg`, `nonce`, `url` and exactly one of `jwk` or `kid`; and the
-//! External Account Binding (RFC 8555 §7.3.4), an HS256 JWS over the account key.
+//! JSON Web Signatures as ACME uses them (RFC 8555 §6.2, RFC 7515 flattened JSON): ES256 with
+//! P-256 keys or EdDSA with Ed25519 keys (RFC 8037); the protected header carries `alg`,
+//! `nonce`, `url` and exactly one of `jwk` or `kid`; and the External Account Binding
+//! (RFC 8555 §7.3.4), an HS256 JWS over the account key.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -31,50 +32,74 @@ struct Flattened {
     signature: String,
 }
 
-/// An EC P-256 public key as a JWK.
+/// A JWS signature algorithm we accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    /// ECDSA P-256 SHA-256, signature `r || s`.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+/// An account public key as a JWK: EC P-256 or OKP Ed25519.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Jwk {
-    x: [u8; 32],
-    y: [u8; 32],
+pub enum Jwk {
+    /// `{"kty": "EC", "crv": "P-256", "x", "y"}`
+    P256 {
+        /// x coordinate.
+        x: [u8; 32],
+        /// y coordinate.
+        y: [u8; 32],
+    },
+    /// `{"kty": "OKP", "crv": "Ed25519", "x"}`
+    Ed25519 {
+        /// The public key.
+        x: [u8; 32],
+    },
 }
 
 impl Jwk {
-    /// Parses a JWK object; only `kty: EC`, `crv: P-256` is accepted.
+    /// Parses a JWK object; only EC P-256 and OKP Ed25519 are accepted.
     pub fn from_value(value: &Value) -> Result<Self, Refusal> {
         let field = |name| value.get(name).and_then(Value::as_str);
-        if field("kty") != Some("EC") || field("crv") != Some("P-256") {
-            return Err(Refusal::BadSignatureAlgorithm(
-                "account key must be an EC P-256 JWK".into(),
-            ));
-        }
         let coordinate = |name: &'static str| -> Result<[u8; 32], Refusal> {
             let text = field(name).ok_or(Refusal::Malformed(format!("jwk.{name} missing")))?;
             b64_decode("jwk coordinate", text)?
                 .try_into()
                 .map_err(|_| Refusal::Malformed(format!("jwk.{name} is not 32 bytes")))
         };
-        let jwk = Self {
-            x: coordinate("x")?,
-            y: coordinate("y")?,
-        };
-        Ok(jwk)
+        match (field("kty"), field("crv")) {
+            (Some("EC"), Some("P-256")) => Ok(Self::P256 {
+                x: coordinate("x")?,
+                y: coordinate("y")?,
+            }),
+            (Some("OKP"), Some("Ed25519")) => Ok(Self::Ed25519 {
+                x: coordinate("x")?,
+            }),
+            _ => Err(Refusal::BadSignatureAlgorithm(
+                "account key must be an EC P-256 or OKP Ed25519 JWK".into(),
+            )),
+        }
     }
 
-    fn point(&self) -> Vec<u8> {
-        let mut point = Vec::with_capacity(65);
-        point.push(0x04);
-        point.extend_from_slice(&self.x);
-        point.extend_from_slice(&self.y);
-        point
+    /// The algorithm this key signs with.
+    pub fn alg(&self) -> Alg {
+        match self {
+            Self::P256 { .. } => Alg::Es256,
+            Self::Ed25519 { .. } => Alg::EdDsa,
+        }
     }
 
     /// The canonical JSON form (RFC 7638 member order), also how it is stored.
     pub fn to_json(&self) -> String {
-        format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            b64(&self.x),
-            b64(&self.y)
-        )
+        match self {
+            Self::P256 { x, y } => format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64(x),
+                b64(y)
+            ),
+            Self::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
+        }
     }
 
     /// The RFC 7638 thumbprint, base64url.
@@ -83,9 +108,17 @@ impl Jwk {
     }
 
     fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.point())
-            .verify(message, signature)
-            .is_ok()
+        match self {
+            Self::P256 { x, y } => {
+                let point = [&[0x04][..], x, y].concat();
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+                    .is_ok()
+            }
+            Self::Ed25519 { x } => UnparsedPublicKey::new(&ED25519, x)
+                .verify(message, signature)
+                .is_ok(),
+        }
     }
 }
 
@@ -101,6 +134,8 @@ pub enum Signer {
 /// A parsed, not yet verified, ACME JWS.
 #[derive(Clone, Debug)]
 pub struct Jws {
+    /// The `alg` header.
+    pub alg: Alg,
     /// The `nonce` header.
     pub nonce: String,
     /// The `url` header.
@@ -122,15 +157,16 @@ impl Jws {
         let header: Value = serde_json::from_slice(&header)
             .map_err(|_| Refusal::Malformed("protected header is not JSON".into()))?;
         let text = |name: &str| header.get(name).and_then(Value::as_str);
-        match text("alg") {
-            Some("ES256") => {}
+        let alg = match text("alg") {
+            Some("ES256") => Alg::Es256,
+            Some("EdDSA") => Alg::EdDsa,
             Some(other) => {
                 return Err(Refusal::BadSignatureAlgorithm(
                     other.chars().take(20).collect(),
                 ));
             }
             None => return Err(Refusal::Malformed("protected header has no alg".into())),
-        }
+        };
         // No extension we know is critical, so any `crit` must be refused (RFC 7515 §4.1.11);
         // `b64: false` (RFC 7797) would change what was signed.
         if header.get("crit").is_some() || header.get("b64").is_some() {
@@ -153,6 +189,7 @@ impl Jws {
         };
         let signing_input = format!("{}.{}", flat.protected, flat.payload).into_bytes();
         Ok(Self {
+            alg,
             nonce,
             url,
             signer,
@@ -162,8 +199,13 @@ impl Jws {
         })
     }
 
-    /// Verifies the signature with `key`.
+    /// Verifies the signature with `key`, whose type must match `alg`.
     pub fn verify(&self, key: &Jwk) -> Result<(), Refusal> {
+        if key.alg() != self.alg {
+            return Err(Refusal::BadSignatureAlgorithm(
+                "alg does not match the key type".into(),
+            ));
+        }
         if key.verify(&self.signing_input, &self.signature) {
             Ok(())
         } else {
@@ -303,6 +345,41 @@ mod tests {
         value["payload"] = Value::String(b64(b"{\"a\":1}"));
         let tampered = Jws::parse(value.to_string().as_bytes()).unwrap();
         assert_eq!(tampered.verify(jwk), Err(Refusal::BadSignature));
+    }
+
+    #[test]
+    fn eddsa_round_trip_and_alg_key_mismatch() {
+        use ring::signature::Ed25519KeyPair;
+        let rng = SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519",
+            "x": b64(key.public_key().as_ref())});
+        let sign = |alg: &str| {
+            let header = serde_json::json!({"alg": alg, "nonce": "n", "url": "u", "jwk": jwk});
+            let protected = b64(header.to_string().as_bytes());
+            let payload = b64(b"{}");
+            let sig = key.sign(format!("{protected}.{payload}").as_bytes());
+            let body = serde_json::json!({"protected": protected, "payload": payload,
+                "signature": b64(sig.as_ref())});
+            Jws::parse(body.to_string().as_bytes()).unwrap()
+        };
+        let jws = sign("EdDSA");
+        let Signer::Jwk(public) = &jws.signer else {
+            panic!()
+        };
+        assert_eq!(public.alg(), Alg::EdDsa);
+        jws.verify(public).unwrap();
+        assert!(
+            public
+                .to_json()
+                .starts_with(r#"{"crv":"Ed25519","kty":"OKP""#)
+        );
+        // The same Ed25519 key claimed as ES256.
+        assert!(matches!(
+            sign("ES256").verify(public),
+            Err(Refusal::BadSignatureAlgorithm(_))
+        ));
     }
 
     #[test]

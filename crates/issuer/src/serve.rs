@@ -23,6 +23,8 @@ use crate::error::Error;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A rustls server configuration (ring provider, TLS 1.2 and 1.3, HTTP/1.1) from PEM files.
 pub fn tls_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
@@ -77,9 +79,11 @@ async fn handle(
     if declared.is_some_and(|len| len > limit as u64) {
         return to_axum(server.too_large(&path, now));
     }
-    // A chunked body over the limit, or one that breaks off, fails here.
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return to_axum(server.too_large(&path, now));
+    // A chunked body over the limit, or one that breaks off, fails here; a trickle times out.
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return to_axum(server.too_large(&path, now)),
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response_plain(),
     };
     let content_type = parts
         .headers
