@@ -1,9 +1,17 @@
 //! localcert issuer: a name-constrained private CA for `.local` names with an ACME server
 //! (External Account Binding, `device-attest-01`, STAR auto-renewal) and a SQLite store.
 //!
-//! The pieces, each usable on its own: [`ca`] sets the CA up and loads it, [`leaf`] builds
-//! certificates from validated data only, [`validate`] decides (pure functions over a request,
-//! the stored order, the trust configuration and `now`).
+//! - [`ca`]: CA setup (root and issuing intermediate, both name-constrained) and loading, the
+//!   separate localhost HTTPS certificate, CRLs.
+//! - [`leaf`]: leaf certificates built from validated data only, with the origin-binding
+//!   extension.
+//! - [`validate`]: the decisions, as pure functions over a request, the stored order, the trust
+//!   configuration and `now`.
+//! - [`jws`]: ACME JWS (ES256, EdDSA) and External Account Binding verification.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation, with the audit log.
+//! - [`acme`]: the ACME server as a function from request to response; [`serve`] is its HTTPS
+//!   transport (axum, hyper, rustls).
+//! - [`config`] and [`operator`]: the TOML configuration and what `localcert issuer …` does.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
