@@ -404,6 +404,7 @@ impl AcmeServer {
                     ["acme", "new-order"] => self.new_order(&auth, now),
                     ["acme", "revoke-cert"] => self.revoke_cert(&auth, now),
                     ["acme", "account", id] => self.account(&auth, id, now),
+                    ["acme", "account", id, "orders"] => self.orders(&auth, id),
                     ["acme", "order", id] => self.order(&auth, id, now),
                     ["acme", "order", id, "finalize"] => self.finalize(&auth, id, now),
                     ["acme", "authz", id] => self.authz(&auth, id),
@@ -583,6 +584,20 @@ impl AcmeServer {
         }
         Ok(Response::json(200, &self.account_json(account))
             .with("location", self.account_url(account)))
+    }
+
+    fn orders(&self, auth: &Authenticated, id: &str) -> Outcome {
+        let account = auth.account()?;
+        if account.id != id {
+            return Err(Refusal::NotFound.into());
+        }
+        let orders: Vec<String> = self
+            .store
+            .order_ids(id)?
+            .iter()
+            .map(|order_id| self.order_url(order_id))
+            .collect();
+        Ok(Response::json(200, &json!({ "orders": orders })))
     }
 
     fn new_order(&self, auth: &Authenticated, now: SystemTime) -> Outcome {
@@ -934,8 +949,13 @@ impl AcmeServer {
             .issue(id, OrderStatus::Ready, None, &cert_id, now, &mut || {
                 self.sign_leaf(&order, &account.origin, &attested, now, lifetime)
             })?;
-        if let IssueOutcome::NotReady(status) = outcome {
-            return Err(Refusal::OrderNotReady(status.as_str()).into());
+        match outcome {
+            IssueOutcome::NotReady(status) => {
+                return Err(Refusal::OrderNotReady(status.as_str()).into());
+            }
+            IssueOutcome::Issued(cert) => {
+                tracing::info!(order = id, serial = cert.serial, origin = %account.origin, "issued");
+            }
         }
         let order = self.owned_order(account, id)?;
         let authorizations = self.store.authorizations(id)?;
@@ -1058,7 +1078,12 @@ impl AcmeServer {
                 now,
                 &mut || self.sign_leaf(&order, &account.origin, &attested, now, lifetime),
             )?;
-            if matches!(outcome, IssueOutcome::Issued(_)) {
+            if let IssueOutcome::Issued(cert) = outcome {
+                tracing::info!(
+                    order = order.id,
+                    serial = cert.serial,
+                    "STAR certificate renewed"
+                );
                 renewed += 1;
             }
         }

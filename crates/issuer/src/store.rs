@@ -307,6 +307,8 @@ pub trait Store: Send + Sync {
     fn create_order(&self, order: &Order, authorizations: &[Authorization]) -> Result<(), Error>;
     /// The order with this id.
     fn order(&self, id: &str) -> Result<Option<Order>, Error>;
+    /// The ids of an account's orders, oldest first.
+    fn order_ids(&self, account_id: &str) -> Result<Vec<String>, Error>;
     /// The authorizations of an order.
     fn authorizations(&self, order_id: &str) -> Result<Vec<Authorization>, Error>;
     /// The authorization (and challenge) with this id.
@@ -804,6 +806,14 @@ impl Store for SqliteStore {
                 order_from_row,
             )
             .optional()?)
+    }
+
+    fn order_ids(&self, account_id: &str) -> Result<Vec<String>, Error> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM orders WHERE account_id = ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map([account_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn authorizations(&self, order_id: &str) -> Result<Vec<Authorization>, Error> {

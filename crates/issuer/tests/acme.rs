@@ -267,6 +267,17 @@ fn full_flow_with_star_renewal_cancel_and_revocation() {
             .any(|r| r.raw_serial() == leaf.raw_serial())
     );
 
+    // The account lists its orders.
+    let account_path = path(client.kid.as_deref().unwrap());
+    let orders = body(&h.post(&client, &format!("{account_path}/orders"), None));
+    assert_eq!(orders["orders"][0], format!("{BASE}{}", p.order));
+    let stranger = h.account();
+    assert_eq!(
+        h.post(&stranger, &format!("{account_path}/orders"), None)
+            .status,
+        404
+    );
+
     // Account deactivation: the account can do nothing more.
     let response = h.post(
         &client,
