@@ -120,9 +120,11 @@ impl Response {
     }
 }
 
-/// Formats a time as RFC 3339 (UTC).
+/// Formats a time as RFC 3339 (UTC), in whole seconds as stored and as in certificates.
 pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
+    let t = time::OffsetDateTime::from(t);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -386,7 +388,7 @@ impl AcmeServer {
                 headers: Vec::new(),
                 body: Vec::new(),
             }),
-            ("GET", ["acme", "star", order_id]) => self.star_certificate(order_id),
+            ("GET", ["acme", "star", order_id]) => self.star_certificate(order_id, now),
             ("GET", ["crl"]) => self.crl(now),
             ("POST", ["acme", ..]) => {
                 if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
@@ -972,7 +974,7 @@ impl AcmeServer {
         Ok(pem_chain(&cert))
     }
 
-    fn star_certificate(&self, order_id: &str) -> Outcome {
+    fn star_certificate(&self, order_id: &str, now: SystemTime) -> Outcome {
         let order = self.store.order(order_id)?.ok_or(Refusal::NotFound)?;
         let star = order.star.ok_or(Refusal::NotFound)?;
         if star.canceled {
@@ -980,6 +982,9 @@ impl AcmeServer {
         }
         let cert_id = order.certificate_id.ok_or(Refusal::NotFound)?;
         let cert = self.store.certificate(&cert_id)?.ok_or(Refusal::NotFound)?;
+        if now >= star.end && now >= cert.not_after {
+            return Err(Refusal::AutoRenewalExpired.into());
+        }
         Ok(pem_chain(&cert)
             .with("cert-not-before", rfc3339(cert.not_before))
             .with("cert-not-after", rfc3339(cert.not_after)))

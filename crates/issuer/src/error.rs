@@ -93,6 +93,8 @@ pub enum ProblemType {
     UnsupportedIdentifier,
     /// `autoRenewalCanceled` (RFC 8739)
     AutoRenewalCanceled,
+    /// `autoRenewalExpired` (RFC 8739)
+    AutoRenewalExpired,
 }
 
 impl ProblemType {
@@ -121,6 +123,7 @@ impl ProblemType {
             Self::Unauthorized => "unauthorized",
             Self::UnsupportedIdentifier => "unsupportedIdentifier",
             Self::AutoRenewalCanceled => "autoRenewalCanceled",
+            Self::AutoRenewalExpired => "autoRenewalExpired",
         }
     }
 
@@ -128,7 +131,7 @@ impl ProblemType {
     pub fn http_status(self) -> u16 {
         match self {
             Self::Unauthorized | Self::ExternalAccountRequired => 403,
-            Self::AccountDoesNotExist | Self::AutoRenewalCanceled => 403,
+            Self::AccountDoesNotExist | Self::AutoRenewalCanceled | Self::AutoRenewalExpired => 403,
             Self::ServerInternal => 500,
             _ => 400,
         }
@@ -249,6 +252,9 @@ pub enum Refusal {
     /// The STAR order was canceled.
     #[error("auto-renewal was canceled")]
     AutoRenewalCanceled,
+    /// The STAR delegation reached its end-date and its last certificate expired.
+    #[error("auto-renewal ended at its end-date")]
+    AutoRenewalExpired,
     /// The certificate is already revoked.
     #[error("certificate is already revoked")]
     AlreadyRevoked,
@@ -299,6 +305,7 @@ impl Refusal {
             Self::AccountDoesNotExist => ProblemType::AccountDoesNotExist,
             Self::OrderNotReady(_) => ProblemType::OrderNotReady,
             Self::AutoRenewalCanceled => ProblemType::AutoRenewalCanceled,
+            Self::AutoRenewalExpired => ProblemType::AutoRenewalExpired,
             Self::AlreadyRevoked => ProblemType::AlreadyRevoked,
             Self::BadRevocationReason(_) => ProblemType::BadRevocationReason,
         }

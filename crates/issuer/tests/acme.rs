@@ -719,3 +719,44 @@ fn expired_orders_are_invalid() {
     assert_eq!(problem(&response), "orderNotReady");
     assert_eq!(h.order_status(&client, &p.order), "ready");
 }
+
+#[test]
+fn star_delegation_ends_at_its_end_date() {
+    let h = Harness::new();
+    let client = h.account();
+    let lifetime = 3600;
+    let end = h.now + Duration::from_secs(2 * 3600);
+    let p = h.order(
+        &client,
+        Some((
+            "auto-renewal",
+            json!({"end-date": rfc3339(end), "lifetime": lifetime}),
+        )),
+    );
+    let tls = TlsKey::new();
+    h.answer(
+        &client,
+        &p.chall,
+        &h.att_obj(&h.device, &client, &p.token, &tls),
+    );
+    let order = body(&h.finalize(&client, &p.order, &tls.csr(&[&h.name()])));
+    let star_path = path(order["star-certificate"].as_str().unwrap());
+    // Renewals stop at the end-date: the last certificate ends exactly there.
+    let mut at = h.now;
+    for _ in 0..10 {
+        at += Duration::from_secs(1200);
+        h.server.renew_due(at).unwrap();
+    }
+    let last = h
+        .server
+        .handle("GET", &star_path, None, b"", end - Duration::from_secs(1));
+    assert_eq!(last.status, 200);
+    assert_eq!(last.header("cert-not-after"), Some(rfc3339(end).as_str()));
+    let after = h
+        .server
+        .handle("GET", &star_path, None, b"", end + Duration::from_secs(1));
+    assert_eq!(
+        (after.status, problem(&after).as_str()),
+        (403, "autoRenewalExpired")
+    );
+}
