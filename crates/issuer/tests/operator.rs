@@ -96,6 +96,8 @@ async fn bind_serves_the_directory_url_and_fingerprint() {
     let config_path = dir.path().join("issuer.toml");
     let outcome = operator::init(&config_path, &options(), SystemTime::now()).unwrap();
     let config = Config::load(&config_path).unwrap();
+    // The root key is offline: serving does not need it.
+    std::fs::remove_file(&outcome.root_key).unwrap();
     let bound = Bound::bind(&config).await.unwrap();
     assert!(bound.local_addr().unwrap().ip().is_loopback());
     assert_eq!(bound.directory_url(), "https://localhost:0/acme/directory");
