@@ -326,6 +326,8 @@ fn file_store_is_private_and_persistent() {
     {
         let store = SqliteStore::open(&path).unwrap();
         store.add_relying_party(&rp()).unwrap();
+        // Write-ahead logging: commits go to the -wal file first.
+        assert!(dir.path().join("issuer.sqlite-wal").exists());
         store
             .audit(&AuditEntry {
                 at: t(1),
