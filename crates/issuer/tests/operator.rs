@@ -104,3 +104,20 @@ async fn bind_serves_the_directory_url_and_fingerprint() {
     assert_eq!(bound.root_fingerprint(), outcome.root_fingerprint);
     bound.run(async {}).await.unwrap();
 }
+
+#[test]
+fn init_keeps_an_operator_supplied_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("issuer.toml");
+    std::fs::write(
+        &config_path,
+        "state_dir = \"state\"\n[tls]\ncert = \"mine.pem\"\nkey = \"mine.key\"\n",
+    )
+    .unwrap();
+    let outcome = operator::init(&config_path, &options(), SystemTime::now()).unwrap();
+    assert!(!outcome.config_written);
+    assert_eq!(outcome.tls, None);
+    assert!(!dir.path().join("state/tls.pem").exists());
+    let config = Config::load(&config_path).unwrap();
+    assert_eq!(config.tls_files().cert, dir.path().join("mine.pem"));
+}
