@@ -4,13 +4,15 @@
 //!
 //! One central at a time: BlueZ sends a D-Bus characteristic's notifications to every
 //! subscriber, so sessions of two centrals could not be kept apart. A write from another
-//! central while one is connected is refused with an ATT "in progress" error. When the central
+//! central while one is active is refused with an ATT "in progress" error; a central that has
+//! been idle for [`IDLE_TAKEOVER`] (no write, nothing waiting for the user) loses its session to
+//! the next one, so an idle or hostile central cannot block provisioning. When the central
 //! disconnects or unsubscribes, its session (and any half-sent message or request waiting for
 //! the user) is dropped; pending keys stay until they expire, as the INSTALL may come later.
 //! The ATT MTU BlueZ reports with each write sizes the fragments.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bluer::adv::{Advertisement, AdvertisementHandle};
 use bluer::gatt::local::{
@@ -65,14 +67,18 @@ impl Drop for BleHandle {
     }
 }
 
+/// How long a central may stay idle before another central can take over the session.
+pub const IDLE_TAKEOVER: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Link {
     session: Option<(Address, SessionId)>,
+    last_write: Option<Instant>,
     notifier: Option<CharacteristicNotifier>,
 }
 
 fn ble_error(e: bluer::Error) -> Error {
-    Error::Config(format!("BlueZ: {e}"))
+    Error::Service(format!("BlueZ: {e}"))
 }
 
 async fn end_session(agent: &Agent, link: &Mutex<Link>, address: Option<Address>) {
@@ -115,8 +121,22 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
                 let adapter = write_adapter.clone();
                 async move {
                     let address = request.device_address;
+                    let now = Instant::now();
                     let id = {
                         let mut l = link.lock().await;
+                        if let Some((current, old)) = l.session {
+                            let idle = l
+                                .last_write
+                                .is_none_or(|t| now.duration_since(t) >= IDLE_TAKEOVER);
+                            let busy = agent.with_device(|d| d.is_busy(old));
+                            if current != address && idle && !busy {
+                                tracing::info!(idle = %current, new = %address, "idle BLE session taken over");
+                                agent.with_device(|d| d.disconnect(old));
+                                l.session = None;
+                                l.notifier = None;
+                            }
+                        }
+                        l.last_write = Some(now);
                         match l.session {
                             Some((current, id)) if current == address => id,
                             Some(_) => return Err(ReqError::InProgress),
@@ -131,7 +151,7 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
                     };
                     agent.with_device(|d| {
                         d.set_mtu(id, request.mtu);
-                        d.handle_fragment(id, Instant::now(), &value);
+                        d.handle_fragment(id, now, &value);
                     });
                     agent.kick();
                     Ok(())

@@ -289,6 +289,14 @@ impl Device {
         self.sessions.contains_key(&id)
     }
 
+    /// Whether a session is in the middle of something: a message half received or a request
+    /// waiting for the user.
+    pub fn is_busy(&self, id: SessionId) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.awaiting.is_some() || !s.reassembler.is_idle())
+    }
+
     /// Takes one written fragment of connection `id`.
     pub fn handle_fragment(&mut self, id: SessionId, now: Instant, fragment: &[u8]) {
         let Some(session) = self.sessions.get_mut(&id) else {

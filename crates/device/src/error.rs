@@ -25,6 +25,9 @@ pub enum Error {
     /// A configuration value is not acceptable.
     #[error("configuration: {0}")]
     Config(String),
+    /// A system service or peer failed (BlueZ, mDNS, the issuer's STAR endpoint).
+    #[error("{0}")]
+    Service(String),
 }
 
 impl Error {

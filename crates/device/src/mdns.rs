@@ -25,7 +25,7 @@ pub enum Interfaces {
 }
 
 fn mdns_error(e: mdns_sd::Error) -> Error {
-    Error::Config(format!("mDNS: {e}"))
+    Error::Service(format!("mDNS: {e}"))
 }
 
 /// Announces names over mDNS.

@@ -214,7 +214,7 @@ impl HttpsFetcher {
     }
 
     async fn get(&self, url: &str) -> Result<Fetched, Error> {
-        let fail = |what: String| Error::Config(format!("STAR fetch {url}: {what}"));
+        let fail = |what: String| Error::Service(format!("STAR fetch {url}: {what}"));
         let uri: Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
         if uri.scheme_str() != Some("https") {
             return Err(fail("not https".into()));
@@ -287,7 +287,7 @@ impl StarFetch for HttpsFetcher {
         Box::pin(async move {
             match tokio::time::timeout(FETCH_TIMEOUT, self.get(url)).await {
                 Ok(result) => result,
-                Err(_) => Err(Error::Config(format!("STAR fetch {url}: timed out"))),
+                Err(_) => Err(Error::Service(format!("STAR fetch {url}: timed out"))),
             }
         })
     }
@@ -382,7 +382,7 @@ mod tests {
         fn fetch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Fetched, Error>> {
             self.asked_at.lock().unwrap().push(self.time.unix_time());
             let next = self.answers.lock().unwrap().remove(0);
-            Box::pin(async move { next.map_err(|()| Error::Config("down".into())) })
+            Box::pin(async move { next.map_err(|()| Error::Service("down".into())) })
         }
     }
 

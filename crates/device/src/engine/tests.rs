@@ -498,6 +498,7 @@ fn button_presence_sends_keepalives_until_approved() {
     let (mut h, responders) = button_harness();
     h.send(&Request::Attest(attest_request("https://vod.example.com")));
     assert_eq!(h.frames(), vec![keepalive()]);
+    assert!(h.dev.is_busy(h.id), "waiting for the user");
 
     // Another request meanwhile is BUSY; the ATTEST stays.
     h.send(&Request::GetInfo);
@@ -571,12 +572,15 @@ fn framing_errors_answer_with_error_frames_and_leave_no_state() {
     h.send_raw(&[0x83, 0, 1, 1]);
     assert_eq!(h.frames(), vec![Frame::error(ErrorCode::InvalidSequence)]);
     // A stalled message times out.
+    assert!(!h.dev.is_busy(h.id));
     h.send_raw(&[0x83, 0, 10, 1]);
+    assert!(h.dev.is_busy(h.id), "half a message is in progress");
     assert_eq!(h.dev.poll_timeout(), Some(h.now + FRAGMENT_TIMEOUT));
     h.now += FRAGMENT_TIMEOUT;
     h.dev.handle_timeout(h.now);
     assert_eq!(h.frames(), vec![Frame::error(ErrorCode::Timeout)]);
     assert_eq!(h.dev.poll_timeout(), None);
+    assert!(!h.dev.is_busy(h.id));
 
     // PING echoes.
     h.send_raw(&[0x81, 0, 3, 7, 8, 9]);
