@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
@@ -83,7 +84,7 @@ async fn handle(
     let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => return to_axum(server.too_large(&path, now)),
-        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response_plain(),
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
     };
     let content_type = parts
         .headers
@@ -98,19 +99,7 @@ async fn handle(
     .await;
     match response {
         Ok(response) => to_axum(response),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response_plain(),
-    }
-}
-
-trait PlainResponse {
-    fn into_response_plain(self) -> axum::response::Response;
-}
-
-impl PlainResponse for StatusCode {
-    fn into_response_plain(self) -> axum::response::Response {
-        let mut out = axum::response::Response::new(axum::body::Body::empty());
-        *out.status_mut() = self;
-        out
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
