@@ -541,7 +541,14 @@ impl AcmeServer {
             thumbprint: key.thumbprint(),
             status: AccountStatus::Valid,
         };
-        self.store.create_account(&account)?;
+        if let Err(error) = self.store.create_account(&account) {
+            // A concurrent newAccount with the same key got there first: that account it is.
+            return match self.store.account_by_thumbprint(&account.thumbprint)? {
+                Some(existing) => Ok(Response::json(200, &self.account_json(&existing))
+                    .with("location", self.account_url(&existing))),
+                None => Err(error.into()),
+            };
+        }
         self.audit(
             now,
             "account-created",
