@@ -760,3 +760,56 @@ fn star_delegation_ends_at_its_end_date() {
         (403, "autoRenewalExpired")
     );
 }
+
+#[test]
+fn eddsa_accounts_work_too() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let h = Harness::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let jwk = json!({"crv": "Ed25519", "kty": "OKP", "x": b64(key.public_key().as_ref())});
+    let sign = |path: &str, signer: (&str, Value), payload: &[u8]| {
+        let nonce = client::nonce(&h.server, h.now);
+        let mut header = json!({"alg": "EdDSA", "nonce": nonce, "url": format!("{BASE}{path}")});
+        header[signer.0] = signer.1;
+        let protected = b64(header.to_string().as_bytes());
+        let payload = b64(payload);
+        let sig = key.sign(format!("{protected}.{payload}").as_bytes());
+        let body = json!({"protected": protected, "payload": payload,
+            "signature": b64(sig.as_ref())});
+        h.server.handle(
+            "POST",
+            path,
+            Some("application/jose+json"),
+            body.to_string().as_bytes(),
+            h.now,
+        )
+    };
+    // EAB over the Ed25519 key.
+    let eab_protected = b64(json!({"alg": "HS256", "kid": KID,
+        "url": format!("{BASE}/acme/new-account")})
+    .to_string()
+    .as_bytes());
+    let eab_payload = b64(jwk.to_string().as_bytes());
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, HMAC),
+        format!("{eab_protected}.{eab_payload}").as_bytes(),
+    );
+    let eab = json!({"protected": eab_protected, "payload": eab_payload,
+        "signature": b64(tag.as_ref())});
+    let payload = json!({"externalAccountBinding": eab}).to_string();
+    let response = sign(
+        "/acme/new-account",
+        ("jwk", jwk.clone()),
+        payload.as_bytes(),
+    );
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let kid = response.header("location").unwrap().to_owned();
+    let response = sign(&path(&kid), ("kid", json!(kid)), b"");
+    assert_eq!(body(&response)["status"], "valid");
+}
