@@ -709,7 +709,7 @@ fn renewal_swaps_the_chain_for_the_same_key_only() {
 }
 
 #[test]
-fn test_leaves_with_the_extension_verify_with_webpki_and_openssl_shape() {
+fn test_leaves_with_the_extension_parse_and_verify_with_webpki() {
     // The test issuer's patched leaves are sound DER that x509-parser and webpki accept.
     let mut h = harness();
     let (_, chain) = h.attest_and_issue("https://vod.example.com");
@@ -725,4 +725,41 @@ fn test_leaves_with_the_extension_verify_with_webpki_and_openssl_shape() {
         && !e.critical));
     let name = h.name_for("https://vod.example.com");
     verify::check_chain(&chain, &[h.ca.root.clone()], &[name], NOW_UNIX).unwrap();
+}
+
+#[test]
+fn openssl_accepts_the_test_leaves() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed; skipped");
+        return;
+    }
+    let mut h = harness();
+    let (_, chain) = h.attest_and_issue("https://vod.example.com");
+    let dir = std::env::temp_dir().join(format!("lc-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, der: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, pki::certificates_to_pem(&[der.to_vec()])).unwrap();
+        path
+    };
+    let root = write("root.pem", &h.ca.root);
+    let inter = write("inter.pem", &chain[1]);
+    let leaf = write("leaf.pem", &chain[0]);
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-attime", &NOW_UNIX.to_string(), "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&inter)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(localcert_proto::binding::ORIGIN_BINDING_OID), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
