@@ -28,6 +28,11 @@ use crate::validate::{self, ChallengeContext, Identifier, TrustConfig};
 /// The challenge type we offer, the only one.
 pub const DEVICE_ATTEST_01: &str = "device-attest-01";
 
+/// The ACME profile of a plain order.
+pub const PROFILE_DEFAULT: &str = "default";
+/// The ACME profile that asks for STAR auto-renewal.
+pub const PROFILE_STAR: &str = "star";
+
 /// What the operator decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -47,6 +52,10 @@ pub struct Policy {
     pub star_max_lifetime: Duration,
     /// Longest STAR delegation (end-date minus now).
     pub star_max_duration: Duration,
+    /// STAR certificate lifetime for orders with the `star` profile.
+    pub star_profile_lifetime: Duration,
+    /// STAR delegation duration for orders with the `star` profile.
+    pub star_profile_duration: Duration,
     /// How long a CRL is valid.
     pub crl_lifetime: Duration,
 }
@@ -63,6 +72,8 @@ impl Default for Policy {
             star_min_lifetime: Duration::from_secs(3600),
             star_max_lifetime: Duration::from_secs(7 * DAY),
             star_max_duration: Duration::from_secs(365 * DAY),
+            star_profile_lifetime: Duration::from_secs(DAY),
+            star_profile_duration: Duration::from_secs(90 * DAY),
             crl_lifetime: Duration::from_secs(DAY),
         }
     }
@@ -205,6 +216,9 @@ struct NewOrderPayload {
     not_after: Option<Value>,
     #[serde(rename = "auto-renewal")]
     auto_renewal: Option<AutoRenewalPayload>,
+    /// An ACME profile (draft-aaron-acme-profiles): `star` asks for STAR with the server's
+    /// default lifetime and duration, for clients that cannot send `auto-renewal`.
+    profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +290,10 @@ impl AcmeServer {
             policy,
             base_url: base_url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    fn star_url(&self, order_id: &str) -> String {
+        self.url(&format!("/acme/star/{order_id}"))
     }
 
     /// The directory URL.
@@ -412,6 +430,8 @@ impl AcmeServer {
                     ["acme", "authz", id] => self.authz(&auth, id),
                     ["acme", "chall", id] => self.challenge(&auth, id, now),
                     ["acme", "cert", id] => self.certificate(&auth, id),
+                    // POST-as-GET of the STAR URL (RFC 8739 §3.3): the same public content.
+                    ["acme", "star", id] => self.star_certificate(id, now),
                     _ => Err(Refusal::NotFound.into()),
                 }
             }
@@ -430,6 +450,10 @@ impl AcmeServer {
                 "revokeCert": self.url("/acme/revoke-cert"),
                 "meta": {
                     "externalAccountRequired": true,
+                    "profiles": {
+                        PROFILE_DEFAULT: "a certificate with the server's leaf lifetime",
+                        PROFILE_STAR: "short-term, automatically renewed certificates (RFC 8739) with the server's default lifetime and duration",
+                    },
                     "auto-renewal": {
                         "min-lifetime": star_lifetime(self.policy.star_min_lifetime),
                         "max-duration": star_lifetime(self.policy.star_max_duration),
@@ -626,8 +650,23 @@ impl AcmeServer {
             })
             .collect();
         let names = validate::check_identifiers(&identifiers, &account.origin)?;
-        let star = payload
-            .auto_renewal
+        let auto_renewal = match (payload.auto_renewal, payload.profile.as_deref()) {
+            (auto_renewal, None | Some(PROFILE_DEFAULT)) => auto_renewal,
+            (None, Some(PROFILE_STAR)) => Some(AutoRenewalPayload {
+                start_date: None,
+                end_date: rfc3339(now + self.policy.star_profile_duration),
+                lifetime: self.policy.star_profile_lifetime.as_secs(),
+                lifetime_adjust: None,
+            }),
+            (Some(_), Some(PROFILE_STAR)) => {
+                return Err(Refusal::Malformed(
+                    "give either auto-renewal or the star profile, not both".into(),
+                )
+                .into());
+            }
+            (_, Some(_)) => return Err(Refusal::InvalidProfile.into()),
+        };
+        let star = auto_renewal
             .map(|ar| self.check_auto_renewal(&ar, now))
             .transpose()?;
         let order = Order {
@@ -739,6 +778,11 @@ impl AcmeServer {
         if let Some(cert_id) = &order.certificate_id {
             value["certificate"] = json!(self.url(&format!("/acme/cert/{cert_id}")));
         }
+        if let (Some(_), Some(_)) = (&order.star, &order.certificate_id) {
+            // RFC 8739 clients read `star-certificate`; plain ACME clients (instant-acme) read
+            // `certificate`: both name the URL that always serves the current certificate.
+            value["certificate"] = json!(self.star_url(&order.id));
+        }
         if let Some(star) = order.star {
             value["auto-renewal"] = json!({
                 "end-date": rfc3339(star.end),
@@ -746,7 +790,7 @@ impl AcmeServer {
                 "allow-certificate-get": true,
             });
             if order.certificate_id.is_some() {
-                value["star-certificate"] = json!(self.url(&format!("/acme/star/{}", order.id)));
+                value["star-certificate"] = json!(self.star_url(&order.id));
             }
         }
         Ok(value)

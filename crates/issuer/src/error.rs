@@ -95,6 +95,8 @@ pub enum ProblemType {
     AutoRenewalCanceled,
     /// `autoRenewalExpired` (RFC 8739)
     AutoRenewalExpired,
+    /// `invalidProfile` (draft-aaron-acme-profiles)
+    InvalidProfile,
 }
 
 impl ProblemType {
@@ -124,6 +126,7 @@ impl ProblemType {
             Self::UnsupportedIdentifier => "unsupportedIdentifier",
             Self::AutoRenewalCanceled => "autoRenewalCanceled",
             Self::AutoRenewalExpired => "autoRenewalExpired",
+            Self::InvalidProfile => "invalidProfile",
         }
     }
 
@@ -264,6 +267,9 @@ pub enum Refusal {
     /// The auto-renewal request is outside policy.
     #[error("auto-renewal request is invalid: {0}")]
     AutoRenewal(&'static str),
+    /// The newOrder names a profile the server does not offer.
+    #[error("unknown profile: this server offers \"default\" and \"star\"")]
+    InvalidProfile,
 }
 
 impl Refusal {
@@ -308,6 +314,7 @@ impl Refusal {
             Self::AutoRenewalExpired => ProblemType::AutoRenewalExpired,
             Self::AlreadyRevoked => ProblemType::AlreadyRevoked,
             Self::BadRevocationReason(_) => ProblemType::BadRevocationReason,
+            Self::InvalidProfile => ProblemType::InvalidProfile,
         }
     }
 

@@ -206,7 +206,12 @@ impl Bound {
                 path: PathBuf::from(config.listen.to_string()),
                 source,
             })?;
-        let server = AcmeServer::new(store, ca, trust, config.policy(), &config.base_url());
+        // With port 0 in the config, the URLs must name the port the system chose.
+        let base_url = match (&config.base_url, listener.local_addr()) {
+            (None, Ok(addr)) => format!("https://localhost:{}", addr.port()),
+            _ => config.base_url(),
+        };
+        let server = AcmeServer::new(store, ca, trust, config.policy(), &base_url);
         Ok(Self {
             listener,
             tls,

@@ -813,3 +813,34 @@ fn eddsa_accounts_work_too() {
     let response = sign(&path(&kid), ("kid", json!(kid)), b"");
     assert_eq!(body(&response)["status"], "valid");
 }
+
+/// Clients that cannot send `auto-renewal` (instant-acme) ask for STAR with the `star` profile.
+#[test]
+fn the_star_profile_asks_for_auto_renewal() {
+    let h = Harness::new();
+    let client = h.account();
+    let p = h.order(&client, Some(("profile", json!("star"))));
+    let order = body(&h.post(&client, &p.order, None));
+    let lifetime = Policy::default().star_profile_lifetime.as_secs();
+    assert_eq!(order["auto-renewal"]["lifetime"], lifetime);
+    assert!(order["auto-renewal"]["end-date"].is_string());
+    let plain = h.order(&client, Some(("profile", json!("default"))));
+    assert!(body(&h.post(&client, &plain.order, None))["auto-renewal"].is_null());
+
+    for (extra, kind) in [
+        (json!({"profile": "shortlived"}), "invalidProfile"),
+        (
+            json!({"profile": "star", "auto-renewal": {"end-date": rfc3339(h.now), "lifetime": 86_400}}),
+            "malformed",
+        ),
+    ] {
+        let mut payload = json!({"identifiers": [{"type": "dns", "value": h.name()}]});
+        for (k, v) in extra.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
+        let response = h.post(&client, "/acme/new-order", Some(&payload));
+        h.assert_refused(&response, kind, &client, &p.order);
+    }
+    let directory = body(&h.server.handle("GET", "/acme/directory", None, b"", h.now));
+    assert!(directory["meta"]["profiles"]["star"].is_string());
+}

@@ -550,10 +550,18 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     timer.done(&format!("{} certificates", chain.len()));
 
     timer.start(Step::Install);
-    let star_url = if plan.star {
-        Some(order.url().replace("/order/", "/star/"))
-    } else {
-        None
+    // For a STAR order the issuer's `certificate` URL is its `star-certificate` URL (RFC 8739),
+    // which always serves the current certificate: the device fetches renewals from it.
+    let star_url = match (plan.star, &order.state().certificate) {
+        (false, _) => None,
+        (true, Some(url)) => Some(url.clone()),
+        (true, None) => {
+            let reason = "the STAR order names no certificate URL".into();
+            return Err(ProvisionError::Issuer {
+                step: Step::Install,
+                reason,
+            });
+        }
     };
     let request = Request::Install(InstallRequest {
         chain: chain.clone(),

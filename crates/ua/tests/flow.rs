@@ -87,3 +87,37 @@ async fn a_drop_at_every_fragment_is_recovered() {
         }
     }
 }
+
+/// `--star`: the order uses the `star` profile, and the device is given the URL that serves the
+/// current certificate, where the next one appears after a renewal.
+#[tokio::test]
+async fn star_provisioning_hands_the_device_its_renewal_url() {
+    let world = World::start().await;
+    let mut plan = world.plan();
+    plan.star = true;
+    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
+    let (outcome, _) = provision::provision(
+        &plan,
+        &mut connector,
+        &world.resolver_for_device(),
+        &mut Steps::default(),
+    )
+    .await
+    .unwrap();
+    let device = world.device.lock().unwrap();
+    let binding = device.bindings().first().expect("installed").clone();
+    let url = binding.star_url.clone().expect("a STAR binding");
+    assert!(url.contains("/acme/star/"), "{url}");
+    assert_eq!(binding.fingerprint(), outcome.fingerprint);
+    // Lifetime from the star profile: one day, not the 7-day plain policy.
+    assert_eq!(binding.not_after as i64, outcome.not_after);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        binding.not_after <= now + 86_400 + 60,
+        "{} vs {now}",
+        binding.not_after
+    );
+}
