@@ -729,7 +729,11 @@ fn test_leaves_with_the_extension_parse_and_verify_with_webpki() {
 
 #[test]
 fn openssl_accepts_the_test_leaves() {
-    if std::process::Command::new("openssl").arg("version").output().is_err() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         eprintln!("openssl not installed; skipped");
         return;
     }
@@ -753,13 +757,81 @@ fn openssl_accepts_the_test_leaves() {
         .arg(&leaf)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     let text = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(&leaf)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(localcert_proto::binding::ORIGIN_BINDING_OID), "{text}");
+    assert!(
+        text.contains(localcert_proto::binding::ORIGIN_BINDING_OID),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            // Anything at all.
+            proptest::collection::vec(any::<u8>(), 0..600),
+            // A well-framed MSG with an arbitrary payload (exercises the message decoders).
+            (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(op, body)| {
+                let mut data = vec![op % 8];
+                data.extend(body);
+                let len = data.len() as u16;
+                let mut f = vec![0x83];
+                f.extend(len.to_be_bytes());
+                f.extend(data);
+                f
+            }),
+            // Headers with plausible lengths and sequence numbers.
+            (
+                any::<u8>(),
+                any::<u16>(),
+                proptest::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(cmd, len, data)| {
+                    let mut f = vec![cmd, (len >> 8) as u8, len as u8];
+                    f.extend(data);
+                    f
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever arrives, the engine answers within the MTU, never panics, keeps no key
+        /// and stays usable.
+        #[test]
+        fn arbitrary_fragments_are_harmless(
+            mtu in 23u16..=517,
+            fragments in proptest::collection::vec(fragment(), 1..12),
+        ) {
+            let mut h = harness();
+            h.dev.disconnect(h.id);
+            h.id = h.dev.connect(mtu);
+            h.mtu = mtu;
+            for f in &fragments {
+                h.send_raw(f);
+                while let Some(out) = h.dev.poll_fragment(h.id) {
+                    prop_assert!(out.len() <= fragment_len(mtu));
+                }
+            }
+            h.now += FRAGMENT_TIMEOUT;
+            h.dev.handle_timeout(h.now);
+            while h.dev.poll_fragment(h.id).is_some() {}
+            prop_assert!(h.dev.bindings().is_empty());
+            prop_assert!(matches!(h.call(&Request::GetInfo), Response::Info(_)));
+        }
+    }
 }
