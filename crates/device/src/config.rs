@@ -43,9 +43,8 @@ pub struct DaemonConfig {
     pub attestation_key: PathBuf,
     /// The attestation chain (PEM, device certificate first).
     pub attestation_chain: PathBuf,
-    /// PEM file of the issuer root(s) the device trusts. When absent, the device pins the
-    /// issuer of its first INSTALL (trust on first use).
-    pub issuer_roots: Option<PathBuf>,
+    /// PEM file of the issuer root(s) the device trusts for INSTALL and renewal.
+    pub issuer_roots: PathBuf,
     /// How ATTEST is confirmed.
     pub presence: PresenceMode,
     /// For `presence = "pin"`: a file holding the PIN (first line).
@@ -208,13 +207,10 @@ impl DaemonConfig {
         config.max_bindings = self.max_bindings;
         config.pending_lifetime = Duration::from_secs(self.pending_lifetime_secs);
         config.presence_timeout = Duration::from_secs(self.presence_timeout_secs);
-        config.trust = match &self.issuer_roots {
-            Some(path) => IssuerTrust::Roots(pki::certificates_from_pem(
-                &files::read(path)?,
-                "issuer roots",
-            )?),
-            None => IssuerTrust::PinFirst,
-        };
+        config.trust = IssuerTrust::Roots(pki::certificates_from_pem(
+            &files::read(&self.issuer_roots)?,
+            "issuer roots",
+        )?);
         Ok(config)
     }
 
@@ -298,6 +294,7 @@ mod tests {
             store_dir = "/tmp/x"
             attestation_key = "k"
             attestation_chain = "c"
+            issuer_roots = "r"
             presence = "auto"
         "#;
         let parse = |extra: &str| {

@@ -33,10 +33,10 @@ use crate::signer::AttestationSigner;
 use crate::store::{Binding, BindingStore};
 use crate::verify::{self, Expected, Refused, refused};
 
-/// How long a pending key waits for its INSTALL (Matter-style fail-safe).
-pub const DEFAULT_PENDING_LIFETIME: Duration = Duration::from_secs(600);
-/// How long the device waits for the user to approve an ATTEST.
-pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a pending key waits for its INSTALL (Matter-style fail-safe; SPEC §5.2).
+pub const DEFAULT_PENDING_LIFETIME: Duration = localcert_proto::message::PENDING_LIFETIME;
+/// How long the device waits for the user to approve an ATTEST (SPEC §3.3).
+pub const DEFAULT_PRESENCE_TIMEOUT: Duration = localcert_proto::message::USER_PRESENCE_TIMEOUT;
 /// How many ATTESTs may wait for their INSTALL at once; the oldest is dropped beyond that.
 pub const DEFAULT_MAX_PENDING: usize = 4;
 /// How often a pending presence answer is polled.
@@ -60,16 +60,14 @@ impl WallClock for SystemClock {
     }
 }
 
-/// How the device learns which issuer to trust for INSTALL and renewal.
+/// Which issuers the device trusts for INSTALL and renewal: a device setting, configured by
+/// its maker or owner, never taken from a chain (SPEC §5.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IssuerTrust {
-    /// Only these issuer certificates (DER; normally the issuer's root), from the device
-    /// configuration. The production setting.
+    /// These issuer certificates (DER; normally the issuer's root). Empty: trust nothing, so
+    /// every INSTALL is refused with UNTRUSTED_ISSUER.
     Roots(Vec<Vec<u8>>),
-    /// Trust on first use: the topmost CA certificate of the first installed chain is pinned
-    /// in the store; every later chain must lead to it. For demos and closed networks: whoever
-    /// provisions the device first chooses its issuer. `reset` forgets the pin.
-    PinFirst,
 }
 
 /// The device's settings.
@@ -94,7 +92,7 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// Defaults for a product: label from its name, port 443, pinned-first issuer trust.
+    /// Defaults for a product: label from its name, port 443, no trusted issuer yet.
     pub fn new(product: &str) -> Self {
         Self {
             product: product.to_owned(),
@@ -104,7 +102,7 @@ impl DeviceConfig {
             pending_lifetime: DEFAULT_PENDING_LIFETIME,
             presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
-            trust: IssuerTrust::PinFirst,
+            trust: IssuerTrust::Roots(Vec::new()),
         }
     }
 }
@@ -138,9 +136,6 @@ pub enum Event {
         name: LocalName,
     },
 }
-
-/// Trusted issuer certificates, and one to pin on success (trust on first use).
-type Anchors = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
 #[derive(Debug)]
 struct PendingKey {
@@ -448,12 +443,7 @@ impl Device {
     }
 
     fn start_attest(&mut self, id: SessionId, now: Instant, request: AttestRequest) {
-        if !self.has_room_for(&request.origin) {
-            return self.send_refusal(
-                id,
-                refused(ErrorCode::StorageFull, "no room for another origin binding"),
-            );
-        }
+        // SPEC §5.2 order: presence first, then room, then the key.
         let check = self.presence.check(&PresenceRequest {
             origin: request.origin.clone(),
             pin: request.pin.clone(),
@@ -522,6 +512,12 @@ impl Device {
 
     fn attest(&mut self, now: Instant, request: &AttestRequest) -> Result<AttestResponse, Refused> {
         let internal = |reason| refused(ErrorCode::Other, reason);
+        if !self.has_room_for(&request.origin) {
+            return Err(refused(
+                ErrorCode::StorageFull,
+                "no room for another origin binding",
+            ));
+        }
         let name = LocalName::derive(&request.device_label, &request.origin, &self.device_tag);
         let names = vec![name.clone()];
         let key =
@@ -596,22 +592,10 @@ impl Device {
         })
     }
 
-    /// The issuer certificates a chain must lead to, and the certificate to pin if none is yet.
-    fn anchors_for(&self, chain: &[Vec<u8>]) -> Result<Anchors, Refused> {
-        match (&self.config.trust, self.store.pinned_issuer()) {
-            (IssuerTrust::Roots(roots), _) => Ok((roots.clone(), None)),
-            (IssuerTrust::PinFirst, Some(pinned)) => Ok((vec![pinned.to_vec()], None)),
-            (IssuerTrust::PinFirst, None) => {
-                let top = chain
-                    .get(1..)
-                    .and_then(<[Vec<u8>]>::last)
-                    .filter(|c| verify::is_ca(c))
-                    .ok_or(refused(
-                        ErrorCode::UntrustedIssuer,
-                        "first install must include the issuer's CA certificate",
-                    ))?;
-                Ok((vec![top.clone()], Some(top.clone())))
-            }
+    /// The issuer certificates a chain must lead to.
+    fn anchors(&self) -> &[Vec<u8>] {
+        match &self.config.trust {
+            IssuerTrust::Roots(roots) => roots,
         }
     }
 
@@ -620,20 +604,25 @@ impl Device {
             .chain
             .first()
             .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
-        let spki = verify::leaf_spki(leaf)?;
-        if self.pending.is_empty() {
-            return Err(refused(
-                ErrorCode::NoPending,
-                "no pending ATTEST (or it expired)",
-            ));
-        }
+        let claims = verify::leaf_claims(leaf)?;
+        // SPEC §5.3: a pending key whose origin or name the leaf claims, else NO_PENDING; one
+        // that is not the leaf's key is a CHAIN_MISMATCH.
         let index = self
             .pending
             .iter()
-            .position(|p| p.spki == spki)
+            .position(|p| p.spki == claims.spki)
+            .or_else(|| {
+                self.pending.iter().position(|p| {
+                    claims.origin.as_ref() == Some(&p.origin)
+                        || claims
+                            .names
+                            .iter()
+                            .any(|n| p.names.iter().any(|m| m.as_str() == n))
+                })
+            })
             .ok_or(refused(
-                ErrorCode::ChainMismatch,
-                "leaf key is not a pending key",
+                ErrorCode::NoPending,
+                "no pending ATTEST for this origin or name (or it expired)",
             ))?;
         let pending = self
             .pending
@@ -648,10 +637,9 @@ impl Device {
                 user_handle_digest: &pending.user_handle_digest,
             },
         )?;
-        let (anchors, pin) = self.anchors_for(&request.chain)?;
         verify::check_chain(
             &request.chain,
-            &anchors,
+            self.anchors(),
             &pending.names,
             self.clock.unix_time(),
         )?;
@@ -676,12 +664,6 @@ impl Device {
             user_handle_digest: pending.user_handle_digest,
             not_after: leaf_info.not_after,
         };
-        if let Some(issuer) = pin {
-            self.store.pin_issuer(&issuer).map_err(|e| {
-                tracing::error!(error = %e, "pinning the issuer failed");
-                refused(ErrorCode::Other, "storage failed")
-            })?;
-        }
         // Persist before forgetting the pending key: a failed write leaves INSTALL retryable.
         self.store.put(binding.clone()).map_err(|e| {
             tracing::error!(error = %e, "storing the binding failed");
@@ -736,14 +718,7 @@ impl Device {
                 user_handle_digest: &current.user_handle_digest,
             },
         )?;
-        let anchors = match (&self.config.trust, self.store.pinned_issuer()) {
-            (IssuerTrust::Roots(roots), _) => roots.clone(),
-            (IssuerTrust::PinFirst, Some(pinned)) => vec![pinned.to_vec()],
-            (IssuerTrust::PinFirst, None) => {
-                return Err(refused(ErrorCode::UntrustedIssuer, "no pinned issuer"));
-            }
-        };
-        verify::check_chain(&chain, &anchors, &names, self.clock.unix_time())?;
+        verify::check_chain(&chain, self.anchors(), &names, self.clock.unix_time())?;
         let mut binding = current.clone();
         binding.chain = chain;
         binding.not_after = leaf_info.not_after;

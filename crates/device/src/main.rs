@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove every binding and the pinned issuer.
+    /// Remove every binding.
     Reset {
         /// The configuration file.
         #[arg(long, default_value = "/etc/localcert-device/device.toml")]
@@ -101,7 +101,6 @@ fn status(path: &Path, json: bool) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "store": store.dir(),
             "bindings": bindings,
-            "pinned_issuer": store.pinned_issuer().is_some(),
             "leftovers_removed": report.leftovers,
             "unusable": report.unusable.iter().map(|(p, r)| serde_json::json!({"path": p, "reason": r})).collect::<Vec<_>>(),
         });
@@ -109,14 +108,6 @@ fn status(path: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("store: {}", store.dir().display());
-    println!(
-        "issuer: {}",
-        if store.pinned_issuer().is_some() {
-            "pinned"
-        } else {
-            "not pinned"
-        }
-    );
     if store.bindings().is_empty() {
         println!("no bindings");
     }
@@ -144,7 +135,7 @@ fn reset(path: &Path, yes: bool) -> anyhow::Result<()> {
     let (mut store, _) = config.open_store().context("opening the store")?;
     if !yes {
         println!(
-            "would remove {} binding(s) and the pinned issuer from {}; run again with --yes",
+            "would remove {} binding(s) from {}; run again with --yes",
             store.bindings().len(),
             store.dir().display()
         );

@@ -51,7 +51,7 @@ impl Binding {
     }
 }
 
-/// Where bindings and the pinned issuer live. Writes must be all-or-nothing.
+/// Where bindings live. Writes must be all-or-nothing.
 pub trait BindingStore: Send {
     /// All bindings, ordered by origin.
     fn bindings(&self) -> &[Binding];
@@ -61,12 +61,6 @@ pub trait BindingStore: Send {
 
     /// Removes the binding for `origin`; `None` if there was none.
     fn remove(&mut self, origin: &Origin) -> Result<Option<Binding>, Error>;
-
-    /// The issuer certificate pinned on first install, if any (DER).
-    fn pinned_issuer(&self) -> Option<&[u8]>;
-
-    /// Pins the issuer certificate (DER).
-    fn pin_issuer(&mut self, certificate: &[u8]) -> Result<(), Error>;
 
     /// The binding for `origin`.
     fn get(&self, origin: &Origin) -> Option<&Binding> {
@@ -89,7 +83,6 @@ fn insert_sorted(bindings: &mut Vec<Binding>, binding: Binding) {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     bindings: Vec<Binding>,
-    issuer: Option<Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -113,19 +106,8 @@ impl BindingStore for MemoryStore {
         let index = self.bindings.iter().position(|b| &b.origin == origin);
         Ok(index.map(|i| self.bindings.remove(i)))
     }
-
-    fn pinned_issuer(&self) -> Option<&[u8]> {
-        self.issuer.as_deref()
-    }
-
-    fn pin_issuer(&mut self, certificate: &[u8]) -> Result<(), Error> {
-        self.issuer = Some(certificate.to_vec());
-        Ok(())
-    }
 }
 
-/// The file holding the pinned issuer certificate.
-pub const ISSUER_FILE: &str = "issuer.pem";
 const BINDING_PREFIX: &str = "binding-";
 const BINDING_SUFFIX: &str = ".json";
 const FORMAT_VERSION: u32 = 1;
@@ -224,12 +206,11 @@ impl BindingRecord {
 }
 
 /// Bindings in one directory: one file per binding (key, chain, CORS policy and STAR URL
-/// together, so one atomic rename switches all of them), mode 0600, plus the pinned issuer.
+/// together, so one atomic rename switches all of them), mode 0600.
 #[derive(Debug)]
 pub struct DirStore {
     dir: std::path::PathBuf,
     bindings: Vec<Binding>,
-    issuer: Option<Vec<u8>>,
 }
 
 fn binding_file_name(origin: &Origin) -> String {
@@ -246,7 +227,6 @@ impl DirStore {
         create_private_dir(&dir)?;
         let mut report = LoadReport::default();
         let mut bindings = Vec::new();
-        let mut issuer = None;
         let entries = std::fs::read_dir(&dir).map_err(Error::io("listing", &dir))?;
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
@@ -259,13 +239,6 @@ impl DirStore {
                 tracing::warn!(path = %path.display(), "removing a half-written leftover");
                 let _ = std::fs::remove_file(&path);
                 report.leftovers.push(path);
-            } else if file_name == ISSUER_FILE {
-                match crate::files::read(&path).and_then(|t| {
-                    crate::pki::certificates_from_pem(&t, "pinned issuer").map_err(Error::from)
-                }) {
-                    Ok(mut certs) => issuer = Some(certs.remove(0)),
-                    Err(e) => report.unusable.push((path, e.to_string())),
-                }
             } else if file_name.starts_with(BINDING_PREFIX) && file_name.ends_with(BINDING_SUFFIX) {
                 match load_binding(&path) {
                     Ok(b) if binding_file_name(&b.origin) == file_name => {
@@ -281,14 +254,7 @@ impl DirStore {
                 }
             }
         }
-        Ok((
-            Self {
-                dir,
-                bindings,
-                issuer,
-            },
-            report,
-        ))
+        Ok((Self { dir, bindings }, report))
     }
 
     /// The directory.
@@ -296,14 +262,12 @@ impl DirStore {
         &self.dir
     }
 
-    /// Removes every binding and the pinned issuer (factory reset of the agent's state).
+    /// Removes every binding (factory reset of the agent's state).
     pub fn reset(&mut self) -> Result<(), Error> {
         let origins: Vec<Origin> = self.bindings.iter().map(|b| b.origin.clone()).collect();
         for origin in origins {
             self.remove(&origin)?;
         }
-        crate::files::remove_durably(&self.dir.join(ISSUER_FILE))?;
-        self.issuer = None;
         Ok(())
     }
 }
@@ -348,17 +312,6 @@ impl BindingStore for DirStore {
         };
         crate::files::remove_durably(&self.dir.join(binding_file_name(origin)))?;
         Ok(Some(self.bindings.remove(index)))
-    }
-
-    fn pinned_issuer(&self) -> Option<&[u8]> {
-        self.issuer.as_deref()
-    }
-
-    fn pin_issuer(&mut self, certificate: &[u8]) -> Result<(), Error> {
-        let pem = crate::pki::certificates_to_pem(&[certificate.to_vec()]);
-        crate::files::write_atomic(&self.dir.join(ISSUER_FILE), pem.as_bytes(), false)?;
-        self.issuer = Some(certificate.to_vec());
-        Ok(())
     }
 }
 
@@ -407,7 +360,6 @@ mod tests {
             assert!(report.leftovers.is_empty() && report.unusable.is_empty());
             store.put(b.clone()).unwrap();
             store.put(a.clone()).unwrap();
-            store.pin_issuer(&a.chain[0]).unwrap();
         }
         #[cfg(unix)]
         {
@@ -425,7 +377,6 @@ mod tests {
 
         let (mut store, report) = DirStore::open(&dir).unwrap();
         assert_eq!(store.bindings(), &[a.clone(), b.clone()][..]);
-        assert_eq!(store.pinned_issuer(), Some(a.chain[0].as_slice()));
         assert_eq!(report.leftovers, vec![dir.join("binding-0000.json.tmp")]);
         assert!(!dir.join("binding-0000.json.tmp").exists());
         let unusable: Vec<_> = report.unusable.iter().map(|(p, _)| p.clone()).collect();
@@ -436,7 +387,6 @@ mod tests {
         store.reset().unwrap();
         let (store, _) = DirStore::open(&dir).unwrap();
         assert!(store.bindings().is_empty());
-        assert_eq!(store.pinned_issuer(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -54,6 +54,50 @@ pub(crate) fn leaf_spki(leaf: &[u8]) -> Result<Vec<u8>, Refused> {
         })
 }
 
+/// What a leaf claims: its key, its DNS names and (if the extension parses) its origin.
+#[derive(Debug)]
+pub(crate) struct LeafClaims {
+    pub spki: Vec<u8>,
+    pub names: Vec<String>,
+    pub origin: Option<Origin>,
+}
+
+/// Reads the claims of a leaf, to find the pending key it is meant for.
+pub(crate) fn leaf_claims(leaf: &[u8]) -> Result<LeafClaims, Refused> {
+    let cert = pki::parse_certificate(leaf, "leaf").map_err(|_| {
+        refused(
+            ErrorCode::CertificateInvalid,
+            "leaf certificate cannot be parsed",
+        )
+    })?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let origin = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.as_bytes() == ORIGIN_BINDING_OID_DER)
+        .and_then(|e| OriginBinding::from_der(e.value).ok())
+        .map(|b| b.origin);
+    Ok(LeafClaims {
+        spki: cert.public_key().raw.to_vec(),
+        names,
+        origin,
+    })
+}
+
 /// Checks the leaf's fields against what the device asked for.
 pub(crate) fn check_leaf(leaf: &[u8], expected: &Expected<'_>) -> Result<VerifiedLeaf, Refused> {
     let cert = pki::parse_certificate(leaf, "leaf").map_err(|_| {
@@ -228,11 +272,6 @@ fn map_webpki(e: webpki::Error) -> Refused {
             "certificate chain is invalid",
         ),
     }
-}
-
-/// Whether a DER certificate is a CA certificate (basicConstraints CA).
-pub(crate) fn is_ca(der: &[u8]) -> bool {
-    pki::parse_certificate(der, "certificate").is_ok_and(|c| c.is_ca())
 }
 
 /// The leaf's validity window `(notBefore, notAfter)` in Unix seconds.

@@ -71,6 +71,7 @@ async fn daemon_serves_stored_bindings_and_reports_them() {
             })
             .unwrap();
     }
+    std::fs::write(dir.join("issuer-root.pem"), ca.pem()).unwrap();
     let port = free_port();
     let config = dir.join("device.toml");
     std::fs::write(
@@ -81,6 +82,7 @@ product = "Daemon Test TV"
 store_dir = "{store}"
 attestation_key = "{key}"
 attestation_chain = "{chain}"
+issuer_roots = "{roots}"
 presence = "auto"
 https_port = {port}
 https_listen = "127.0.0.1"
@@ -92,6 +94,7 @@ enabled = false
             store = dir.join("store").display(),
             key = fixtures().join("attestation.key.pem").display(),
             chain = fixtures().join("attestation.pem").display(),
+            roots = dir.join("issuer-root.pem").display(),
         ),
     )
     .unwrap();

@@ -416,33 +416,45 @@ fn a_new_attest_for_the_same_origin_replaces_the_pending_key() {
 }
 
 #[test]
-fn pin_first_trust_pins_the_first_issuer() {
+fn a_device_without_configured_roots_trusts_no_issuer() {
     let mut h = harness_with(Box::new(AutoApprove), |c, _| {
-        c.trust = IssuerTrust::PinFirst
+        c.trust = IssuerTrust::Roots(vec![])
     });
     let (_, chain) = h.attest_and_issue("https://vod.example.com");
-    // The leaf alone names no issuer to pin.
-    assert_refused(
-        h.install(vec![chain[0].clone()]),
-        ErrorCode::UntrustedIssuer,
-    );
-    assert!(matches!(h.install(chain), Response::Install(_)));
+    // Not even the chain's own top certificate: the trusted issuer is never taken from a chain.
+    let mut with_root = chain.clone();
+    with_root.push(h.ca.root.clone());
+    assert_refused(h.install(with_root), ErrorCode::UntrustedIssuer);
+    assert_refused(h.install(chain), ErrorCode::UntrustedIssuer);
+    assert!(h.dev.bindings().is_empty());
+}
 
-    // A second origin from another CA is refused; from the same CA accepted.
-    let att = h.attest("https://app.example.com");
-    let name = h.name_for("https://app.example.com");
-    let binding = OriginBinding::new(origin("https://app.example.com"), b"user-1");
-    let obj = AttestationObject::decode(&att.attestation_object).unwrap();
+#[test]
+fn install_for_an_origin_and_name_without_pending_key_is_no_pending() {
+    let mut h = harness();
+    let (att, _) = h.attest_and_issue("https://vod.example.com");
+    let other = "https://app.example.com";
+    let name = h.name_for(other);
+    let other_key = pki::generate_p256(&SystemRandom::new()).unwrap();
+    let spki = pki::rcgen_key(&other_key)
+        .unwrap()
+        .subject_public_key_info();
     let now = OffsetDateTime::from_unix_timestamp(NOW_UNIX as i64).unwrap();
-    let rogue = TestCa::new("Rogue").issue(
-        &obj.spki,
+    let chain = h.ca.issue(
+        &spki,
         &[name.as_str()],
-        Some(&binding),
+        Some(&OriginBinding::new(origin(other), b"user-1")),
         now - TimeDuration::hours(1),
         now + TimeDuration::days(1),
     );
-    assert_refused(h.install(rogue), ErrorCode::UntrustedIssuer);
-    let good = h.issue(&att, &[name.as_str()], Some(&binding));
+    assert_refused(h.install(chain), ErrorCode::NoPending);
+    // The pending key of the other origin is untouched.
+    let vod = "https://vod.example.com";
+    let good = h.issue(
+        &att,
+        &[h.name_for(vod).as_str()],
+        Some(&OriginBinding::new(origin(vod), b"user-1")),
+    );
     assert!(matches!(h.install(good), Response::Install(_)));
 }
 
