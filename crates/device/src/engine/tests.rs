@@ -819,8 +819,19 @@ mod arbitrary_input {
         ]
     }
 
+    /// One attestation credential for every case: making keys per case would dominate.
+    fn credential() -> &'static factory::DeviceCredential {
+        static CREDENTIAL: std::sync::OnceLock<factory::DeviceCredential> =
+            std::sync::OnceLock::new();
+        CREDENTIAL.get_or_init(|| {
+            let root = factory::new_root("Test Manufacturer").unwrap();
+            factory::new_device(&root, "Media Server", "0001").unwrap()
+        })
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        // Cases from PROPTEST_CASES (CI runs 10,000), 256 by default.
+        #![proptest_config(ProptestConfig::default())]
 
         /// Whatever arrives, the engine answers within the MTU, never panics, keeps no key
         /// and stays usable.
@@ -829,21 +840,33 @@ mod arbitrary_input {
             mtu in 23u16..=517,
             fragments in proptest::collection::vec(fragment(), 1..12),
         ) {
-            let mut h = harness();
-            h.dev.disconnect(h.id);
-            h.id = h.dev.connect(mtu);
-            h.mtu = mtu;
+            let cred = credential();
+            let signer = FileSigner::new(&cred.key, cred.chain.clone()).unwrap();
+            let mut dev = Device::new(
+                DeviceConfig::new("Media Server"),
+                Box::new(signer),
+                Box::new(DenyAll),
+                Box::new(MemoryStore::new()),
+            );
+            let id = dev.connect(mtu);
+            let mut now = Instant::now();
             for f in &fragments {
-                h.send_raw(f);
-                while let Some(out) = h.dev.poll_fragment(h.id) {
+                dev.handle_fragment(id, now, f);
+                while let Some(out) = dev.poll_fragment(id) {
                     prop_assert!(out.len() <= fragment_len(mtu));
                 }
             }
-            h.now += FRAGMENT_TIMEOUT;
-            h.dev.handle_timeout(h.now);
-            while h.dev.poll_fragment(h.id).is_some() {}
-            prop_assert!(h.dev.bindings().is_empty());
-            prop_assert!(matches!(h.call(&Request::GetInfo), Response::Info(_)));
+            now += FRAGMENT_TIMEOUT;
+            dev.handle_timeout(now);
+            while dev.poll_fragment(id).is_some() {}
+            prop_assert!(dev.poll_event().is_none(), "no key, no binding");
+            prop_assert!(!dev.is_busy(id));
+            dev.handle_fragment(id, now, &[0x83, 0, 1, 0x01]);
+            let mut r = Reassembler::new();
+            let frame = std::iter::from_fn(|| dev.poll_fragment(id))
+                .find_map(|f| r.handle_fragment(now, &f).unwrap());
+            let response = Response::decode(Operation::GetInfo, &frame.unwrap().data).unwrap();
+            prop_assert!(matches!(response, Response::Info(_)));
         }
     }
 }
