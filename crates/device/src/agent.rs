@@ -13,10 +13,11 @@ use localcert_proto::origin::Origin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::engine::WallClock;
 use crate::engine::{Device, Event, SystemClock};
 use crate::https::Sites;
 use crate::mdns::Announcer;
-use crate::star::{self, StarFetch, TokioSleeper};
+use crate::star::{self, Sleeper, StarFetch, TokioSleeper};
 use crate::store::Binding;
 
 /// The running agent.
@@ -29,6 +30,8 @@ pub struct Agent {
     /// Running renewal loops by origin, with the URL each follows.
     renewals: Mutex<HashMap<Origin, (String, JoinHandle<()>)>>,
     wake: tokio::sync::Notify,
+    clock: Arc<dyn WallClock>,
+    sleeper: Arc<dyn Sleeper>,
 }
 
 impl core::fmt::Debug for Agent {
@@ -46,6 +49,26 @@ impl Agent {
         announcer: Option<Announcer>,
         fetcher: Option<Arc<dyn StarFetch>>,
     ) -> Arc<Self> {
+        Self::with_time(
+            device,
+            sites,
+            announcer,
+            fetcher,
+            Arc::new(SystemClock),
+            Arc::new(TokioSleeper),
+        )
+    }
+
+    /// As [`Agent::new`], with the clock and sleeper the renewal loops use (tests run them in
+    /// virtual time).
+    pub fn with_time(
+        device: Device,
+        sites: Arc<Sites>,
+        announcer: Option<Announcer>,
+        fetcher: Option<Arc<dyn StarFetch>>,
+        clock: Arc<dyn WallClock>,
+        sleeper: Arc<dyn Sleeper>,
+    ) -> Arc<Self> {
         let (outbox, _) = watch::channel(0);
         Arc::new(Self {
             device: Mutex::new(device),
@@ -55,6 +78,8 @@ impl Agent {
             fetcher,
             renewals: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            clock,
+            sleeper,
         })
     }
 
@@ -170,6 +195,7 @@ impl Agent {
         let origin = binding.origin.clone();
         let chain = binding.chain.clone();
         let task_url = url.clone();
+        let (clock, sleeper) = (self.clock.clone(), self.sleeper.clone());
         let task = tokio::spawn(async move {
             let url = task_url;
             let install_agent = agent.clone();
@@ -178,8 +204,8 @@ impl Agent {
                 &url,
                 chain,
                 fetcher.as_ref(),
-                &SystemClock,
-                &TokioSleeper,
+                clock.as_ref(),
+                sleeper.as_ref(),
                 jitter,
                 move |chain| {
                     let Some(agent) = install_agent.upgrade() else {
@@ -370,5 +396,184 @@ mod tests {
             response.headers()["access-control-allow-origin"],
             origin.as_str()
         );
+    }
+
+    struct FakeTime(std::sync::atomic::AtomicU64);
+
+    impl WallClock for FakeTime {
+        fn unix_time(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Sleeper for FakeTime {
+        fn sleep(&self, d: std::time::Duration) -> star::BoxFuture<'_, ()> {
+            self.0
+                .fetch_add(d.as_secs(), std::sync::atomic::Ordering::SeqCst);
+            Box::pin(tokio::task::yield_now())
+        }
+    }
+
+    struct ClockRef(Arc<FakeTime>);
+
+    impl WallClock for ClockRef {
+        fn unix_time(&self) -> u64 {
+            self.0.unix_time()
+        }
+    }
+
+    struct Script(Mutex<Vec<star::Fetched>>);
+
+    impl StarFetch for Script {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> star::BoxFuture<'a, Result<star::Fetched, crate::Error>> {
+            let next = self.0.lock().unwrap().pop();
+            Box::pin(async move { next.ok_or(crate::Error::Service("script done".into())) })
+        }
+    }
+
+    async fn peer_leaf(sites: Arc<Sites>, root: &[u8], name: &str) -> Vec<u8> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        });
+        let server = tokio::spawn(crate::https::serve(
+            listener,
+            sites,
+            handler,
+            std::future::pending(),
+        ));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.to_vec().into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(
+                rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        server.abort();
+        leaf
+    }
+
+    /// A binding installed with a STAR URL is renewed by the agent: the engine checks the new
+    /// chain, HTTPS serves it, and when the issuer ends the delegation the binding stops being
+    /// marked for renewal.
+    #[tokio::test]
+    async fn star_bindings_are_renewed_and_served() {
+        let start = SystemClock.unix_time();
+        let time = Arc::new(FakeTime(std::sync::atomic::AtomicU64::new(start)));
+        let ca = TestCa::new("Issuer");
+        let root = crate::factory::new_root("M").unwrap();
+        let cred = crate::factory::new_device(&root, "TV", "1").unwrap();
+        let mut config = DeviceConfig::new("TV");
+        config.trust = IssuerTrust::Roots(vec![ca.root.clone()]);
+        let device = Device::new(
+            config,
+            Box::new(FileSigner::new(&cred.key, cred.chain).unwrap()),
+            Box::new(AutoApprove),
+            Box::new(MemoryStore::new()),
+        )
+        .with_clock(Box::new(ClockRef(time.clone())));
+        let sites = Sites::new();
+        let script = Arc::new(Script(Mutex::new(Vec::new())));
+        let agent = Agent::with_time(
+            device,
+            sites.clone(),
+            None,
+            Some(script.clone()),
+            time.clone(),
+            time.clone(),
+        );
+        tokio::spawn(agent.clone().run());
+        let id = agent.with_device(|d| d.connect(247));
+
+        let origin = Origin::parse("https://vod.example.com").unwrap();
+        let label = DeviceLabel::parse("tv").unwrap();
+        let Response::Attest(att) = exchange(
+            &agent,
+            id,
+            &Request::Attest(AttestRequest {
+                origin: origin.clone(),
+                user_handle: b"u".to_vec(),
+                key_authorization: "t.k".into(),
+                device_label: label.clone(),
+                pin: None,
+            }),
+        ) else {
+            panic!("attest failed");
+        };
+        let spki = AttestationObject::decode(&att.attestation_object)
+            .unwrap()
+            .spki;
+        let name = agent.with_device(|d| {
+            localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
+        });
+        let at = |secs: u64| time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+        let binding = OriginBinding::new(origin.clone(), b"u");
+        let first = ca.issue(
+            &spki,
+            &[name.as_str()],
+            Some(&binding),
+            at(start - 60),
+            at(start + 3 * 3600),
+        );
+        let second = ca.issue(
+            &spki,
+            &[name.as_str()],
+            Some(&binding),
+            at(start - 30),
+            at(start + 6 * 3600),
+        );
+        // Served in reverse: the renewed chain first, then the end of the delegation.
+        *script.0.lock().unwrap() =
+            vec![star::Fetched::Ended, star::Fetched::Chain(second.clone())];
+
+        let install = Request::Install(InstallRequest {
+            chain: first.clone(),
+            cors: CorsPolicy {
+                methods: vec!["GET".into()],
+                allow_headers: vec![],
+                expose_headers: vec![],
+                allow_credentials: false,
+                max_age: 60,
+            },
+            star_url: Some("https://issuer.test/star/1".into()),
+        });
+        assert!(matches!(
+            exchange(&agent, id, &install),
+            Response::Install(_)
+        ));
+
+        let mut done = false;
+        for _ in 0..10_000 {
+            let binding = agent.with_device(|d| d.bindings().first().cloned());
+            if binding.is_some_and(|b| b.chain == second && b.star_url.is_none()) {
+                done = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(done, "renewed and then marked as no longer renewed");
+        assert!(script.0.lock().unwrap().is_empty(), "both answers used");
+        assert!(
+            time.unix_time() >= start + 2 * 3600,
+            "fetched at two thirds of the lifetime"
+        );
+        assert_eq!(peer_leaf(sites, &ca.root, name.as_str()).await, second[0]);
     }
 }
