@@ -4,6 +4,7 @@ use std::fmt;
 
 use clap::Parser;
 
+mod demo;
 mod factory;
 mod issuer;
 mod progress;
@@ -28,6 +29,9 @@ enum Command {
     /// Play the browser: scan for devices, provision one, check its endpoint.
     #[command(subcommand)]
     Ua(ua::Command),
+    /// The whole flow in one process: manufacturer, issuer, device, UA, on loopback with an
+    /// in-memory BLE link. Needs no Bluetooth hardware and no network.
+    Demo(demo::DemoArgs),
 }
 
 /// An error with its own exit code, so scripts can tell failures apart.
@@ -70,9 +74,15 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-fn init_logging() {
+/// Logs go to stderr; `LOCALCERT_LOG` (e.g. `debug`) overrides the default, which is `info`
+/// for long-running services and `warn` for commands whose output people read.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Issuer(_) => "warn,localcert_issuer=info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALCERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -81,12 +91,13 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(&cli.command);
     let result = match cli.command {
         Command::Issuer(cmd) => issuer::run(cmd).await,
         Command::Factory(cmd) => factory::run(cmd).await,
         Command::Ua(cmd) => ua::run(cmd).await,
+        Command::Demo(args) => demo::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,21 +6,49 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use localcert_proto::name::LocalName;
-use mdns_sd::{HostnameResolutionEvent, ServiceDaemon};
+use mdns_sd::{HostnameResolutionEvent, IfKind, ServiceDaemon};
 
 use crate::provision::Resolver;
 
-/// Resolves with multicast DNS (mdns-sd) on every interface.
+/// Where an mDNS query goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every interface but loopback: the LAN.
+    Lan,
+    /// One interface, by name (e.g. `wlan0`).
+    Interface(String),
+    /// Only the IPv4 loopback: tests and the in-process demo, which must not reach the LAN.
+    Loopback,
+}
+
+/// Resolves with multicast DNS (mdns-sd).
 #[derive(Debug, Clone)]
 pub struct MdnsResolver {
     /// How long to wait for an answer.
     pub timeout: Duration,
+    /// Where to ask.
+    pub scope: Scope,
 }
 
 impl Default for MdnsResolver {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(5),
+            scope: Scope::Lan,
+        }
+    }
+}
+
+fn restrict(daemon: &ServiceDaemon, scope: &Scope) -> Result<(), mdns_sd::Error> {
+    match scope {
+        Scope::Lan => daemon.disable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6]),
+        Scope::Interface(name) => {
+            daemon.disable_interface(IfKind::All)?;
+            daemon.enable_interface(IfKind::Name(name.clone()))
+        }
+        Scope::Loopback => {
+            daemon.disable_interface(IfKind::All)?;
+            daemon.enable_interface(IfKind::LoopbackV4)
         }
     }
 }
@@ -28,9 +56,10 @@ impl Default for MdnsResolver {
 impl Resolver for MdnsResolver {
     async fn resolve(&self, name: &LocalName) -> Result<Vec<IpAddr>, String> {
         let hostname = format!("{name}.");
-        let timeout = self.timeout;
+        let (timeout, scope) = (self.timeout, self.scope.clone());
         let lookup = move || -> Result<Vec<IpAddr>, String> {
             let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
+            restrict(&daemon, &scope).map_err(|e| format!("mDNS: {e}"))?;
             let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
             let events = daemon
                 .resolve_hostname(&hostname, Some(millis))

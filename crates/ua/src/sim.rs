@@ -419,3 +419,66 @@ impl SimPeripheral for DevicePeripheral {
         }
     }
 }
+
+/// Connects a UA to a device engine over in-memory links, a fresh link per connection, as a
+/// [`crate::provision::Connector`]. Events go to one shared sink.
+pub struct SimConnector {
+    device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+    profile: LinkProfile,
+    events: std::sync::Arc<dyn Fn(localcert_device::Event) + Send + Sync>,
+    drop_first_at: Option<usize>,
+    connections: usize,
+}
+
+impl std::fmt::Debug for SimConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConnector")
+            .field("profile", &self.profile.name)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimConnector {
+    /// Links to `device` with `profile`; `events` sees every engine event.
+    pub fn new(
+        device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+        profile: LinkProfile,
+        events: impl Fn(localcert_device::Event) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            device,
+            profile,
+            events: std::sync::Arc::new(events),
+            drop_first_at: None,
+            connections: 0,
+        }
+    }
+
+    /// The first connection drops at fragment `n` (see [`SimLink::drop_at_fragment`]).
+    pub fn drop_first_at(mut self, n: usize) -> Self {
+        self.drop_first_at = Some(n);
+        self
+    }
+
+    /// Connections made so far.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+}
+
+impl crate::provision::Connector for SimConnector {
+    type Link = SimLink<DevicePeripheral>;
+
+    async fn connect(&mut self) -> Result<Self::Link, LinkError> {
+        let events = self.events.clone();
+        let peripheral = DevicePeripheral::new(self.device.clone(), move |event| events(event));
+        // Each connection's simulated clock starts now: link time is per connection.
+        let link = SimLink::new(peripheral, self.profile.clone(), Instant::now());
+        self.connections += 1;
+        Ok(match self.drop_first_at.take() {
+            Some(n) => link.drop_at_fragment(n),
+            None => link,
+        })
+    }
+}

@@ -71,7 +71,7 @@ async fn a_drop_at_every_fragment_is_recovered() {
                     .await
                     .unwrap_or_else(|e| panic!("{}: drop at fragment {n}: {e}", profile.name));
             assert_eq!(
-                (outcome.attempts, steps.1, connector.connections),
+                (outcome.attempts, steps.1, connector.connections()),
                 (2, 1, 2),
                 "{}: {n}",
                 profile.name

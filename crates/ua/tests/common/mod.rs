@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -28,10 +28,10 @@ use localcert_issuer::validate::TrustConfig;
 use localcert_proto::message::CorsPolicy;
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
-use localcert_ua::provision::{Connector, Plan};
+use localcert_ua::LinkProfile;
+use localcert_ua::provision::Plan;
 use localcert_ua::resolve::StaticResolver;
-use localcert_ua::sim::DevicePeripheral;
-use localcert_ua::{LinkError, LinkProfile, SimLink};
+use localcert_ua::sim::SimConnector;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -177,14 +177,18 @@ impl World {
         }
     }
 
-    /// A connector whose first connection drops at fragment `drop_at` (if any).
+    /// A connector whose first connection drops at fragment `drop_at` (if any); installed
+    /// bindings go straight to the HTTPS server.
     pub fn connector(&self, profile: LinkProfile, drop_at: Option<usize>) -> SimConnector {
-        SimConnector {
-            device: self.device.clone(),
-            sites: self.sites.clone(),
-            profile,
-            drop_at,
-            connections: 0,
+        let sites = self.sites.clone();
+        let connector = SimConnector::new(self.device.clone(), profile, move |event| {
+            if let Event::Installed(binding) = event {
+                sites.apply(&binding).unwrap();
+            }
+        });
+        match drop_at {
+            Some(n) => connector.drop_first_at(n),
+            None => connector,
         }
     }
 
@@ -214,32 +218,5 @@ impl Drop for World {
         for stop in self.shutdown.drain(..) {
             let _ = stop.send(());
         }
-    }
-}
-
-pub struct SimConnector {
-    device: Arc<Mutex<Device>>,
-    sites: Arc<localcert_device::https::Sites>,
-    profile: LinkProfile,
-    drop_at: Option<usize>,
-    pub connections: usize,
-}
-
-impl Connector for SimConnector {
-    type Link = SimLink<DevicePeripheral>;
-
-    async fn connect(&mut self) -> Result<Self::Link, LinkError> {
-        let sites = self.sites.clone();
-        let peripheral = DevicePeripheral::new(self.device.clone(), move |event| {
-            if let Event::Installed(binding) = event {
-                sites.apply(&binding).unwrap();
-            }
-        });
-        let link = SimLink::new(peripheral, self.profile.clone(), Instant::now());
-        self.connections += 1;
-        Ok(match self.drop_at.take() {
-            Some(n) => link.drop_at_fragment(n),
-            None => link,
-        })
     }
 }
