@@ -48,6 +48,13 @@ pub(crate) struct DemoArgs {
     /// Keep the state here instead of a temporary directory (it must not exist yet).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The address the device's HTTPS server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    device_addr: std::net::IpAddr,
+    /// The interface for mDNS (announce and resolve): `lo`, or a name such as `veth0` for a
+    /// test between network namespaces. Never the LAN by default.
+    #[arg(long, default_value = "lo")]
+    mdns_interface: String,
     /// After the demo, keep the issuer and the device serving until interrupted, and write
     /// what a browser test needs (name, port, root, intermediate key) to this JSON file.
     #[arg(long)]
@@ -97,7 +104,7 @@ fn step_title(step: Step) -> &'static str {
         Step::Attest => {
             " 6-9 device: presence approved, new P-256 key and CSR, transcript signed by the product secret"
         }
-        Step::Mdns => "10 the name answers over mDNS (loopback)",
+        Step::Mdns => "10 the name answers over mDNS",
         Step::Challenge => "11 challenge answered with the attestation; finalized with the CSR",
         Step::Download => "12 certificate chain downloaded",
         Step::Install => "13 INSTALL: chain and CORS policy on the device",
@@ -189,7 +196,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
 
     // The device: engine, HTTPS server and mDNS responder, all on loopback.
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let https = tokio::net::TcpListener::bind((args.device_addr, 0)).await?;
     let https_port = https.local_addr()?.port();
     let issuer_root = read_root(&init.root_cert)?;
     let mut device_config = DeviceConfig::new(PRODUCT);
@@ -220,12 +227,17 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let _ = device_stopped.await;
         },
     ));
-    let announcer = Arc::new(Mutex::new(Announcer::new(
-        https_port,
-        &Interfaces::LoopbackOnly,
-    )?));
+    let (interfaces, scope) = match args.mdns_interface.as_str() {
+        "lo" => (Interfaces::LoopbackOnly, Scope::Loopback),
+        name => (
+            Interfaces::Named(vec![name.to_owned()]),
+            Scope::Interface(name.to_owned()),
+        ),
+    };
+    let announcer = Arc::new(Mutex::new(Announcer::new(https_port, &interfaces)?));
     say.line(&format!(
-        "setup: device \"{PRODUCT}\" serving HTTPS on 127.0.0.1:{https_port}, mDNS on loopback"
+        "setup: device \"{PRODUCT}\" serving HTTPS on {}:{https_port}, mDNS on {}",
+        args.device_addr, args.mdns_interface
     ));
 
     let events = {
@@ -281,7 +293,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let resolver = MdnsResolver {
         timeout: Duration::from_secs(5),
-        scope: Scope::Loopback,
+        scope,
     };
     let mut narrator = Narrator { started: wall };
     let (outcome, stats) = provision::provision(&plan, &mut connector, &resolver, &mut narrator)
