@@ -43,6 +43,10 @@ pub type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers (slowloris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most: an embedded device must bound its memory.
+pub const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Debug)]
 struct Site {
@@ -147,6 +151,7 @@ where
     B::Error: Into<BoxError>,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(sites.clone())?);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -161,10 +166,15 @@ where
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many connections; closing");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let sites = sites.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -189,6 +199,8 @@ where
             });
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {

@@ -266,3 +266,32 @@ async fn renewal_swaps_the_certificate_without_dropping_open_connections() {
         "removal does not cut open connections"
     );
 }
+
+#[tokio::test]
+async fn connections_are_bounded_and_slots_come_back() {
+    let ca = ca();
+    let sites = Sites::new();
+    sites
+        .apply(&binding(&ca, "tv-test.local", ORIGIN, false, 1))
+        .unwrap();
+    let addr = start(sites).await;
+    let mut idle = Vec::new();
+    for _ in 0..https::MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(
+        connect(addr, "tv-test.local", &ca.root).await.is_err(),
+        "one connection over the limit is closed"
+    );
+    drop(idle);
+    // The slots come back as the server sees the idle connections close.
+    let mut ok = false;
+    for _ in 0..200 {
+        if connect(addr, "tv-test.local", &ca.root).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(ok, "connections are accepted again");
+}
