@@ -5,6 +5,12 @@
 //! - [`engine::Device`]: the sans-IO protocol engine (fragments and `now` in, fragments,
 //!   timeouts and events out).
 //! - [`store`]: origin bindings, in memory or in a crash-safe directory.
+//! - [`https`]: rustls server with certificates by SNI and a per-binding CORS layer.
+//! - [`mdns`]: announcing names with mdns-sd.
+//! - [`star`]: STAR certificate renewal.
+//! - [`agent`]: the engine on tokio, wired to HTTPS, mDNS and renewal.
+//! - `bluez` (feature `bluez`, Linux): the bluer GATT server.
+//! - [`config`]: the reference daemon's `device.toml`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

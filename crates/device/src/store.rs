@@ -275,10 +275,21 @@ impl DirStore {
 fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        builder.create(dir).map_err(Error::io("creating", dir))
+        builder.create(dir).map_err(Error::io("creating", dir))?;
+        // An existing directory others can read would expose the keys: close it.
+        let mode = std::fs::metadata(dir)
+            .map_err(Error::io("inspecting", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "store directory was open to others; setting 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::io("restricting", dir))?;
+        }
+        Ok(())
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))
@@ -364,6 +375,8 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            DirStore::open(&dir).unwrap();
             let path = dir.join(binding_file_name(&a.origin));
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "binding files hold keys");
