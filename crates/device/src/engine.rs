@@ -664,12 +664,24 @@ impl Device {
             user_handle_digest: pending.user_handle_digest,
             not_after: leaf_info.not_after,
         };
+        let replaced_name = self
+            .store
+            .get(&binding.origin)
+            .map(|b| b.name.clone())
+            .filter(|old| old != &name);
         // Persist before forgetting the pending key: a failed write leaves INSTALL retryable.
         self.store.put(binding.clone()).map_err(|e| {
             tracing::error!(error = %e, "storing the binding failed");
             refused(ErrorCode::Other, "storage failed")
         })?;
         self.pending.remove(index);
+        if let Some(old) = replaced_name {
+            // The origin's earlier binding had another name (another label): stop serving it.
+            self.events.push_back(Event::Removed {
+                origin: binding.origin.clone(),
+                name: old,
+            });
+        }
         tracing::info!(origin = %binding.origin, name = %name, "binding installed");
         self.events.push_back(Event::Installed(Box::new(binding)));
         Ok(Response::Install(InstallResponse {

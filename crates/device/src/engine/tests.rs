@@ -407,6 +407,36 @@ fn pending_keys_expire() {
 }
 
 #[test]
+fn reinstalling_an_origin_under_another_label_retires_the_old_name() {
+    let mut h = harness();
+    let o = "https://vod.example.com";
+    let (_, chain) = h.attest_and_issue(o);
+    assert!(matches!(h.install(chain), Response::Install(_)));
+    let old_name = h.name_for(o);
+
+    let mut request = attest_request(o);
+    request.device_label = DeviceLabel::parse("living-room").unwrap();
+    let Response::Attest(att) = h.call(&Request::Attest(request.clone())) else {
+        panic!("attest failed");
+    };
+    let new_name = LocalName::derive(&request.device_label, &origin(o), h.dev.device_tag());
+    let binding = OriginBinding::new(origin(o), b"user-1");
+    let chain = h.issue(&att, &[new_name.as_str()], Some(&binding));
+    h.events();
+    assert!(matches!(h.install(chain), Response::Install(_)));
+    let events = h.events();
+    assert_eq!(
+        events[0],
+        Event::Removed {
+            origin: origin(o),
+            name: old_name
+        }
+    );
+    assert!(matches!(&events[1], Event::Installed(b) if b.name == new_name));
+    assert_eq!(h.dev.bindings().len(), 1);
+}
+
+#[test]
 fn a_new_attest_for_the_same_origin_replaces_the_pending_key() {
     let mut h = harness();
     let (_, first) = h.attest_and_issue("https://vod.example.com");
