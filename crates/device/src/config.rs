@@ -12,7 +12,10 @@ use serde::Deserialize;
 use crate::engine::{Device, DeviceConfig, IssuerTrust};
 use crate::error::Error;
 use crate::mdns::Interfaces;
-use crate::presence::{AutoApprove, DenyAll, PinPresence, UserPresence};
+use crate::presence::{
+    AutoApprove, ButtonPresence, DenyAll, PinPresence, PresenceRequest, PresenceResponder,
+    UserPresence,
+};
 use crate::signer::FileSigner;
 use crate::store::{DirStore, LoadReport};
 use crate::{files, pki};
@@ -27,6 +30,9 @@ pub enum PresenceMode {
     Pin,
     /// Refuse every ATTEST (provisioning switched off).
     Deny,
+    /// Ask the user through `presence_command` (a button, a prompt on a screen): it is run
+    /// with the origin as its last argument; exit status 0 approves.
+    Command,
 }
 
 /// `device.toml`.
@@ -49,6 +55,9 @@ pub struct DaemonConfig {
     pub presence: PresenceMode,
     /// For `presence = "pin"`: a file holding the PIN (first line).
     pub pin_file: Option<PathBuf>,
+    /// For `presence = "command"`: the program and its first arguments.
+    #[serde(default)]
+    pub presence_command: Vec<String>,
     /// The HTTPS port.
     #[serde(default = "default_https_port")]
     pub https_port: u16,
@@ -193,6 +202,9 @@ impl DaemonConfig {
         if self.presence == PresenceMode::Pin && self.pin_file.is_none() {
             return bad("presence = \"pin\" needs pin_file");
         }
+        if self.presence == PresenceMode::Command && self.presence_command.is_empty() {
+            return bad("presence = \"command\" needs presence_command");
+        }
         Ok(())
     }
 
@@ -219,6 +231,10 @@ impl DaemonConfig {
         Ok(match self.presence {
             PresenceMode::Auto => Box::new(AutoApprove),
             PresenceMode::Deny => Box::new(DenyAll),
+            PresenceMode::Command => Box::new(command_presence(
+                self.presence_command.clone(),
+                Duration::from_secs(self.presence_timeout_secs),
+            )),
             PresenceMode::Pin => {
                 let path = self
                     .pin_file
@@ -273,6 +289,62 @@ impl DaemonConfig {
     }
 }
 
+/// A [`ButtonPresence`] whose hook runs `argv` + the origin in a thread: exit 0 approves,
+/// anything else (or no answer within `timeout`, when the process is killed) denies.
+pub fn command_presence(argv: Vec<String>, timeout: Duration) -> ButtonPresence {
+    ButtonPresence::new(
+        move |request: PresenceRequest, responder: PresenceResponder| {
+            let argv = argv.clone();
+            let spawned = std::thread::Builder::new()
+                .name("presence-command".into())
+                .spawn(move || {
+                    if run_presence_command(&argv, &request, timeout) {
+                        responder.approve();
+                    } else {
+                        responder.deny();
+                    }
+                });
+            if let Err(e) = spawned {
+                // The responder went with the closure and was dropped: that denies.
+                tracing::error!(error = %e, "cannot start the presence command");
+            }
+        },
+    )
+}
+
+fn run_presence_command(argv: &[String], request: &PresenceRequest, timeout: Duration) -> bool {
+    let Some((program, args)) = argv.split_first() else {
+        return false;
+    };
+    let child = std::process::Command::new(program)
+        .args(args)
+        .arg(request.origin.as_str())
+        .env("LOCALCERT_ORIGIN", request.origin.as_str())
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, program, "cannot run the presence command");
+            return false;
+        }
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +381,36 @@ mod tests {
         assert!(parse("https_port = 0").is_err());
         let pin = toml::from_str::<DaemonConfig>(&base.replace("\"auto\"", "\"pin\"")).unwrap();
         assert!(pin.check().is_err(), "pin without pin_file");
+        let cmd = toml::from_str::<DaemonConfig>(&base.replace("\"auto\"", "\"command\"")).unwrap();
+        assert!(cmd.check().is_err(), "command without presence_command");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_presence_command_decides() {
+        use crate::presence::PresenceCheck;
+        let ask = |script: &str| {
+            let presence = command_presence(
+                vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
+                Duration::from_secs(30),
+            );
+            let request = PresenceRequest {
+                origin: localcert_proto::origin::Origin::parse("https://vod.example.com").unwrap(),
+                pin: None,
+            };
+            let PresenceCheck::Pending(pending) = presence.check(&request) else {
+                panic!("a command answers later");
+            };
+            loop {
+                if let Some(answer) = pending.poll() {
+                    return answer;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert!(ask(
+            r#"test "$1" = https://vod.example.com && test "$LOCALCERT_ORIGIN" = "$1""#
+        ));
+        assert!(!ask("exit 1"));
     }
 }
