@@ -14,8 +14,8 @@ use localcert_ua::btle::{self, Found};
 use localcert_ua::provision::{self, Plan, ProvisionError, Resolver};
 use localcert_ua::resolve::{MdnsResolver, StaticResolver};
 use localcert_ua::verify::{self, Expectation};
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use serde_json::json;
 
 use crate::Exit;
@@ -54,6 +54,15 @@ pub(crate) enum Command {
         /// Expected DER SubjectPublicKeyInfo of the device key, hex (the pin from provisioning).
         #[arg(long)]
         pin_spki: Option<String>,
+        /// The issuer's CRL (PEM or DER file): a revoked certificate fails the check.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// Fetch the issuer's CRL from this URL (e.g. https://localhost:8443/crl).
+        #[arg(long)]
+        crl_url: Option<String>,
+        /// PEM file of the root of the issuer's own HTTPS certificate (for --crl-url).
+        #[arg(long)]
+        acme_root: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -136,17 +145,29 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
             issuer_root,
             resolve,
             pin_spki,
+            crl,
+            crl_url,
+            acme_root,
             json,
         } => {
-            check(
-                &url,
-                &origin,
-                &issuer_root,
-                &resolve,
-                pin_spki.as_deref(),
-                json,
-            )
-            .await
+            let mut crls = vec![];
+            if let Some(path) = crl {
+                crls.push(read_crl(&path)?);
+            }
+            if let Some(crl_url) = crl_url {
+                let roots: Vec<Vec<u8>> = acme_root
+                    .as_deref()
+                    .map(read_root)
+                    .transpose()?
+                    .into_iter()
+                    .collect();
+                let crl = verify::fetch(&crl_url, &roots)
+                    .await
+                    .map_err(|e| Exit::with(Exit::ISSUER, anyhow!(e)))?;
+                crls.push(crl);
+            }
+            let pin = pin_spki.as_deref();
+            check(&url, &origin, &issuer_root, &resolve, pin, crls, json).await
         }
     }
 }
@@ -225,6 +246,15 @@ pub(crate) fn read_root(path: &Path) -> anyhow::Result<Vec<u8>> {
     let root = CertificateDer::from_pem_file(path)
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(root.as_ref().to_vec())
+}
+
+/// A CRL from a PEM (`X509 CRL`) or DER file.
+fn read_crl(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match CertificateRevocationListDer::from_pem_slice(&bytes) {
+        Ok(crl) => Ok(crl.as_ref().to_vec()),
+        Err(_) => Ok(bytes),
+    }
 }
 
 pub(crate) fn cors(methods: Vec<String>, headers: Vec<String>, credentials: bool) -> CorsPolicy {
@@ -407,6 +437,7 @@ async fn check(
     issuer_root: &Path,
     resolve: &[String],
     pin_spki: Option<&str>,
+    crls: Vec<Vec<u8>>,
     json: bool,
 ) -> anyhow::Result<()> {
     let rest = url
@@ -430,6 +461,7 @@ async fn check(
             .context("--pin-spki is not hex")?,
         user_handle: None,
         path,
+        crls,
     };
     let addresses = if resolve.is_empty() {
         MdnsResolver::default().resolve(&name).await

@@ -605,6 +605,7 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
         pinned_spki: Some(attested.spki.clone()),
         user_handle: Some(plan.user_handle.clone()),
         path: plan.check_path.clone(),
+        crls: vec![],
     };
     let check =
         verify::check(endpoint, &expect)

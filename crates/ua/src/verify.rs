@@ -12,7 +12,8 @@ use hyper_util::rt::TokioIo;
 use localcert_proto::binding::{ORIGIN_BINDING_OID_DER, OriginBinding};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -38,6 +39,8 @@ pub struct Expectation {
     pub user_handle: Option<Vec<u8>>,
     /// The path to request.
     pub path: String,
+    /// Certificate revocation lists (DER) from the issuer: a revoked leaf fails the check.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// What the check saw.
@@ -89,27 +92,83 @@ pub enum CheckError {
     Cors(String),
 }
 
-fn tls_config(roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, CheckError> {
+fn root_store(roots: &[Vec<u8>]) -> Result<rustls::RootCertStore, CheckError> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store
             .add(CertificateDer::from(root.clone()))
             .map_err(CheckError::Root)?;
     }
+    Ok(store)
+}
+
+fn tls_config(
+    roots: &[Vec<u8>],
+    crls: &[Vec<u8>],
+) -> Result<Arc<rustls::ClientConfig>, CheckError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let crls = crls
+        .iter()
+        .map(|c| CertificateRevocationListDer::from(c.clone()));
+    // The issuer's CRL covers the leaves its intermediate signs; nothing publishes one for the
+    // intermediate itself, so only the leaf's status is checked.
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .build()
+            .map_err(|e| CheckError::Root(rustls::Error::General(e.to_string())))?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(CheckError::Root)?
-        .with_root_certificates(store)
+        .with_webpki_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Fetches `url` (https) with `roots` for its TLS certificate: e.g. the issuer's CRL.
+pub async fn fetch(url: &str, roots: &[Vec<u8>]) -> Result<Vec<u8>, CheckError> {
+    let http = |e: &dyn std::fmt::Display| CheckError::Http(format!("{url}: {e}"));
+    let uri: hyper::Uri = url.parse().map_err(|e| http(&e))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(http(&"not an https URL"));
+    }
+    let host = uri.host().ok_or_else(|| http(&"no host"))?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let name = ServerName::try_from(host.clone()).map_err(|e| http(&e))?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| http(&e))?;
+    let tls = TlsConnector::from(tls_config(roots, &[])?)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| http(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| http(&e))?;
+    let driver = tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
+    if !response.status().is_success() {
+        return Err(http(&format!("status {}", response.status())));
+    }
+    let body = Limited::new(response.into_body(), 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| http(&*e))?;
+    driver.abort();
+    Ok(body.to_bytes().to_vec())
 }
 
 async fn connect(
     addr: SocketAddr,
     expect: &Expectation,
 ) -> Result<TlsStream<TcpStream>, CheckError> {
-    let config = tls_config(&expect.issuer_roots)?;
+    let config = tls_config(&expect.issuer_roots, &expect.crls)?;
     let name = ServerName::try_from(expect.name.as_str().to_owned())
         .map_err(|_| CheckError::Certificate("name is not a valid server name"))?;
     let tcp = TcpStream::connect(addr)

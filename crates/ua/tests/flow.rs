@@ -8,6 +8,7 @@ mod common;
 use common::World;
 use localcert_ua::LinkProfile;
 use localcert_ua::provision::{self, Progress, Step};
+use rustls::pki_types::pem::PemObject;
 
 #[derive(Default)]
 struct Steps(Vec<Step>, u32);
@@ -120,4 +121,59 @@ async fn star_provisioning_hands_the_device_its_renewal_url() {
         "{} vs {now}",
         binding.not_after
     );
+}
+
+/// Revoking the relying party revokes the device's certificate: the issuer's CRL lists it, and
+/// the endpoint check with that CRL fails while the same check without it still passes.
+#[tokio::test]
+async fn a_revoked_origin_fails_the_check_with_the_issuer_crl() {
+    use localcert_issuer::store::Store;
+    use localcert_ua::verify::{self, CheckError, Expectation};
+
+    let world = World::start().await;
+    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
+    let (outcome, _) = provision::provision(
+        &world.plan(),
+        &mut connector,
+        &world.resolver_for_device(),
+        &mut Steps::default(),
+    )
+    .await
+    .unwrap();
+    let tls_root = rustls::pki_types::CertificateDer::from_pem_file(&world.tls_root)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let crl_url = world.directory_url.replace("/acme/directory", "/crl");
+    let mut expect = Expectation {
+        name: outcome.name.clone(),
+        origin: world.plan().origin,
+        issuer_roots: vec![world.issuer_root.clone()],
+        pinned_spki: Some(outcome.spki.clone()),
+        user_handle: None,
+        path: "/".into(),
+        crls: vec![
+            verify::fetch(&crl_url, std::slice::from_ref(&tls_root))
+                .await
+                .unwrap(),
+        ],
+    };
+    verify::check(outcome.endpoint, &expect)
+        .await
+        .expect("not revoked yet");
+
+    let summary = world
+        .store
+        .revoke_relying_party(&world.plan().origin, std::time::SystemTime::now())
+        .unwrap()
+        .expect("the origin was registered");
+    assert!(summary.certificates >= 1, "{summary:?}");
+    expect.crls = vec![
+        verify::fetch(&crl_url, std::slice::from_ref(&tls_root))
+            .await
+            .unwrap(),
+    ];
+    let error = verify::check(outcome.endpoint, &expect).await.unwrap_err();
+    assert!(matches!(&error, CheckError::Tls { .. }), "{error}");
+    assert!(error.to_string().to_lowercase().contains("revoked"), "{error}");
 }
