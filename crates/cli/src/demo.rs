@@ -6,16 +6,18 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
+use localcert_device::agent::Agent;
 use localcert_device::mdns::{Announcer, Interfaces};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
+use localcert_device::star::HttpsFetcher;
 use localcert_device::store::MemoryStore;
 use localcert_device::{Device, DeviceConfig, Event, IssuerTrust, factory};
 use localcert_issuer::config::Config;
@@ -181,6 +183,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = Config::load(&config_path)?;
     let eab = operator::rp_add(&config, &origin, SystemTime::now())?;
     let issuer = Bound::bind(&config).await?;
+    let issuer_addr = issuer.local_addr().context("the issuer's address")?;
     let directory_url = issuer.directory_url();
     let (stop_issuer, issuer_stopped) = tokio::sync::oneshot::channel::<()>();
     let issuer_task = tokio::spawn(issuer.run(async {
@@ -208,7 +211,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Box::new(AutoApprove),
         Box::new(MemoryStore::new()),
     );
-    let device = Arc::new(Mutex::new(device));
     let sites = localcert_device::https::Sites::new();
     let handler = tower::service_fn(
         move |request: hyper::Request<hyper::body::Incoming>| async move {
@@ -234,44 +236,35 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Scope::Interface(name.to_owned()),
         ),
     };
-    let announcer = Arc::new(Mutex::new(Announcer::new(https_port, &interfaces)?));
     say.line(&format!(
         "setup: device \"{PRODUCT}\" serving HTTPS on {}:{https_port}, mDNS on {}",
         args.device_addr, args.mdns_interface
     ));
 
-    let events = {
-        let (sites, announcer) = (sites.clone(), announcer.clone());
-        let started = wall;
-        move |event: Event| {
-            let line = |t: &str| println!("[{:>6.2} s] {t}", started.elapsed().as_secs_f64());
-            let mut announcer = announcer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let result = match &event {
-                Event::Pending { name, .. } => {
-                    line(&format!(" 8 device: {name} announced over mDNS (pending)"));
-                    announcer.announce(name)
-                }
-                Event::PendingDropped { name } => announcer.withdraw(name),
-                Event::Installed(binding) => {
-                    line(&format!(
-                        "   device: serving {} for {}",
-                        binding.name, binding.origin
-                    ));
-                    sites.apply(binding)
-                }
-                Event::Removed { name, .. } => {
-                    sites.remove(name);
-                    announcer.withdraw(name)
-                }
-            };
-            if let Err(e) = result {
-                line(&format!("   device: {e}"));
+    // The agent serves, announces and renews; the demo only narrates what it does.
+    let fetcher = HttpsFetcher::new(&[read_root(&config.tls_files().cert)?])?;
+    let fetcher = fetcher.resolve_to(issuer_addr);
+    let announcer = Announcer::new(https_port, &interfaces)?;
+    let agent = Agent::new(
+        device,
+        sites.clone(),
+        Some(announcer),
+        Some(Arc::new(fetcher)),
+    );
+    agent.observe(move |event| {
+        let line = |t: &str| println!("[{:>6.2} s] {t}", wall.elapsed().as_secs_f64());
+        match event {
+            Event::Pending { name, .. } => {
+                line(&format!(" 8 device: {name} announced over mDNS (pending)"))
             }
+            Event::Installed(binding) => line(&format!(
+                "   device: serving {} for {}",
+                binding.name, binding.origin
+            )),
+            _ => {}
         }
-    };
-    let mut connector = SimConnector::new(device.clone(), profile, events);
+    });
+    let mut connector = SimConnector::new(agent, profile);
     let plan = Plan {
         directory_url: directory_url.clone(),
         acme_tls_root: Some(config.tls_files().cert),

@@ -32,6 +32,8 @@ pub struct Agent {
     wake: tokio::sync::Notify,
     clock: Arc<dyn WallClock>,
     sleeper: Arc<dyn Sleeper>,
+    /// Sees every event after the agent acted on it (logs, a demo's narration).
+    observer: Mutex<Option<Box<dyn Fn(&Event) + Send + Sync>>>,
 }
 
 impl core::fmt::Debug for Agent {
@@ -80,7 +82,27 @@ impl Agent {
             wake: tokio::sync::Notify::new(),
             clock,
             sleeper,
+            observer: Mutex::new(None),
         })
+    }
+
+    /// Calls `observer` with every event, after the agent has acted on it.
+    pub fn observe(&self, observer: impl Fn(&Event) + Send + Sync + 'static) {
+        *self.observer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(observer));
+    }
+
+    /// Acts on the engine's pending events now: serves, announces, renews, withdraws.
+    ///
+    /// [`Agent::run`] does this after every timeout and kick; an in-process transport that
+    /// needs a binding served before its INSTALL response is read calls it directly.
+    pub fn pump(self: &Arc<Self>) {
+        let events: Vec<Event> = self.with_device(|d| std::iter::from_fn(|| d.poll_event()).collect());
+        for event in events {
+            self.handle_event(&event);
+            if let Some(observer) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                observer(&event);
+            }
+        }
     }
 
     /// Runs `f` with the engine locked. Never hold it across an await.
@@ -131,13 +153,8 @@ impl Agent {
                 }
                 None => self.wake.notified().await,
             }
-            let events: Vec<Event> = self.with_device(|d| {
-                d.handle_timeout(Instant::now());
-                std::iter::from_fn(|| d.poll_event()).collect()
-            });
-            for event in events {
-                self.handle_event(event);
-            }
+            self.with_device(|d| d.handle_timeout(Instant::now()));
+            self.pump();
             self.outbox.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
@@ -151,20 +168,20 @@ impl Agent {
         }
     }
 
-    fn handle_event(self: &Arc<Self>, event: Event) {
+    fn handle_event(self: &Arc<Self>, event: &Event) {
         match event {
-            Event::Pending { name, .. } => self.with_announcer(|a| a.announce(&name)),
+            Event::Pending { name, .. } => self.with_announcer(|a| a.announce(name)),
             Event::PendingDropped { name } => {
-                let bound = self.with_device(|d| d.bindings().iter().any(|b| b.name == name));
+                let bound = self.with_device(|d| d.bindings().iter().any(|b| &b.name == name));
                 if !bound {
-                    self.with_announcer(|a| a.withdraw(&name));
+                    self.with_announcer(|a| a.withdraw(name));
                 }
             }
-            Event::Installed(binding) => self.serve_binding(&binding),
+            Event::Installed(binding) => self.serve_binding(binding),
             Event::Removed { origin, name } => {
-                self.sites.remove(&name);
-                self.with_announcer(|a| a.withdraw(&name));
-                if let Some((_, task)) = self.renewals().remove(&origin) {
+                self.sites.remove(name);
+                self.with_announcer(|a| a.withdraw(name));
+                if let Some((_, task)) = self.renewals().remove(origin) {
                     task.abort();
                 }
             }

@@ -7,7 +7,10 @@
 //! tests and benchmarks run the real protocol without a radio.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use localcert_device::agent::Agent;
 
 use crate::link::{BleLink, LinkError};
 
@@ -328,13 +331,13 @@ impl<P: SimPeripheral> BleLink for SimLink<P> {
     }
 }
 
-/// A [`localcert_device::Device`] engine as the peripheral of an in-memory link: one session per
-/// connection, events handed to a sink as soon as the engine emits them (so an HTTPS server can
-/// serve a binding before the INSTALL response reaches the UA).
+/// A device agent ([`localcert_device::agent::Agent`]: the engine with its HTTPS server, mDNS
+/// responder and STAR renewal) as the peripheral of an in-memory link, one engine session per
+/// connection. The agent acts on events at once, so a binding is served before the UA reads
+/// the INSTALL response.
 pub struct DevicePeripheral {
-    device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+    agent: Arc<Agent>,
     session: Option<localcert_device::SessionId>,
-    events: Box<dyn FnMut(localcert_device::Event) + Send>,
 }
 
 impl std::fmt::Debug for DevicePeripheral {
@@ -346,110 +349,72 @@ impl std::fmt::Debug for DevicePeripheral {
 }
 
 impl DevicePeripheral {
-    /// A new connection to `device`; `events` receives the engine's events.
-    pub fn new(
-        device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
-        events: impl FnMut(localcert_device::Event) + Send + 'static,
-    ) -> Self {
+    /// A new connection to `agent`.
+    pub fn new(agent: Arc<Agent>) -> Self {
         Self {
-            device,
+            agent,
             session: None,
-            events: Box::new(events),
         }
     }
 
-    fn with<T>(
-        &mut self,
-        f: impl FnOnce(&mut localcert_device::Device, Option<localcert_device::SessionId>) -> T,
-    ) -> T {
-        // A panic elsewhere while holding the lock leaves the engine as it was between calls.
-        let mut device = self
-            .device
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let result = f(&mut device, self.session);
-        while let Some(event) = device.poll_event() {
-            (self.events)(event);
-        }
-        result
+    fn session(&mut self, att_mtu: u16) -> localcert_device::SessionId {
+        *self
+            .session
+            .get_or_insert_with(|| self.agent.with_device(|d| d.connect(att_mtu)))
     }
 }
 
 impl SimPeripheral for DevicePeripheral {
     fn read_info(&mut self, att_mtu: u16) -> Vec<u8> {
-        let (session, info) = self.with(|device, session| {
-            let session = session.unwrap_or_else(|| device.connect(att_mtu));
-            (session, device.gatt_info(session))
-        });
-        self.session = Some(session);
-        info
+        let session = self.session(att_mtu);
+        self.agent.with_device(|d| d.gatt_info(session))
     }
 
     fn write(&mut self, now: Instant, value: &[u8]) {
-        let session = match self.session {
-            Some(session) => session,
-            None => {
-                let session =
-                    self.with(|device, _| device.connect(localcert_proto::gatt::MIN_ATT_MTU));
-                self.session = Some(session);
-                session
-            }
-        };
-        self.with(|device, _| device.handle_fragment(session, now, value));
+        let session = self.session(localcert_proto::gatt::MIN_ATT_MTU);
+        self.agent
+            .with_device(|d| d.handle_fragment(session, now, value));
+        self.agent.pump();
     }
 
     fn poll_notification(&mut self, _now: Instant) -> Option<Vec<u8>> {
-        self.with(|device, session| session.and_then(|s| device.poll_fragment(s)))
+        let session = self.session?;
+        self.agent.with_device(|d| d.poll_fragment(session))
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.device
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .poll_timeout()
+        self.agent.with_device(|d| d.poll_timeout())
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.with(|device, _| device.handle_timeout(now));
+        self.agent.with_device(|d| d.handle_timeout(now));
+        self.agent.pump();
     }
 
     fn disconnect(&mut self) {
         if let Some(session) = self.session.take() {
-            self.with(|device, _| device.disconnect(session));
+            self.agent.with_device(|d| d.disconnect(session));
+            self.agent.pump();
         }
     }
 }
 
-/// Connects a UA to a device engine over in-memory links, a fresh link per connection, as a
-/// [`crate::provision::Connector`]. Events go to one shared sink.
+/// Connects a UA to a device agent over in-memory links, a fresh link per connection, as a
+/// [`crate::provision::Connector`].
+#[derive(Debug)]
 pub struct SimConnector {
-    device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
+    agent: Arc<Agent>,
     profile: LinkProfile,
-    events: std::sync::Arc<dyn Fn(localcert_device::Event) + Send + Sync>,
     drop_first_at: Option<usize>,
     connections: usize,
 }
 
-impl std::fmt::Debug for SimConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimConnector")
-            .field("profile", &self.profile.name)
-            .field("connections", &self.connections)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SimConnector {
-    /// Links to `device` with `profile`; `events` sees every engine event.
-    pub fn new(
-        device: std::sync::Arc<std::sync::Mutex<localcert_device::Device>>,
-        profile: LinkProfile,
-        events: impl Fn(localcert_device::Event) + Send + Sync + 'static,
-    ) -> Self {
+    /// Links to `agent` with `profile`.
+    pub fn new(agent: Arc<Agent>, profile: LinkProfile) -> Self {
         Self {
-            device,
+            agent,
             profile,
-            events: std::sync::Arc::new(events),
             drop_first_at: None,
             connections: 0,
         }
@@ -471,10 +436,12 @@ impl crate::provision::Connector for SimConnector {
     type Link = SimLink<DevicePeripheral>;
 
     async fn connect(&mut self) -> Result<Self::Link, LinkError> {
-        let events = self.events.clone();
-        let peripheral = DevicePeripheral::new(self.device.clone(), move |event| events(event));
         // Each connection's simulated clock starts now: link time is per connection.
-        let link = SimLink::new(peripheral, self.profile.clone(), Instant::now());
+        let link = SimLink::new(
+            DevicePeripheral::new(self.agent.clone()),
+            self.profile.clone(),
+            Instant::now(),
+        );
         self.connections += 1;
         Ok(match self.drop_first_at.take() {
             Some(n) => link.drop_at_fragment(n),

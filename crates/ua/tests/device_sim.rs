@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use localcert_device::agent::Agent;
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
 use localcert_device::store::MemoryStore;
@@ -17,7 +18,7 @@ use localcert_proto::origin::Origin;
 use localcert_ua::sim::DevicePeripheral;
 use localcert_ua::{LinkError, LinkProfile, SimLink, Transport, TransportError};
 
-fn device() -> Arc<Mutex<Device>> {
+fn device() -> Arc<Agent> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
     let signer = FileSigner::from_files(
         &dir.join("attestation.key.pem"),
@@ -30,7 +31,7 @@ fn device() -> Arc<Mutex<Device>> {
         Box::new(AutoApprove),
         Box::new(MemoryStore::new()),
     );
-    Arc::new(Mutex::new(device))
+    Agent::new(device, localcert_device::https::Sites::new(), None, None)
 }
 
 fn attest(origin: &Origin) -> Request {
@@ -67,7 +68,7 @@ async fn get_info_then_attest(
 async fn get_info_and_attest_on_both_profiles() {
     for profile in LinkProfile::ALL {
         let link = SimLink::new(
-            DevicePeripheral::new(device(), |_| {}),
+            DevicePeripheral::new(device()),
             profile.clone(),
             Instant::now(),
         );
@@ -98,7 +99,7 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
     for profile in LinkProfile::ALL {
         let fragments = {
             let link = SimLink::new(
-                DevicePeripheral::new(device(), |_| {}),
+                DevicePeripheral::new(device()),
                 profile.clone(),
                 Instant::now(),
             );
@@ -118,7 +119,7 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
         let mut keys = std::collections::HashSet::new();
         for n in 0..fragments {
             let link = SimLink::new(
-                DevicePeripheral::new(device.clone(), |_| {}),
+                DevicePeripheral::new(device.clone()),
                 profile.clone(),
                 Instant::now(),
             )
@@ -129,7 +130,7 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
                 "{n}: {result:?}"
             );
             let link = SimLink::new(
-                DevicePeripheral::new(device.clone(), |_| {}),
+                DevicePeripheral::new(device.clone()),
                 profile.clone(),
                 Instant::now(),
             );

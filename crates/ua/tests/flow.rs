@@ -80,7 +80,7 @@ async fn a_drop_at_every_fragment_is_recovered() {
             assert_eq!(outcome.check.allow_origin, common::ORIGIN);
             // No session is open and no pending key waits: the engine has nothing scheduled.
             assert_eq!(
-                world.device.lock().unwrap().poll_timeout(),
+                world.agent.with_device(|d| d.poll_timeout()),
                 None,
                 "{}: {n}",
                 profile.name
@@ -105,8 +105,9 @@ async fn star_provisioning_hands_the_device_its_renewal_url() {
     )
     .await
     .unwrap();
-    let device = world.device.lock().unwrap();
-    let binding = device.bindings().first().expect("installed").clone();
+    let binding = world
+        .agent
+        .with_device(|d| d.bindings().first().expect("installed").clone());
     let url = binding.star_url.clone().expect("a STAR binding");
     assert!(url.contains("/acme/star/"), "{url}");
     assert_eq!(binding.fingerprint(), outcome.fingerprint);
@@ -175,5 +176,8 @@ async fn a_revoked_origin_fails_the_check_with_the_issuer_crl() {
     ];
     let error = verify::check(outcome.endpoint, &expect).await.unwrap_err();
     assert!(matches!(&error, CheckError::Tls { .. }), "{error}");
-    assert!(error.to_string().to_lowercase().contains("revoked"), "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("revoked"),
+        "{error}"
+    );
 }

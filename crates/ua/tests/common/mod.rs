@@ -12,15 +12,17 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
+use localcert_device::agent::Agent;
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
+use localcert_device::star::{HttpsFetcher, StarFetch};
 use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig, Event, IssuerTrust};
+use localcert_device::{Device, DeviceConfig, IssuerTrust};
 use localcert_issuer::acme::{AcmeServer, Policy};
 use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
 use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
@@ -57,7 +59,7 @@ pub struct World {
     pub issuer_root: Vec<u8>,
     pub directory_url: String,
     pub tls_root: PathBuf,
-    pub device: Arc<Mutex<Device>>,
+    pub agent: Arc<Agent>,
     pub sites: Arc<localcert_device::https::Sites>,
     pub https_port: u16,
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -85,10 +87,8 @@ impl World {
         let trust =
             TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], []).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!(
-            "https://localhost:{}",
-            listener.local_addr().unwrap().port()
-        );
+        let issuer_addr = listener.local_addr().unwrap();
+        let base = format!("https://localhost:{}", issuer_addr.port());
         let server = AcmeServer::new(
             store.clone(),
             IssuingCa::load(&files).unwrap(),
@@ -128,6 +128,12 @@ impl World {
             Box::new(MemoryStore::new()),
         );
         let sites = localcert_device::https::Sites::new();
+        // STAR renewals come from the issuer on loopback, over its own TLS certificate.
+        let fetcher: Arc<dyn StarFetch> = Arc::new(
+            HttpsFetcher::new(&[pem(&tls_files.cert)])
+                .unwrap()
+                .resolve_to(issuer_addr),
+        );
         let handler = tower::service_fn(|_req| async {
             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(BODY))))
         });
@@ -146,7 +152,7 @@ impl World {
             store,
             issuer_root,
             directory_url,
-            device: Arc::new(Mutex::new(device)),
+            agent: Agent::new(device, sites.clone(), None, Some(fetcher)),
             sites,
             https_port,
             shutdown: vec![stop_issuer, stop_device],
@@ -180,12 +186,7 @@ impl World {
     /// A connector whose first connection drops at fragment `drop_at` (if any); installed
     /// bindings go straight to the HTTPS server.
     pub fn connector(&self, profile: LinkProfile, drop_at: Option<usize>) -> SimConnector {
-        let sites = self.sites.clone();
-        let connector = SimConnector::new(self.device.clone(), profile, move |event| {
-            if let Event::Installed(binding) = event {
-                sites.apply(&binding).unwrap();
-            }
-        });
+        let connector = SimConnector::new(self.agent.clone(), profile);
         match drop_at {
             Some(n) => connector.drop_first_at(n),
             None => connector,
@@ -194,12 +195,9 @@ impl World {
 
     /// The name this device gets for `origin` with its own label.
     pub fn name_for(&self, origin: &str) -> LocalName {
-        let device = self.device.lock().unwrap();
-        LocalName::derive(
-            &device.config().device_label,
-            &Origin::parse(origin).unwrap(),
-            device.device_tag(),
-        )
+        let origin = Origin::parse(origin).unwrap();
+        self.agent
+            .with_device(|d| LocalName::derive(&d.config().device_label, &origin, d.device_tag()))
     }
 
     /// Resolves the device's name for [`ORIGIN`] to 127.0.0.1 (mDNS is tested elsewhere).
