@@ -20,6 +20,9 @@ use crate::mdns::Announcer;
 use crate::star::{self, Sleeper, StarFetch, TokioSleeper};
 use crate::store::Binding;
 
+/// A callback that sees the agent's events.
+type Observer = dyn Fn(&Event) + Send + Sync;
+
 /// The running agent.
 pub struct Agent {
     device: Mutex<Device>,
@@ -33,7 +36,7 @@ pub struct Agent {
     clock: Arc<dyn WallClock>,
     sleeper: Arc<dyn Sleeper>,
     /// Sees every event after the agent acted on it (logs, a demo's narration).
-    observer: Mutex<Option<Box<dyn Fn(&Event) + Send + Sync>>>,
+    observer: Mutex<Option<Box<Observer>>>,
 }
 
 impl core::fmt::Debug for Agent {
@@ -96,10 +99,16 @@ impl Agent {
     /// [`Agent::run`] does this after every timeout and kick; an in-process transport that
     /// needs a binding served before its INSTALL response is read calls it directly.
     pub fn pump(self: &Arc<Self>) {
-        let events: Vec<Event> = self.with_device(|d| std::iter::from_fn(|| d.poll_event()).collect());
+        let events: Vec<Event> =
+            self.with_device(|d| std::iter::from_fn(|| d.poll_event()).collect());
         for event in events {
             self.handle_event(&event);
-            if let Some(observer) = self.observer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(observer) = self
+                .observer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 observer(&event);
             }
         }
