@@ -40,6 +40,9 @@ use rustls::pki_types::pem::PemObject;
 pub const ORIGIN: &str = "https://vod.example.com";
 pub const KID: &str = "kid-vod";
 pub const HMAC: &[u8] = &[7; 32];
+pub const ORIGIN2: &str = "https://music.example.net:8443";
+pub const KID2: &str = "kid-music";
+pub const HMAC2: &[u8] = &[9; 32];
 pub const BODY: &str = "hello from the device";
 
 pub fn fixtures() -> PathBuf {
@@ -56,6 +59,8 @@ fn pem(path: &Path) -> Vec<u8> {
 pub struct World {
     pub dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
+    pub server: Arc<AcmeServer>,
+    pub issuer_addr: std::net::SocketAddr,
     pub issuer_root: Vec<u8>,
     pub directory_url: String,
     pub tls_root: PathBuf,
@@ -68,6 +73,12 @@ pub struct World {
 impl World {
     /// Issuer and device, both serving on loopback.
     pub async fn start() -> Self {
+        Self::start_with_revoked(vec![]).await
+    }
+
+    /// As [`World::start`], with these device or batch certificates (SHA-256) revoked at the
+    /// issuer.
+    pub async fn start_with_revoked(revoked: Vec<[u8; 32]>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::now();
         let files = CaFiles::in_dir(dir.path());
@@ -84,25 +95,34 @@ impl World {
                 created: now,
             })
             .unwrap();
+        store
+            .add_relying_party(&RelyingParty {
+                origin: Origin::parse(ORIGIN2).unwrap(),
+                eab_kid: KID2.into(),
+                eab_hmac_key: HMAC2.to_vec(),
+                status: RelyingPartyStatus::Active,
+                created: now,
+            })
+            .unwrap();
         let trust =
-            TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], []).unwrap();
+            TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], revoked).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer_addr = listener.local_addr().unwrap();
         let base = format!("https://localhost:{}", issuer_addr.port());
-        let server = AcmeServer::new(
+        let server = Arc::new(AcmeServer::new(
             store.clone(),
             IssuingCa::load(&files).unwrap(),
             trust,
             Policy::default(),
             &base,
-        );
+        ));
         let directory_url = server.directory_url();
         let tls = localcert_issuer::serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
         let (stop_issuer, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(localcert_issuer::serve::serve(
             listener,
             tls,
-            Arc::new(server),
+            server.clone(),
             Duration::from_secs(1),
             async {
                 let _ = stopped.await;
@@ -150,12 +170,24 @@ impl World {
             tls_root: tls_files.cert.clone(),
             dir,
             store,
+            server,
+            issuer_addr,
             issuer_root,
             directory_url,
             agent: Agent::new(device, sites.clone(), None, Some(fetcher)),
             sites,
             https_port,
             shutdown: vec![stop_issuer, stop_device],
+        }
+    }
+
+    /// The plan for the second registered origin.
+    pub fn plan2(&self) -> Plan {
+        Plan {
+            origin: Origin::parse(ORIGIN2).unwrap(),
+            eab_kid: KID2.into(),
+            eab_key: HMAC2.to_vec(),
+            ..self.plan()
         }
     }
 
@@ -200,13 +232,15 @@ impl World {
             .with_device(|d| LocalName::derive(&d.config().device_label, &origin, d.device_tag()))
     }
 
-    /// Resolves the device's name for [`ORIGIN`] to 127.0.0.1 (mDNS is tested elsewhere).
+    /// Resolves the device's names for both origins to 127.0.0.1 (mDNS is tested elsewhere).
     pub fn resolver_for_device(&self) -> StaticResolver {
         let mut r = StaticResolver::default();
-        r.insert(
-            self.name_for(ORIGIN).as_str(),
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-        );
+        for origin in [ORIGIN, ORIGIN2] {
+            r.insert(
+                self.name_for(origin).as_str(),
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+            );
+        }
         r
     }
 }
