@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
-use localcert_proto::message::CorsPolicy;
+use localcert_proto::message::{CorsPolicy, Request, Response};
 use localcert_proto::name::{DeviceLabel, LocalName};
 use localcert_proto::origin::Origin;
 use localcert_ua::btle::{self, Found};
@@ -32,6 +32,9 @@ pub(crate) enum Command {
         /// How long to scan.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Do not connect to each device to read its product name (GET_INFO).
+        #[arg(long)]
+        no_connect: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -136,8 +139,9 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Scan {
             adapter,
             seconds,
+            no_connect,
             json,
-        } => scan(adapter.as_deref(), seconds, json).await,
+        } => scan(adapter.as_deref(), seconds, !no_connect, json).await,
         Command::Provision(args) => provision_cmd(*args).await,
         Command::Check {
             url,
@@ -184,26 +188,54 @@ async fn scan_devices(adapter: Option<&str>, seconds: u64) -> anyhow::Result<Vec
     found.map_err(|e| Exit::ble(anyhow!(e)))
 }
 
-async fn scan(adapter: Option<&str>, seconds: u64, json: bool) -> anyhow::Result<()> {
+/// The product name a device reports in GET_INFO; `None` if it cannot be reached in time.
+async fn product(found: &Found) -> Option<String> {
+    use localcert_ua::provision::Connector;
+    let query = async {
+        let link = found.connector().connect().await.ok()?;
+        let mut transport = localcert_ua::Transport::open(link).await.ok()?;
+        let response = transport.request(&Request::GetInfo, |_| {}).await;
+        transport.close().await;
+        match response.ok()? {
+            Response::Info(info) => Some(info.product),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), query)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn scan(
+    adapter: Option<&str>,
+    seconds: u64,
+    connect: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let found = scan_devices(adapter, seconds).await?;
+    let mut products = Vec::with_capacity(found.len());
+    for f in &found {
+        products.push(if connect { product(f).await } else { None });
+    }
     if json {
         let list: Vec<_> = found
             .iter()
-            .map(|f| json!({"address": f.address, "name": f.name, "rssi": f.rssi}))
+            .zip(&products)
+            .map(|(f, product)| json!({"address": f.address, "name": f.name, "product": product, "rssi": f.rssi}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if found.is_empty() {
         println!("no localcert devices found");
     } else {
-        println!("{:<19} {:>5}  name", "address", "rssi");
-        for f in &found {
+        println!("{:<19} {:>5}  {:<24} product", "address", "rssi", "name");
+        for (f, product) in found.iter().zip(&products) {
             let rssi = f.rssi.map_or_else(|| "?".into(), |r| r.to_string());
-            println!(
-                "{:<19} {:>5}  {}",
-                f.address,
-                rssi,
-                f.name.as_deref().unwrap_or("(no name)")
-            );
+            let name = f.name.as_deref().unwrap_or("(no name)");
+            let product = product
+                .as_deref()
+                .unwrap_or(if connect { "(no answer)" } else { "-" });
+            println!("{:<19} {:>5}  {name:<24} {product}", f.address, rssi);
         }
     }
     Ok(())
