@@ -103,7 +103,10 @@ async fn bind_serves_the_directory_url_and_fingerprint() {
     assert!(addr.ip().is_loopback());
     // Port 0 in the config: the URLs name the port the system chose.
     assert_ne!(addr.port(), 0);
-    assert_eq!(bound.directory_url(), format!("https://localhost:{}/acme/directory", addr.port()));
+    assert_eq!(
+        bound.directory_url(),
+        format!("https://localhost:{}/acme/directory", addr.port())
+    );
     assert_eq!(bound.root_fingerprint(), outcome.root_fingerprint);
     bound.run(async {}).await.unwrap();
 }
