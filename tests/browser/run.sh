@@ -64,13 +64,14 @@ cleanup() {
     fi
     wait 2>/dev/null || true
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 setup_fail() {
     echo "FAIL browser-setup: $*"
     echo "browser: 0 passed, 1 failed"
     exit 1
 }
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+trap 'status=$?; setup_fail "line $LINENO: \`$BASH_COMMAND\` exited $status"' ERR
 
 echo "== localcert demo --origin $ORIGIN (issuer, device, UA over the in-memory BLE link)"
 "$BIN" demo --origin "$ORIGIN" --state-dir "$OUT/state" --serve "$OUT/desc.json" >"$OUT/demo.log" 2>&1 &
@@ -82,7 +83,7 @@ for _ in $(seq 600); do
 done
 [ -s "$OUT/desc.json" ] || { sed 's/^/    /' "$OUT/demo.log"; setup_fail "localcert demo wrote no $OUT/desc.json in 60 s"; }
 sleep 0.2   # the file is written in one call; let it land completely
-grep -E '^\[ *[0-9.]+ s\] +(1[0-4]) ' "$OUT/demo.log" | sed 's/^/    /'
+grep -E '^\[ *[0-9.]+ s\] +(1[0-4]) ' "$OUT/demo.log" | sed 's/^/    /' || true
 desc() { node -e "process.stdout.write(String(require(process.argv[1])[process.argv[2]]))" "$OUT/desc.json" "$1"; }
 NAME=$(desc name)
 PORT=$(desc https_port)
@@ -161,6 +162,6 @@ OUT=$OUT CHROMIUM=$CHROMIUM DEVICE_URL="https://$NAME:$PORT/" FORGED_URL="https:
     CONTROL_URL="https://forged-control.local:8445/" node "$HERE/pw.js" || rc=1
 if [ $rc != 0 ]; then
     echo "== what the servers saw (TLS handshakes, requests): $OUT/servers.jsonl"
-    grep -v '"listening"' "$OUT/servers.jsonl" | sed 's/^/    /' | tail -n 20
+    grep -v '"listening"' "$OUT/servers.jsonl" | sed 's/^/    /' | tail -n 20 || true
 fi
 exit $rc
