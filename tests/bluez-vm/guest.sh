@@ -1,0 +1,313 @@
+#!/bin/bash
+# PID 1 inside the test VM (started by initramfs-init; see run.sh and README.md).
+#
+# The root is the host's / (read-only 9p) under a tmpfs overlay: writes (BlueZ's main.conf, the
+# issuer's and the device's state under /tmp) stay in the VM. $LOGS is a writable share whose
+# files the host keeps. The case's verdict goes to $LOGS/rc (0 = pass) and $LOGS/result.txt.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+for a in $(cat /proc/cmdline); do
+    case $a in
+    bzcase=*) CASE=${a#bzcase=} ;;
+    bzrepo=*) REPO=${a#bzrepo=} ;;
+    bzout=*) OUT=${a#bzout=} ;;
+    bzlogs=*) LOGS=${a#bzlogs=} ;;
+    bzchannels=*) CHANNELS=${a#bzchannels=} ;;
+    esac
+done
+BIN=$OUT/bin
+HERE=$REPO/tests/bluez-vm
+ORIGIN=https://vod.example.com
+LABEL=media-server
+ISSUER_PORT=14000
+DEVICE_PORT=8443
+DEVICE_CREDENTIAL=$REPO/fixtures/devices/device-1
+ISSUER_DIR=/tmp/issuer
+DEVICE_DIR=/tmp/device
+DEVICE_CONFIG=$DEVICE_DIR/device.toml
+# Only the disconnect case shortens how long a pending key waits for its INSTALL, so that its
+# expiry can be watched within the case.
+PENDING_SECS=600
+UA_PID= DEVICE_PID= ISSUER_PID= BTMON_PID= BTVIRT_PID= READV_PID=
+
+log() { echo "[guest $(cut -d' ' -f1 /proc/uptime)s] $*" | tee -a "$LOGS/guest.log"; }
+
+stop() { # stop PID [SIGNAL]: signal a process we started and wait up to 5 s for it
+    local pid=$1 sig=${2:-TERM} i
+    [ -n "$pid" ] || return 0
+    kill -"$sig" "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+finish() { # finish RC [RESULT LINE]
+    local rc=$1
+    [ -n "${2:-}" ] && echo "$2" >"$LOGS/result.txt"
+    log "finished: rc=$rc ${2:-}"
+    stop "$READV_PID"; stop "$UA_PID" KILL; stop "$DEVICE_PID"; stop "$ISSUER_PID"
+    stop "$BTMON_PID" INT
+    dmesg >"$LOGS/dmesg.log" 2>&1
+    echo "$rc" >"$LOGS/rc"
+    sync
+    echo o >/proc/sysrq-trigger
+    sleep 30
+}
+
+fail() { finish 1 "FAIL: $*"; }
+
+wait_for() { # wait_for FILE PATTERN SECONDS: until FILE contains PATTERN (fixed string)
+    local t=$SECONDS
+    while [ $((SECONDS - t)) -lt "$3" ]; do
+        grep -qF -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+count() { grep -cF -- "$2" "$1" 2>/dev/null; } # count FILE PATTERN
+
+# --- the system ----------------------------------------------------------------------------
+mount -t tmpfs tmpfs /run
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 logs "$LOGS" || echo "WARN: logs share not mounted"
+ln -sfn "$OUT/kernel/lib/modules" /usr/lib/modules # modprobe and the kernel find Debian's modules
+hostname bzvm
+busybox ip link set lo up
+busybox ip link set lo multicast on # the daemon's mDNS is loopback-only here (no network card)
+log "case $CASE: userspace up, kernel $(uname -r)"
+
+# First-touch page faults over 9p are slow under software emulation: read the programs once.
+warm() {
+    local b
+    for b in "$@"; do
+        cat "$b" >/dev/null
+        ldd "$b" 2>/dev/null | awk '/=> \//{print $3}' | xargs -r cat >/dev/null
+    done
+}
+warm /usr/bin/btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/libexec/bluetooth/bluetoothd \
+    /usr/bin/dbus-daemon /usr/bin/busctl "$BIN/localcert" "$BIN/localcert-device"
+# Loaded up front: on-demand loading over 9p can delay the first controller's HCI reset past
+# the kernel's 2 s timeout (dmesg: "hci0: Opcode 0x0c03 failed: -110").
+modprobe -a hci_vhci bnep af_alg algif_hash algif_skcipher cmac ecb ctr drbg jitterentropy_rng \
+    ansi_cprng sha512_generic sha3_generic ecdh_generic || fail "modprobe"
+
+PRELOAD=
+case $CASE in
+provision)
+    # BlueZ's defaults unless GATT_CHANNELS is given to run.sh.
+    [ "$CHANNELS" = default ] || printf '[GATT]\nChannels = %s\n' "$CHANNELS" >/etc/bluetooth/main.conf
+    ;;
+mtu23 | disconnect)
+    # The smallest ATT MTU, and one plain ATT bearer: EATT channels are L2CAP credit-based
+    # channels whose MTU is at least 64, so with EATT on the MTU-23 worst case would not run.
+    # main.conf is written in the overlay: the host's file is untouched.
+    printf '[GATT]\nExchangeMTU = 23\nChannels = 1\n' >/etc/bluetooth/main.conf
+    PRELOAD=$OUT/l2cap-mtu-shim.so
+    ;;
+esac
+[ "$CASE" = disconnect ] && PENDING_SECS=20
+
+mkdir -p /run/dbus && dbus-daemon --system --fork || fail "dbus-daemon"
+LD_PRELOAD=$PRELOAD /usr/libexec/bluetooth/bluetoothd -n -d >"$LOGS/bluetoothd.log" 2>&1 &
+
+# btvirt: two LE-only controllers in one process, so on one emulated air. If the kernel's
+# set-up of a controller timed out (a starved VM), kill it (both controllers go) and retry.
+mgmt_count() { btmgmt info 2>/dev/null | grep -c 'Primary controller'; }
+dbus_count() { busctl --system tree org.bluez 2>/dev/null | grep -cE '/org/bluez/hci[01]$'; }
+ready=
+for attempt in 1 2 3; do
+    chrt -f 50 btvirt -l2 -L >"$LOGS/btvirt.log" 2>&1 &
+    BTVIRT_PID=$!
+    t=$SECONDS
+    while [ $((SECONDS - t)) -lt 20 ]; do
+        [ "$(mgmt_count)" = 2 ] && [ "$(dbus_count)" = 2 ] && { ready=1; break; }
+        sleep 0.3
+    done
+    [ -n "$ready" ] && break
+    log "attempt $attempt: controllers not ready (mgmt $(mgmt_count), D-Bus $(dbus_count))"
+    stop "$BTVIRT_PID"
+    for i in $(seq 50); do [ -e /sys/class/bluetooth/hci0 ] || [ -e /sys/class/bluetooth/hci1 ] || break; sleep 0.2; done
+done
+[ -n "$ready" ] || fail "the emulated controllers never came up"
+btmon -w "$LOGS/hci.btsnoop" >/dev/null 2>&1 &
+BTMON_PID=$!
+DEVICE_ADDR=$(btmgmt -i 0 info | awk '/addr/{print $2; exit}')
+log "BlueZ up (btvirt attempt $attempt): device side hci0 $DEVICE_ADDR, UA side hci1"
+
+# --- the issuer, on loopback -----------------------------------------------------------------
+mkdir -p "$ISSUER_DIR"
+cd "$ISSUER_DIR" || fail "cd $ISSUER_DIR"
+"$BIN/localcert" issuer init --listen "127.0.0.1:$ISSUER_PORT" \
+    --manufacturer-root "$REPO/fixtures/manufacturer/root.pem" >"$LOGS/issuer-init.log" 2>&1 ||
+    fail "issuer init: $(tail -n1 "$LOGS/issuer-init.log")"
+# The EAB HMAC key stays in the VM's memory (not in the kept logs).
+"$BIN/localcert" issuer rp add "$ORIGIN" >rp.txt 2>&1 || fail "issuer rp add: $(cat rp.txt)"
+EAB_KID=$(awk '/EAB kid:/{print $3}' rp.txt)
+EAB_KEY=$(awk '/EAB HMAC:/{print $3}' rp.txt)
+[ -n "$EAB_KID" ] && [ -n "$EAB_KEY" ] || fail "no EAB key in: $(cat rp.txt)"
+"$BIN/localcert" issuer serve >"$LOGS/issuer.log" 2>&1 &
+ISSUER_PID=$!
+wait_for "$LOGS/issuer.log" "ACME directory" 30 || fail "the issuer did not start"
+cd /
+
+# --- the device: the reference daemon on hci0 --------------------------------------------------
+NAME=$(python3 "$HERE/name.py" "$LABEL" "$ORIGIN" "$DEVICE_CREDENTIAL/attestation.pem" \
+    "$REPO/protocol/vectors/names.json") || fail "cannot derive the device's name"
+mkdir -p "$DEVICE_DIR"
+cat >"$DEVICE_CONFIG" <<EOF
+product = "Media Server"
+device_label = "$LABEL"
+store_dir = "$DEVICE_DIR/store"
+attestation_key = "$DEVICE_CREDENTIAL/attestation.key.pem"
+attestation_chain = "$DEVICE_CREDENTIAL/attestation.pem"
+issuer_roots = "$ISSUER_DIR/state/root.pem"
+presence = "auto"
+https_port = $DEVICE_PORT
+https_listen = "127.0.0.1"
+pending_lifetime_secs = $PENDING_SECS
+
+[ble]
+enabled = true
+adapter = "hci0"
+local_name = "localcert-vm"
+
+[mdns]
+enabled = true
+interfaces = ["lo"]
+EOF
+cp "$DEVICE_CONFIG" "$LOGS/device.toml"
+LOCALCERT_LOG=info,localcert_device::engine=debug "$BIN/localcert-device" run --config "$DEVICE_CONFIG" >"$LOGS/device.log" 2>&1 &
+DEVICE_PID=$!
+wait_for "$LOGS/device.log" "HTTPS listening" 60 || fail "the device daemon did not start: $(tail -n2 "$LOGS/device.log")"
+log "device daemon up, advertising on hci0; expected name $NAME"
+
+# --- test-only helper: re-advertise -------------------------------------------------------------
+# btvirt's emulated air sends an advertising report only at the moment advertising or scanning
+# is switched on, and the kernel drops a report that arrives before its discovery is running
+# (a race that CPU load loses). A real controller advertises continuously. The daemon has no
+# test-only "re-advertise" setting, so this helper, outside the daemon, switches hci0's
+# advertising setting on and off every 2 s while hci0 has no connection: switching it off makes
+# the kernel re-enable the daemon's own advertisement, which the emulated air then reports.
+readvertise() {
+    while sleep 2; do
+        btmgmt -i 0 con 2>/dev/null | grep -q 'type' && continue
+        btmgmt -i 0 advertising on >/dev/null 2>&1
+        btmgmt -i 0 advertising off >/dev/null 2>&1
+    done
+}
+readvertise &
+READV_PID=$!
+
+# --- the UA on hci1 ------------------------------------------------------------------------------
+start_ua() { # start_ua TAG: `localcert ua provision` in the background; UA_PID
+    "$BIN/localcert" ua provision --issuer "https://localhost:$ISSUER_PORT/acme/directory" \
+        --origin "$ORIGIN" --eab-kid="$EAB_KID" --eab-key="$EAB_KEY" \
+        --issuer-root "$ISSUER_DIR/state/root.pem" --acme-root "$ISSUER_DIR/state/tls.pem" \
+        --device "$DEVICE_ADDR" --adapter hci1 --label "$LABEL" \
+        --resolve "$NAME=127.0.0.1" --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" &
+    UA_PID=$!
+}
+
+wait_ua() { # wait_ua SECONDS: the UA's exit status (124 after SECONDS)
+    local t=$SECONDS
+    while kill -0 "$UA_PID" 2>/dev/null; do
+        [ $((SECONDS - t)) -lt "$1" ] || { stop "$UA_PID" KILL; UA_PID=; return 124; }
+        sleep 0.2
+    done
+    wait "$UA_PID"
+    local rc=$?
+    UA_PID=
+    return $rc
+}
+
+check_provisioned() { # check_provisioned TAG: the UA's JSON says the HTTPS check passed
+    python3 - "$LOGS/$1.json" "$NAME" "$ORIGIN" <<'EOF' || return 1
+import json, sys
+path, name, origin = sys.argv[1:]
+out = json.load(open(path))
+response = out["response"]
+assert out["name"] == name, f"name {out['name']} != {name}"
+assert response["status"] == 200, f"HTTP {response['status']}"
+assert response["access_control_allow_origin"] == origin, response
+assert out["endpoint"].startswith("127.0.0.1:"), out["endpoint"]
+EOF
+}
+
+device_status() { # device_status FILE: the daemon's `status --json`
+    "$BIN/localcert-device" status --config "$DEVICE_CONFIG" --json >"$1" 2>&1
+}
+
+bindings() { # bindings FILE: "count name…" of a status JSON
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert not s["unusable"] and not s["leftovers_removed"], s; print(len(s["bindings"]), *[b["name"] for b in s["bindings"]])' "$1"
+}
+
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; } # a log without its colour codes
+mtu_of_session() { plain "$LOGS/device.log" | grep -oE 'BLE session started.*mtu=[0-9]+' | tail -n1 | grep -oE '[0-9]+$'; }
+
+provision_once() { # provision_once TAG: one provisioning that must succeed
+    local t=$SECONDS rc
+    start_ua "$1"
+    wait_ua 150
+    rc=$?
+    UA_SECS=$((SECONDS - t))
+    [ $rc = 0 ] || fail "localcert ua provision ($1) exited $rc after ${UA_SECS}s: $(grep -v '^ ' "$LOGS/$1.log" | tail -n1)"
+    check_provisioned "$1" || fail "the UA's summary ($1.json) does not show a verified endpoint"
+}
+
+case $CASE in
+provision | mtu23)
+    provision_once ua
+    device_status "$LOGS/status.json" || fail "localcert-device status failed"
+    read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status: $(cat "$LOGS/status.json")"
+    [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
+    mtu=$(mtu_of_session)
+    [ -n "$mtu" ] || fail "no 'BLE session started' line in the device log"
+    if [ "$CASE" = mtu23 ] && [ "$mtu" != 23 ]; then fail "the device saw ATT MTU $mtu, not 23"; fi
+    stop "$BTMON_PID" INT
+    BTMON_PID=
+    att=$(python3 "$HERE/btsnoop_att.py" --summary "$LOGS/hci.btsnoop")
+    echo "$att" >"$LOGS/att-summary.txt"
+    if [ "$CASE" = mtu23 ]; then
+        largest=$(grep -oE 'largest value [0-9]+' <<<"$att" | grep -oE '[0-9]+' | sort -n | tail -n1)
+        [ -n "$largest" ] && [ "$largest" -le 20 ] || fail "an ATT value over 20 bytes at MTU 23: $att"
+    fi
+    finish 0 "$NAME provisioned over BLE (device ATT MTU $mtu), HTTPS check passed; UA ${UA_SECS}s; $att"
+    ;;
+disconnect)
+    start_ua ua-1
+    # The device announces the pending name once it has answered ATTEST with its key and
+    # CSR: the answer is then on its way in notifications of at most 20 bytes.
+    wait_for "$LOGS/device.log" "announced over mDNS" 150 || fail "no ATTEST reached the device"
+    stop "$UA_PID" KILL
+    UA_PID=
+    btmgmt -i 1 power off >/dev/null 2>&1 || fail "cannot power hci1 off"
+    if grep -qF "5-9 ATTEST" "$LOGS/ua-1.log"; then
+        fail "the UA had the whole ATTEST answer before the disconnect (not mid-ATTEST)"
+    fi
+    log "central killed and its adapter powered off in the middle of ATTEST"
+    wait_for "$LOGS/device.log" "BLE session ended" 30 || fail "the device did not end the BLE session"
+    # Fail-safe: the pending key of the interrupted ATTEST expires and its name is withdrawn.
+    wait_for "$LOGS/device.log" "withdrawn from mDNS" $((PENDING_SECS + 30)) ||
+        fail "the interrupted ATTEST's pending name was not withdrawn"
+    device_status "$LOGS/status-after-disconnect.json" || fail "localcert-device status failed"
+    read -r n _ <<<"$(bindings "$LOGS/status-after-disconnect.json")" || fail "bad status"
+    [ "$n" = 0 ] || fail "$n binding(s) on the device after the interrupted run"
+    btmgmt -i 1 power on >/dev/null 2>&1 || fail "cannot power hci1 on"
+    provision_once ua-2
+    device_status "$LOGS/status.json" || fail "localcert-device status failed"
+    read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status"
+    [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
+    sessions=$(count "$LOGS/device.log" "BLE session started")
+    [ "$(count "$LOGS/device.log" "binding installed")" = 1 ] || fail "not exactly one install"
+    finish 0 "disconnect mid-ATTEST: session ended, pending key expired and withdrawn, 0 bindings; then $NAME provisioned (UA ${UA_SECS}s, $sessions BLE sessions), 1 binding"
+    ;;
+shell)
+    log "shell: BlueZ (hci0, hci1), the issuer and the device daemon are up; 'exit' powers off"
+    log "UA: start_ua TAG; wait_ua SECONDS (functions of $HERE/guest.sh)"
+    setsid -c bash -l
+    finish 0 "shell"
+    ;;
+esac
+fail "unknown case $CASE"
