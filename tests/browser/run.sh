@@ -41,13 +41,14 @@ if [ "${1:-}" != --inside-netns ]; then
     echo "== $("$CHROMIUM" --version 2>/dev/null), playwright-core $(node -p "require('$HERE/node_modules/playwright-core/package.json').version")"
     # --kill-child: if this script dies, the namespace's first process gets SIGKILL, and with it
     # every process in the PID namespace.
-    rc=0
+    set +e
     timeout 480 unshare --net --pid --fork --mount-proc --kill-child \
-        bash "$HERE/run.sh" --inside-netns 2>&1 | tee "$OUT/run.log" || rc=1
-    if [ $rc != 0 ]; then
-        echo "browser test FAILED (logs in $OUT)"
-    fi
-    exit $rc
+        bash "$HERE/run.sh" --inside-netns 2>&1 | tee "$OUT/run.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" != 124 ] || echo "FAIL browser: timed out after 480 s"
+    [ "$rc" = 0 ] || echo "browser test FAILED (logs in $OUT)"
+    exit "$rc"
 fi
 
 # ------------------------------------------------------------------ inside: loopback only

@@ -41,10 +41,13 @@ if [ "${1:-}" != --inside ]; then
     mkdir -p "$OUT"
     # A PID namespace (--kill-child): when this script ends, however it ends, every process it
     # started ends too, and with the last of them both network namespaces and the veth pair.
-    rc=0
+    set +e
     timeout 300 unshare --pid --fork --mount-proc --kill-child \
-        bash "$HERE/run.sh" --inside 2>&1 | tee "$OUT/run.log" || rc=1
-    exit $rc
+        bash "$HERE/run.sh" --inside 2>&1 | tee "$OUT/run.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" != 124 ] || echo "FAIL mdns-netns: timed out after 300 s"
+    exit "$rc"
 fi
 
 # ------------------------------------------------------------------ inside the PID namespace
