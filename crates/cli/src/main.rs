@@ -50,7 +50,7 @@ impl Exit {
     pub(crate) const ISSUER: u8 = 5;
     /// The endpoint failed verification.
     pub(crate) const VERIFY: u8 = 6;
-    /// Bluetooth or mDNS failed.
+    /// Bluetooth, mDNS or the network failed (the device could not be reached).
     pub(crate) const BLE: u8 = 7;
 
     pub(crate) fn with(code: u8, error: anyhow::Error) -> anyhow::Error {

@@ -1,7 +1,6 @@
 //! `localcert ua …`: the UA harness — scan, provision, check.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -500,13 +499,18 @@ async fn check(
     } else {
         static_resolver(resolve)?.resolve(&name).await
     };
-    let address = *addresses
-        .map_err(|e| Exit::ble(anyhow!(e)))?
-        .first()
-        .context("no address")?;
-    let report = verify::check(SocketAddr::new(address, port), &expect)
+    let addresses = addresses.map_err(|e| Exit::ble(anyhow!(e)))?;
+    let (_, report) = verify::check_any(&addresses, port, &expect)
         .await
-        .map_err(|e| Exit::with(Exit::VERIFY, anyhow!(e)))?;
+        .map_err(|e| {
+            // Not reaching the device is a network failure, not a failed verification.
+            let code = if matches!(e, verify::CheckError::Connect(..)) {
+                Exit::BLE
+            } else {
+                Exit::VERIFY
+            };
+            Exit::with(code, anyhow!(e))
+        })?;
     if json {
         let value = json!({
             "ok": true, "name": name.as_str(), "fingerprint": hex::encode(report.fingerprint),

@@ -498,11 +498,15 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
                 step: Step::Mdns,
                 reason,
             })?;
-    let address = *addresses.first().ok_or_else(|| ProvisionError::Mdns {
-        step: Step::Mdns,
-        reason: format!("{} has no address", attested.name),
-    })?;
-    timer.done(&format!("{} → {address}", attested.name));
+    if addresses.is_empty() {
+        let reason = format!("{} has no address", attested.name);
+        return Err(ProvisionError::Mdns {
+            step: Step::Mdns,
+            reason,
+        });
+    }
+    let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    timer.done(&format!("{} → {}", attested.name, shown.join(", ")));
 
     timer.start(Step::Challenge);
     challenge
@@ -594,7 +598,6 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     let exchanges = transport.exchanges();
     let stats = transport.link().stats();
     transport.close().await;
-    let endpoint = SocketAddr::new(address, https_port);
     timer.done(&format!("serving https://{}:{https_port}", attested.name));
 
     timer.start(Step::Verify);
@@ -607,13 +610,12 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
         path: plan.check_path.clone(),
         crls: vec![],
     };
-    let check =
-        verify::check(endpoint, &expect)
-            .await
-            .map_err(|source| ProvisionError::Verify {
-                step: Step::Verify,
-                source,
-            })?;
+    let (endpoint, check) = verify::check_any(&addresses, https_port, &expect)
+        .await
+        .map_err(|source| ProvisionError::Verify {
+            step: Step::Verify,
+            source,
+        })?;
     timer.done(&format!(
         "HTTP {} with Access-Control-Allow-Origin {}",
         check.status, check.allow_origin

@@ -69,8 +69,18 @@ impl Resolver for MdnsResolver {
             while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
                 match events.recv_timeout(left) {
                     Ok(HostnameResolutionEvent::AddressesFound(_, addresses)) => {
-                        found.extend(addresses.iter().map(|a| a.to_ip_addr()));
-                        break;
+                        // A link-local IPv6 address is useless without its interface, which an
+                        // IpAddr cannot carry: skip it.
+                        let usable = addresses
+                            .iter()
+                            .map(|a| a.to_ip_addr())
+                            .filter(|a| !is_link_local_v6(a));
+                        found.extend(usable);
+                        // A and AAAA records may come in separate answers: an IPv4 address ends
+                        // the wait, otherwise keep listening until the timeout.
+                        if found.iter().any(IpAddr::is_ipv4) {
+                            break;
+                        }
                     }
                     Ok(
                         HostnameResolutionEvent::SearchTimeout(_)
@@ -96,6 +106,10 @@ impl Resolver for MdnsResolver {
             .await
             .map_err(|e| format!("mDNS: {e}"))?
     }
+}
+
+fn is_link_local_v6(address: &IpAddr) -> bool {
+    matches!(address, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// Resolves from a fixed map; the flow's report says the name was not looked up over mDNS.

@@ -323,3 +323,22 @@ pub async fn check(addr: SocketAddr, expect: &Expectation) -> Result<CheckReport
         body: ours.body,
     })
 }
+
+/// Runs [`check`] against each address in turn until one is reachable: an mDNS answer may list
+/// addresses the device does not serve on.
+pub async fn check_any(
+    addresses: &[std::net::IpAddr],
+    port: u16,
+    expect: &Expectation,
+) -> Result<(SocketAddr, CheckReport), CheckError> {
+    let mut last = None;
+    for address in addresses {
+        let endpoint = SocketAddr::new(*address, port);
+        match check(endpoint, expect).await {
+            Ok(report) => return Ok((endpoint, report)),
+            Err(error @ CheckError::Connect(..)) => last = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or(CheckError::Certificate("no address to connect to")))
+}

@@ -125,6 +125,11 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
             )
             .drop_at_fragment(n);
             let result = get_info_then_attest(link).await;
+            // DER signatures vary by a byte or two, so this run may be a fragment shorter than
+            // the measured one: only then may a drop near the end miss.
+            if result.is_ok() && n + 2 >= fragments {
+                continue;
+            }
             assert!(
                 matches!(result, Err(TransportError::Link(LinkError::Disconnected))),
                 "{n}: {result:?}"

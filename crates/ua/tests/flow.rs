@@ -64,13 +64,26 @@ async fn a_drop_at_every_fragment_is_recovered() {
             let stats = stats.unwrap();
             (stats.writes + stats.notifications) as usize
         };
-        for n in 0..fragments {
+        // DER signatures vary by a byte or two, so a flow may take a fragment more or less
+        // than the one measured: go a little past the end, and accept an undropped flow only
+        // when the drop point lay beyond its last fragment.
+        for n in 0..fragments + 2 {
             let mut connector = world.connector(profile.clone(), Some(n));
             let mut steps = Steps::default();
-            let (outcome, _) =
+            let (outcome, stats) =
                 provision::provision(&world.plan(), &mut connector, &resolver, &mut steps)
                     .await
                     .unwrap_or_else(|e| panic!("{}: drop at fragment {n}: {e}", profile.name));
+            if outcome.attempts == 1 {
+                let stats = stats.unwrap();
+                let crossed = (stats.writes + stats.notifications) as usize;
+                assert!(
+                    crossed <= n,
+                    "{}: no drop at {n} of {crossed}",
+                    profile.name
+                );
+                continue;
+            }
             assert_eq!(
                 (outcome.attempts, steps.1, connector.connections()),
                 (2, 1, 2),
