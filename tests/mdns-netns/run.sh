@@ -7,8 +7,8 @@
 #
 # Usage (root): bash tests/mdns-netns/run.sh      scratch output and logs: tests/mdns-netns/out/
 # Addresses exist only on the veth pair inside the namespaces (198.51.100.0/24, TEST-NET-2), so
-# no packet can leave the machine. IPv4 only by default: MDNS_NETNS_IPV6=1 keeps the link-local
-# IPv6 addresses the kernel gives a veth (see README.md).
+# no packet can leave the machine. The veths keep the link-local IPv6 addresses the kernel gives
+# them, as on a real LAN; MDNS_NETNS_IPV6=0 turns IPv6 off (see README.md).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -90,7 +90,7 @@ done
 
 for ns in in_device in_ua; do
     $ns ip link set lo up
-    if [ "${MDNS_NETNS_IPV6:-0}" != 1 ]; then
+    if [ "${MDNS_NETNS_IPV6:-1}" != 1 ]; then
         # /proc/sys/net belongs to the namespace of the process that opens it
         $ns sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6'
     fi
