@@ -1,5 +1,8 @@
 //! `localcert`: one command for the demo and for each role.
 
+// Doc comments here are the `--help` text: URLs stay bare so people can copy them.
+#![allow(rustdoc::bare_urls)]
+
 use std::fmt;
 
 use clap::Parser;
