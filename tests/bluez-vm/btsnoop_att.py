@@ -25,6 +25,7 @@ def att_pdus(path):
     if data[:8] != b"btsnoop\0":
         raise SystemExit(f"{path}: not a btsnoop file")
     partial = {}  # (index, op, connection handle) -> L2CAP frame so far
+    sdus = {}  # (index, op, connection handle, channel) -> (EATT SDU length, SDU so far)
     offset = 16
     while offset + 24 <= len(data):
         _orig, incl, flags, _drops, _ts = struct.unpack(">IIIIq", data[offset:offset + 24])
@@ -51,8 +52,19 @@ def att_pdus(path):
         direction = "TX" if op == ACL_TX else "RX"
         if cid == 0x0004 and pdu:
             yield index, direction, "ATT", pdu[0], pdu[1:]
-        elif cid >= 0x0040 and len(pdu) >= 3:  # EATT: 2-byte SDU length first
-            yield index, direction, f"EATT 0x{cid:04x}", pdu[2], pdu[3:]
+        elif cid >= 0x0040:  # EATT: credit-based K-frames; the first of an SDU has its length
+            sdu_key = key + (cid,)
+            if sdu_key in sdus:
+                sdu_len, sdu = sdus.pop(sdu_key)
+                sdu += pdu
+            elif len(pdu) >= 2:
+                sdu_len, sdu = struct.unpack("<H", pdu[:2])[0], pdu[2:]
+            else:
+                continue
+            if len(sdu) < sdu_len:
+                sdus[sdu_key] = (sdu_len, sdu)
+            elif sdu:
+                yield index, direction, f"EATT 0x{cid:04x}", sdu[0], sdu[1:sdu_len]
 
 
 def main():

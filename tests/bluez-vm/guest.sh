@@ -11,7 +11,6 @@ for a in $(cat /proc/cmdline); do
     bzrepo=*) REPO=${a#bzrepo=} ;;
     bzout=*) OUT=${a#bzout=} ;;
     bzlogs=*) LOGS=${a#bzlogs=} ;;
-    bzchannels=*) CHANNELS=${a#bzchannels=} ;;
     esac
 done
 BIN=$OUT/bin
@@ -96,13 +95,14 @@ modprobe -a hci_vhci bnep af_alg algif_hash algif_skcipher cmac ecb ctr drbg jit
 PRELOAD=
 case $CASE in
 provision)
-    # BlueZ's defaults unless GATT_CHANNELS is given to run.sh.
-    [ "$CHANNELS" = default ] || printf '[GATT]\nChannels = %s\n' "$CHANNELS" >/etc/bluetooth/main.conf
+    # ATT MTU 517 on one plain ATT bearer. main.conf is written in the overlay: the host's file
+    # is untouched.
+    printf '[GATT]\nChannels = 1\n' >/etc/bluetooth/main.conf
     ;;
+eatt) ;; # BlueZ's defaults: Channels = 3, so EATT between the two BlueZ peers
 mtu23 | disconnect)
     # The smallest ATT MTU, and one plain ATT bearer: EATT channels are L2CAP credit-based
     # channels whose MTU is at least 64, so with EATT on the MTU-23 worst case would not run.
-    # main.conf is written in the overlay: the host's file is untouched.
     printf '[GATT]\nExchangeMTU = 23\nChannels = 1\n' >/etc/bluetooth/main.conf
     PRELOAD=$OUT/l2cap-mtu-shim.so
     ;;
@@ -257,7 +257,7 @@ provision_once() { # provision_once TAG: one provisioning that must succeed
 }
 
 case $CASE in
-provision | mtu23)
+provision | eatt | mtu23)
     provision_once ua
     device_status "$LOGS/status.json" || fail "localcert-device status failed"
     read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status: $(cat "$LOGS/status.json")"
@@ -269,6 +269,7 @@ provision | mtu23)
     BTMON_PID=
     att=$(python3 "$HERE/btsnoop_att.py" --summary "$LOGS/hci.btsnoop")
     echo "$att" >"$LOGS/att-summary.txt"
+    if [ "$CASE" = eatt ] && ! grep -q "'EATT'" <<<"$att"; then fail "no EATT bearer was used: $att"; fi
     if [ "$CASE" = mtu23 ]; then
         largest=$(grep -oE 'largest value [0-9]+' <<<"$att" | grep -oE '[0-9]+' | sort -n | tail -n1)
         [ -n "$largest" ] && [ "$largest" -le 20 ] || fail "an ATT value over 20 bytes at MTU 23: $att"
@@ -305,7 +306,9 @@ disconnect)
     ;;
 shell)
     log "shell: BlueZ (hci0, hci1), the issuer and the device daemon are up; 'exit' powers off"
-    log "UA: start_ua TAG; wait_ua SECONDS (functions of $HERE/guest.sh)"
+    log "UA: 'start_ua TAG; wait_ua SECONDS' runs a provisioning (output in $LOGS/TAG.*)"
+    export BIN ISSUER_PORT ORIGIN EAB_KID EAB_KEY ISSUER_DIR DEVICE_ADDR LABEL NAME LOGS
+    export -f start_ua wait_ua stop
     setsid -c bash -l
     finish 0 "shell"
     ;;

@@ -9,12 +9,10 @@
 # on hci1. See README.md beside this file.
 #
 # Usage:  tests/bluez-vm/run.sh [setup] [build] [CASE...]      (default: setup build + all cases)
-#         cases: provision mtu23 disconnect;  shell (interactive VM, BlueZ up; not part of "all")
+#         cases: provision mtu23 disconnect eatt;  shell (interactive VM, BlueZ up; not part of "all")
 # Env:    LOCALCERT_BZVM_OUT  scratch directory (default tests/bluez-vm/out, gitignored)
 #         ACCEL (kvm|tcg, default: kvm only if the CPU shows vmx/svm), MEM (MiB, 2048), SMP (2)
 #         CASE_TIMEOUT (s per VM, default 240), SKIP_APT=1 (packages already there)
-#         GATT_CHANNELS=N: bluetoothd's [GATT] Channels for the provision case (default: BlueZ's
-#                   own, 3, i.e. EATT between two BlueZ peers; 1 = one plain ATT bearer)
 # Needs:  root (apt-get), Debian 12, the Rust toolchain and a C compiler. No network in the VM.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,7 +21,7 @@ OUT=${LOCALCERT_BZVM_OUT:-$HERE/out}
 MEM=${MEM:-2048}
 SMP=${SMP:-2}
 CASE_TIMEOUT=${CASE_TIMEOUT:-240}
-ALL_CASES="provision mtu23 disconnect"
+ALL_CASES="provision mtu23 disconnect eatt"
 export DEBIAN_FRONTEND=noninteractive
 say() { printf '=== [%(%H:%M:%S)T] %s\n' -1 "$*"; }
 mkdir -p "$OUT"
@@ -108,7 +106,7 @@ vm() {
     local qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "$SMP" -m "$MEM"
         -nographic -nic none -no-reboot
         -kernel "$(ls "$OUT"/kernel/boot/vmlinuz-*)" -initrd "$OUT/initramfs.cpio.gz"
-        -append "console=ttyS0 panic=-1 quiet loglevel=3 guestinit=$HERE/guest.sh bzcase=$case bzrepo=$REPO bzout=$OUT bzlogs=$logs bzchannels=${GATT_CHANNELS:-default}"
+        -append "console=ttyS0 panic=-1 quiet loglevel=3 guestinit=$HERE/guest.sh bzcase=$case bzrepo=$REPO bzout=$OUT bzlogs=$logs"
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
         -virtfs "local,path=$logs,mount_tag=logs,security_model=none,multidevs=remap")
     if [ "$case" = shell ]; then
@@ -159,7 +157,7 @@ for step in "${steps[@]}"; do
     setup) setup ;;
     build) build ;;
     shell) vm shell ;;
-    provision | mtu23 | disconnect)
+    provision | mtu23 | disconnect | eatt)
         [ -x "$OUT/bin/localcert" ] || { echo "run the build step first" >&2; exit 2; }
         say "case $step"
         t=$SECONDS
@@ -173,7 +171,7 @@ for step in "${steps[@]}"; do
         echo "$line"
         summary+=("$line")
         ;;
-    *) echo "unknown step $step (setup build provision mtu23 disconnect shell)" >&2; exit 2 ;;
+    *) echo "unknown step $step (setup build provision mtu23 disconnect eatt shell)" >&2; exit 2 ;;
     esac
 done
 if [ ${#summary[@]} -gt 0 ]; then
