@@ -1,0 +1,85 @@
+//! BLE exchange benchmark over the in-memory link: GET_INFO + ATTEST against the real device
+//! engine, per link profile. Prints simulated link time and bytes (the radio model) and the wall
+//! time the engine and the UA spend per exchange (key generation, signing, framing).
+//!
+//! Run: `cargo bench -p localcert-ua --bench ble`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use localcert_device::agent::Agent;
+use localcert_device::presence::AutoApprove;
+use localcert_device::signer::FileSigner;
+use localcert_device::store::MemoryStore;
+use localcert_device::{Device, DeviceConfig};
+use localcert_proto::message::{AttestRequest, Request};
+use localcert_proto::name::DeviceLabel;
+use localcert_proto::origin::Origin;
+use localcert_ua::sim::DevicePeripheral;
+use localcert_ua::{LinkProfile, SimLink, Transport};
+
+const ROUNDS: u32 = 200;
+
+fn agent() -> std::sync::Arc<Agent> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
+    let signer = FileSigner::from_files(
+        &dir.join("attestation.key.pem"),
+        &dir.join("attestation.pem"),
+    )
+    .unwrap();
+    let device = Device::new(
+        DeviceConfig::new("Media Server 1"),
+        Box::new(signer),
+        Box::new(AutoApprove),
+        Box::new(MemoryStore::new()),
+    );
+    Agent::new(device, localcert_device::https::Sites::new(), None, None)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let attest = Request::Attest(AttestRequest {
+        origin: Origin::parse("https://vod.example.com").unwrap(),
+        user_handle: b"user-1".to_vec(),
+        key_authorization: "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ".into(),
+        device_label: DeviceLabel::parse("media-server-1").unwrap(),
+        pin: None,
+    });
+    println!("GET_INFO + ATTEST over the in-memory link, {ROUNDS} rounds per profile");
+    println!(
+        "{:<20} {:>9} {:>9} {:>7} {:>7} {:>9} {:>12}",
+        "profile", "bytes up", "bytes dn", "writes", "notifs", "sim time", "wall/round"
+    );
+    for profile in LinkProfile::ALL {
+        let agent = agent();
+        let mut wall = Duration::ZERO;
+        let mut last = None;
+        for _ in 0..ROUNDS {
+            let link = SimLink::new(
+                DevicePeripheral::new(agent.clone()),
+                profile.clone(),
+                Instant::now(),
+            );
+            let started = Instant::now();
+            let mut transport = Transport::open(link).await.unwrap();
+            transport.request(&Request::GetInfo, |_| {}).await.unwrap();
+            transport.request(&attest, |_| {}).await.unwrap();
+            wall += started.elapsed();
+            last = Some(transport.link().stats());
+            transport.close().await;
+        }
+        let s = last.unwrap();
+        println!(
+            "{:<20} {:>9} {:>9} {:>7} {:>7} {:>8.3}s {:>10.2}ms",
+            profile.name,
+            s.bytes_up,
+            s.bytes_down,
+            s.writes,
+            s.notifications,
+            s.elapsed.as_secs_f64(),
+            wall.as_secs_f64() * 1000.0 / f64::from(ROUNDS)
+        );
+    }
+}
