@@ -83,8 +83,8 @@ pub(crate) struct ProvisionArgs {
     /// EAB key id (from `localcert issuer rp add`).
     #[arg(long)]
     eab_kid: String,
-    /// EAB HMAC key, base64url (from `localcert issuer rp add`).
-    #[arg(long)]
+    /// EAB HMAC key, base64url (from `localcert issuer rp add`); it may start with '-'.
+    #[arg(long, allow_hyphen_values = true)]
     eab_key: String,
     /// PEM file of the issuer root that signs device certificates (to verify the endpoint).
     #[arg(long)]

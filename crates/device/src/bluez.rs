@@ -29,6 +29,11 @@ use crate::agent::Agent;
 use crate::engine::SessionId;
 use crate::error::Error;
 
+/// The longest control-point write bluetoothd 5.66 accepts: it refuses 512-byte values
+/// (ATT error 0x0D with response; silently dropped without), found in the BlueZ VM suite. The
+/// info characteristic caps the fragment size there, and UAs honour it (SPEC §2.1).
+const BLUEZ_MAX_WRITE: u64 = 510;
+
 /// Where and how to advertise.
 #[derive(Clone, Debug)]
 pub struct BleOptions {
@@ -194,7 +199,12 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
         read: Some(CharacteristicRead {
             read: true,
             fun: Box::new(|request| {
-                async move { Ok(GattInfo::for_mtu(request.mtu).encode()) }.boxed()
+                async move {
+                    let mut info = GattInfo::for_mtu(request.mtu);
+                    info.max_fragment_len = info.max_fragment_len.min(BLUEZ_MAX_WRITE);
+                    Ok(info.encode())
+                }
+                .boxed()
             }),
             ..Default::default()
         }),

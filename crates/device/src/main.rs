@@ -166,8 +166,10 @@ async fn handler(
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: bluer runs every incoming GATT write as its own task, and on several worker
+    // threads two writes can reach the engine out of order (seen in the BlueZ VM suite as
+    // sequence gaps). On one thread tasks run in the order BlueZ delivered the writes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
