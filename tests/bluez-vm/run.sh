@@ -179,5 +179,7 @@ done
 if [ ${#summary[@]} -gt 0 ]; then
     say "bluez-vm summary ($((SECONDS - T0)) s in all)"
     printf '%s\n' "${summary[@]}"
+    passed=$(printf '%s\n' "${summary[@]}" | grep -c '^PASS' || true)
+    echo "bluez-vm: $passed passed, $((${#summary[@]} - passed)) failed"
 fi
 exit "$failed"
