@@ -770,15 +770,8 @@ fn test_leaves_with_the_extension_parse_and_verify_with_webpki() {
 }
 
 #[test]
+#[ignore = "needs the openssl command: CI runs it with `cargo test -- --ignored openssl`"]
 fn openssl_accepts_the_test_leaves() {
-    if std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("openssl not installed; skipped");
-        return;
-    }
     let mut h = harness();
     let (_, chain) = h.attest_and_issue("https://vod.example.com");
     let dir = std::env::temp_dir().join(format!("lc-openssl-{}", std::process::id()));
