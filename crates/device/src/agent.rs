@@ -296,6 +296,50 @@ mod tests {
         Response::decode(request.operation(), &frame.data).unwrap()
     }
 
+    /// ATTEST for https://vod.example.com with label `tv`: the origin, the name and the key.
+    fn attest_tv(
+        agent: &Agent,
+        id: crate::engine::SessionId,
+    ) -> (Origin, localcert_proto::name::LocalName, Vec<u8>) {
+        let origin = Origin::parse("https://vod.example.com").unwrap();
+        let label = DeviceLabel::parse("tv").unwrap();
+        let Response::Attest(att) = exchange(
+            agent,
+            id,
+            &Request::Attest(AttestRequest {
+                origin: origin.clone(),
+                user_handle: b"u".to_vec(),
+                key_authorization: "t.k".into(),
+                device_label: label.clone(),
+                pin: None,
+            }),
+        ) else {
+            panic!("attest failed");
+        };
+        let spki = AttestationObject::decode(&att.attestation_object)
+            .unwrap()
+            .spki;
+        let name = agent.with_device(|d| {
+            localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
+        });
+        (origin, name, spki)
+    }
+
+    /// INSTALL of `chain` with a GET-only CORS policy.
+    fn install_request(chain: Vec<Vec<u8>>, star_url: Option<&str>) -> Request {
+        Request::Install(InstallRequest {
+            chain,
+            cors: CorsPolicy {
+                methods: vec!["GET".into()],
+                allow_headers: vec![],
+                expose_headers: vec![],
+                allow_credentials: false,
+                max_age: 60,
+            },
+            star_url: star_url.map(str::to_owned),
+        })
+    }
+
     /// The whole device side in one process: provisioning through the engine, then HTTPS
     /// serving the installed chain with the binding's CORS policy.
     #[tokio::test]
@@ -316,27 +360,7 @@ mod tests {
         tokio::spawn(agent.clone().run());
         let id = agent.with_device(|d| d.connect(185));
 
-        let origin = Origin::parse("https://vod.example.com").unwrap();
-        let label = DeviceLabel::parse("tv").unwrap();
-        let Response::Attest(att) = exchange(
-            &agent,
-            id,
-            &Request::Attest(AttestRequest {
-                origin: origin.clone(),
-                user_handle: b"u".to_vec(),
-                key_authorization: "t.k".into(),
-                device_label: label.clone(),
-                pin: None,
-            }),
-        ) else {
-            panic!("attest failed");
-        };
-        let spki = AttestationObject::decode(&att.attestation_object)
-            .unwrap()
-            .spki;
-        let name = agent.with_device(|d| {
-            localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
-        });
+        let (origin, name, spki) = attest_tv(&agent, id);
         let now = time::OffsetDateTime::now_utc();
         let chain = ca.issue(
             &spki,
@@ -345,17 +369,7 @@ mod tests {
             now - time::Duration::hours(1),
             now + time::Duration::days(1),
         );
-        let install = Request::Install(InstallRequest {
-            chain: chain.clone(),
-            cors: CorsPolicy {
-                methods: vec!["GET".into()],
-                allow_headers: vec![],
-                expose_headers: vec![],
-                allow_credentials: false,
-                max_age: 60,
-            },
-            star_url: None,
-        });
+        let install = install_request(chain.clone(), None);
         assert!(matches!(
             exchange(&agent, id, &install),
             Response::Install(_)
@@ -528,27 +542,7 @@ mod tests {
         tokio::spawn(agent.clone().run());
         let id = agent.with_device(|d| d.connect(247));
 
-        let origin = Origin::parse("https://vod.example.com").unwrap();
-        let label = DeviceLabel::parse("tv").unwrap();
-        let Response::Attest(att) = exchange(
-            &agent,
-            id,
-            &Request::Attest(AttestRequest {
-                origin: origin.clone(),
-                user_handle: b"u".to_vec(),
-                key_authorization: "t.k".into(),
-                device_label: label.clone(),
-                pin: None,
-            }),
-        ) else {
-            panic!("attest failed");
-        };
-        let spki = AttestationObject::decode(&att.attestation_object)
-            .unwrap()
-            .spki;
-        let name = agent.with_device(|d| {
-            localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
-        });
+        let (origin, name, spki) = attest_tv(&agent, id);
         let at = |secs: u64| time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
         let binding = OriginBinding::new(origin.clone(), b"u");
         let first = ca.issue(
@@ -569,17 +563,7 @@ mod tests {
         *script.0.lock().unwrap() =
             vec![star::Fetched::Ended, star::Fetched::Chain(second.clone())];
 
-        let install = Request::Install(InstallRequest {
-            chain: first.clone(),
-            cors: CorsPolicy {
-                methods: vec!["GET".into()],
-                allow_headers: vec![],
-                expose_headers: vec![],
-                allow_credentials: false,
-                max_age: 60,
-            },
-            star_url: Some("https://issuer.test/star/1".into()),
-        });
+        let install = install_request(first.clone(), Some("https://issuer.test/star/1"));
         assert!(matches!(
             exchange(&agent, id, &install),
             Response::Install(_)
