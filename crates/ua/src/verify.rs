@@ -143,25 +143,14 @@ pub async fn fetch(url: &str, roots: &[Vec<u8>]) -> Result<Vec<u8>, CheckError> 
         .connect(name, tcp)
         .await
         .map_err(|e| http(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| http(&e))?;
-    let driver = tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| http(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
-    if !response.status().is_success() {
-        return Err(http(&format!("status {}", response.status())));
-    }
-    let body = Limited::new(response.into_body(), 1024 * 1024)
-        .collect()
+    let answer = get(tls, &host, path, None, 1024 * 1024)
         .await
-        .map_err(|e| http(&*e))?;
-    driver.abort();
-    Ok(body.to_bytes().to_vec())
+        .map_err(|e| http(&e))?;
+    if !(200..300).contains(&answer.status) {
+        return Err(http(&format!("status {}", answer.status)));
+    }
+    Ok(answer.body)
 }
 
 async fn connect(
@@ -232,22 +221,30 @@ struct HttpAnswer {
     body: Vec<u8>,
 }
 
+/// One GET over an established connection, with an `Origin` header when given; reads at most
+/// `limit` bytes of body.
 async fn get(
     tls: TlsStream<TcpStream>,
-    expect: &Expectation,
-    origin: &str,
-) -> Result<HttpAnswer, CheckError> {
-    let http = |e: &dyn std::fmt::Display| CheckError::Http(e.to_string());
+    host: &str,
+    path: &str,
+    origin: Option<&str>,
+    limit: usize,
+) -> Result<HttpAnswer, String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .map_err(|e| http(&e))?;
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
-    let request = hyper::Request::get(expect.path.as_str())
-        .header(hyper::header::HOST, expect.name.as_str())
-        .header(hyper::header::ORIGIN, origin)
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, host);
+    if let Some(origin) = origin {
+        request = request.header(hyper::header::ORIGIN, origin);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
-        .map_err(|e| http(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let header = |name| {
         response
             .headers()
@@ -258,10 +255,10 @@ async fn get(
     let status = response.status().as_u16();
     let allow_origin = header(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN);
     let vary = header(hyper::header::VARY).unwrap_or_default();
-    let body = Limited::new(response.into_body(), MAX_BODY)
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| http(&*e))?;
+        .map_err(|e| e.to_string())?;
     driver.abort();
     Ok(HttpAnswer {
         status,
@@ -269,6 +266,18 @@ async fn get(
         vary,
         body: body.to_bytes().to_vec(),
     })
+}
+
+/// A GET of the expected path from `origin`.
+async fn get_from(
+    tls: TlsStream<TcpStream>,
+    expect: &Expectation,
+    origin: &str,
+) -> Result<HttpAnswer, CheckError> {
+    let (host, path) = (expect.name.as_str(), expect.path.as_str());
+    get(tls, host, path, Some(origin), MAX_BODY)
+        .await
+        .map_err(CheckError::Http)
 }
 
 /// Runs every check against the endpoint at `addr`.
@@ -283,7 +292,7 @@ pub async fn check(addr: SocketAddr, expect: &Expectation) -> Result<CheckReport
         .ok_or(CheckError::Certificate("no certificate"))?;
     let (fingerprint, not_after) = check_leaf(&leaf, expect)?;
 
-    let ours = get(tls, expect, expect.origin.as_str()).await?;
+    let ours = get_from(tls, expect, expect.origin.as_str()).await?;
     if !(200..300).contains(&ours.status) {
         return Err(CheckError::Http(format!(
             "status {} for a request from our origin",
@@ -308,7 +317,7 @@ pub async fn check(addr: SocketAddr, expect: &Expectation) -> Result<CheckReport
         )));
     }
 
-    let foreign = get(connect(addr, expect).await?, expect, FOREIGN_ORIGIN).await?;
+    let foreign = get_from(connect(addr, expect).await?, expect, FOREIGN_ORIGIN).await?;
     if let Some(value) = foreign.allow_origin {
         return Err(CheckError::Cors(format!(
             "another origin got Access-Control-Allow-Origin {value:?}"
