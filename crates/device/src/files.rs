@@ -2,7 +2,7 @@
 //! leaves the old or the new file, never a torn one. Private files are created 0600.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -86,4 +86,41 @@ fn sync_dir(path: &Path) -> Result<(), Error> {
 /// Reads a whole file, with the path in the error.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     fs::read(path).map_err(Error::io("reading", path))
+}
+
+/// Reads a private file the device itself wrote (a binding: a key and its chain), at most
+/// `max_len` bytes. A symlink or anything but a regular file is refused, not followed: a
+/// binding must not be served from outside the store. A file open to group or others is closed
+/// to 0600 first, as the store directory is.
+pub(crate) fn read_private(path: &Path, max_len: u64) -> Result<Vec<u8>, String> {
+    let link = fs::symlink_metadata(path).map_err(|e| format!("inspecting: {e}"))?;
+    if !link.file_type().is_file() {
+        return Err("not a regular file (a symlink or a special file is never followed)".into());
+    }
+    let file = File::open(path).map_err(|e| format!("opening: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("inspecting: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The file opened must be the one inspected: no swap between the two calls.
+        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+            return Err("the file changed while it was opened".into());
+        }
+        if meta.mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.mode() & 0o777), "private file was open to others; setting 0600");
+            file.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("restricting to 0600: {e}"))?;
+        }
+    }
+    if meta.len() > max_len {
+        return Err(format!("{} bytes, over the limit of {max_len}", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(max_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading: {e}"))?;
+    if bytes.len() as u64 > max_len {
+        return Err(format!("grew past the limit of {max_len} bytes while read"));
+    }
+    Ok(bytes)
 }

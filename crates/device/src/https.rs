@@ -259,6 +259,16 @@ fn cors_headers(origin: &HeaderValue, policy: &CorsPolicy, preflight: bool) -> H
     h
 }
 
+/// The request's origin when it sends exactly one `Origin` field. Two or more are not a
+/// browser's request: they get no CORS headers whatever their order.
+fn single_origin(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (Some(origin), None) => Some(origin.clone()),
+        _ => None,
+    }
+}
+
 fn add_vary_origin(headers: &mut HeaderMap) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
@@ -286,7 +296,7 @@ where
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let policy = self.sites.cors_for(&self.name);
-        let request_origin = request.headers().get(header::ORIGIN).cloned();
+        let request_origin = single_origin(request.headers());
         let allowed = match (&policy, &request_origin) {
             (Some((origin, policy)), Some(value))
                 if value.as_bytes() == origin.as_str().as_bytes() =>

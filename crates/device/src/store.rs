@@ -110,6 +110,8 @@ impl BindingStore for MemoryStore {
 
 const BINDING_PREFIX: &str = "binding-";
 const BINDING_SUFFIX: &str = ".json";
+/// A binding file is a key, a chain of at most a few certificates and a CORS policy: a few KiB.
+const MAX_BINDING_FILE_LEN: u64 = 64 * 1024;
 const FORMAT_VERSION: u32 = 1;
 
 /// What [`DirStore::open`] found besides good bindings.
@@ -296,7 +298,7 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
 }
 
 fn load_binding(path: &std::path::Path) -> Result<Binding, String> {
-    let bytes = crate::files::read(path).map_err(|e| e.to_string())?;
+    let bytes = crate::files::read_private(path, MAX_BINDING_FILE_LEN)?;
     let record: BindingRecord =
         serde_json::from_slice(&bytes).map_err(|e| format!("not a binding record: {e}"))?;
     record.into_binding()
@@ -401,6 +403,56 @@ mod tests {
         let (store, _) = DirStore::open(&dir).unwrap();
         assert!(store.bindings().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_refused_and_open_files_are_closed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("links");
+        let a = binding("https://a.example", 1);
+        let b = binding("https://b.example", 2);
+        {
+            let (mut store, _) = DirStore::open(&dir).unwrap();
+            store.put(a.clone()).unwrap();
+            store.put(b.clone()).unwrap();
+        }
+        // b's file moves outside the store and a symlink takes its place.
+        let outside = temp_dir("links-outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let b_path = dir.join(binding_file_name(&b.origin));
+        std::fs::rename(&b_path, outside.join("b.json")).unwrap();
+        std::os::unix::fs::symlink(outside.join("b.json"), &b_path).unwrap();
+        // a's file is left readable by everyone.
+        let a_path = dir.join(binding_file_name(&a.origin));
+        std::fs::set_permissions(&a_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let (store, report) = DirStore::open(&dir).unwrap();
+        assert_eq!(store.bindings(), &[a.clone()][..]);
+        assert_eq!(report.unusable.len(), 1);
+        assert_eq!(report.unusable[0].0, b_path);
+        assert!(
+            report.unusable[0].1.contains("symlink"),
+            "{}",
+            report.unusable[0].1
+        );
+        let mode = std::fs::metadata(&a_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An oversized file is refused before it is read.
+        std::fs::write(
+            b_path.with_file_name("binding-dddd.json"),
+            vec![b' '; 70_000],
+        )
+        .unwrap();
+        std::fs::remove_file(&b_path).unwrap();
+        let (_, report) = DirStore::open(&dir).unwrap();
+        assert!(
+            report.unusable[0].1.contains("over the limit"),
+            "{:?}",
+            report.unusable
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

@@ -207,6 +207,36 @@ async fn cors_answers_only_the_bound_origin() {
 }
 
 #[tokio::test]
+async fn two_origin_fields_get_no_cors_whatever_their_order() {
+    let ca = ca();
+    let sites = Sites::new();
+    sites
+        .apply(&binding(&ca, "tv-test.local", ORIGIN, true, 1))
+        .unwrap();
+    let addr = start(sites).await;
+    let mut c = connect(addr, "tv-test.local", &ca.root).await.unwrap();
+    let evil = "https://evil.example.com";
+    for pair in [[ORIGIN, evil], [evil, ORIGIN], [ORIGIN, ORIGIN]] {
+        let headers = [("origin", pair[0]), ("origin", pair[1])];
+        let (status, h) = request(&mut c, "GET", &headers).await;
+        assert_eq!(status, StatusCode::OK, "the handler still runs");
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("access-control-")),
+            "{pair:?}: {h:?}"
+        );
+        assert!(vary_has_origin(&h));
+        let preflight = [
+            ("origin", pair[0]),
+            ("origin", pair[1]),
+            ("access-control-request-method", "PUT"),
+        ];
+        let (status, h) = request(&mut c, "OPTIONS", &preflight).await;
+        assert_ne!(status, StatusCode::NO_CONTENT, "{pair:?}");
+        assert!(h.keys().all(|k| !k.as_str().starts_with("access-control-")));
+    }
+}
+
+#[tokio::test]
 async fn credentials_only_when_the_policy_allows_and_sni_picks_the_binding() {
     let ca = ca();
     let sites = Sites::new();
