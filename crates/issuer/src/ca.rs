@@ -384,7 +384,12 @@ impl IssuingCa {
                 invalidity_date: None,
             })
             .collect();
-        let crl_number = crate::store::unix(now).to_be_bytes();
+        // Seconds since the epoch: increases with every CRL issued a second or more apart.
+        let crl_number = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_be_bytes();
         let params = CertificateRevocationListParams {
             this_update: time::OffsetDateTime::from(now),
             next_update: time::OffsetDateTime::from(next_update),

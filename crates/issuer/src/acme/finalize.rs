@@ -1,0 +1,117 @@
+//! ACME finalize: the CSR checked against the attested key, the leaf signed and recorded in
+//! one store transaction.
+
+use std::time::{Duration, SystemTime};
+
+use localcert_proto::binding::OriginBinding;
+use localcert_proto::origin::Origin;
+
+use super::order::is_expired;
+use super::wire::{FinalizePayload, Response, parse_payload};
+use super::{AcmeServer, Authenticated, Failure, Outcome, random_id};
+use crate::ca;
+use crate::error::{Error, Refusal};
+use crate::jws;
+use crate::leaf::{self, LeafSpec};
+use crate::store::{Attested, AuthzStatus, IssueOutcome, NewCert, Order, OrderStatus};
+use crate::validate;
+
+impl AcmeServer {
+    /// The attested key and user handle of an order whose authorizations are all valid and
+    /// agree on them.
+    pub(super) fn attested_key(&self, order_id: &str) -> Result<Attested, Failure> {
+        let authorizations = self.store.authorizations(order_id)?;
+        let mut attested: Option<Attested> = None;
+        for authz in &authorizations {
+            let this = authz
+                .attested
+                .as_ref()
+                .filter(|_| authz.status == AuthzStatus::Valid)
+                .ok_or(Refusal::OrderNotReady("pending"))?;
+            match &attested {
+                Some(first) if first.spki != this.spki || first.user_handle != this.user_handle => {
+                    return Err(Refusal::AttestedKey.into());
+                }
+                Some(_) => {}
+                None => attested = Some(this.clone()),
+            }
+        }
+        attested.ok_or(Refusal::OrderNotReady("pending").into())
+    }
+
+    pub(super) fn sign_leaf(
+        &self,
+        order: &Order,
+        origin: &Origin,
+        attested: &Attested,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<NewCert, Error> {
+        let serial = ca::random_serial_bytes()?;
+        let binding = OriginBinding::new(origin.clone(), &attested.user_handle);
+        let not_before = now.checked_sub(ca::BACKDATE).unwrap_or(now);
+        let not_after = now + lifetime;
+        let der = leaf::issue_leaf(
+            &self.ca,
+            &LeafSpec {
+                names: &order.names,
+                spki_der: &attested.spki,
+                binding: &binding,
+                not_before,
+                not_after,
+                serial: &serial,
+            },
+        )?;
+        Ok(NewCert {
+            serial: hex::encode(serial),
+            chain_pem: leaf::chain_pem(&der, &self.ca),
+            not_before,
+            not_after,
+        })
+    }
+
+    pub(super) fn lifetime(&self, order: &Order, now: SystemTime) -> Duration {
+        match order.star {
+            Some(star) => star
+                .lifetime
+                .min(star.end.duration_since(now).unwrap_or(Duration::ZERO)),
+            None => self.policy.leaf_lifetime,
+        }
+    }
+
+    pub(super) fn finalize(&self, auth: &Authenticated, id: &str, now: SystemTime) -> Outcome {
+        let account = auth.account()?;
+        let order = self.owned_order(account, id)?;
+        let payload: FinalizePayload = parse_payload(&auth.jws, "finalize")?;
+        if is_expired(&order, now) {
+            return Err(Refusal::OrderNotReady(OrderStatus::Invalid.as_str()).into());
+        }
+        if order.status != OrderStatus::Ready {
+            return Err(Refusal::OrderNotReady(order.status.as_str()).into());
+        }
+        let attested = self.attested_key(id)?;
+        let csr = jws::b64_decode("csr", &payload.csr)?;
+        validate::check_csr(&csr, &order.names, &attested.spki)?;
+        let lifetime = self.lifetime(&order, now);
+        let cert_id = random_id(16)?;
+        let outcome = self
+            .store
+            .issue(id, OrderStatus::Ready, None, &cert_id, now, &mut || {
+                self.sign_leaf(&order, &account.origin, &attested, now, lifetime)
+            })?;
+        match outcome {
+            IssueOutcome::NotReady(status) => {
+                return Err(Refusal::OrderNotReady(status.as_str()).into());
+            }
+            IssueOutcome::Issued(cert) => {
+                tracing::info!(order = id, serial = cert.serial, origin = %account.origin, "issued");
+            }
+        }
+        let order = self.owned_order(account, id)?;
+        let authorizations = self.store.authorizations(id)?;
+        Ok(
+            Response::json(200, &self.order_json(&order, &authorizations, now)?)
+                .with("location", self.order_url(id)),
+        )
+    }
+}
