@@ -1,0 +1,266 @@
+// The central side of SPEC §3.3 over any Link: one request at a time, reassembly of
+// notifications, KEEPALIVE, the response timeout, CANCEL on abort or timeout, and refusal of
+// anything the device must not send. The same code runs over Web Bluetooth and over the device
+// engine's stdio bridge in the Node tests.
+
+import { FRAGMENT_TIMEOUT_MS, PROTOCOL_REVISION, RESPONSE_TIMEOUT_MS } from './constants.js';
+import {
+  AbortedError, DeviceInfoError, DisconnectedError, LocalcertError, ResponseTimeoutError,
+  UnexpectedFrameError, UnsolicitedResponseError, deviceError,
+} from './errors.js';
+import { Command, type Frame, KeepAlive, Reassembler, fragment } from './frame.js';
+import { type Request, type Response, decodeResponse, encodeRequest, operationOf } from './messages.js';
+import { type GattInfo, decodeInfo } from './objects.js';
+
+/** A GATT connection to the service: the three characteristics, nothing else. */
+export interface Link {
+  /** Reads the info characteristic. */
+  readInfo(): Promise<Uint8Array>;
+  /** Writes one fragment to the control point (with or without response, as the link sees fit). */
+  write(fragment: Uint8Array): Promise<void>;
+  /** Turns status notifications on; `onDisconnect` is called once if the link drops. */
+  subscribe(onValue: (value: Uint8Array) => void, onDisconnect: () => void): Promise<void>;
+  /** Ends the connection. */
+  close(): Promise<void>;
+}
+
+/** Time, injectable so that tests drive the timeouts. */
+export interface Clock {
+  now(): number;
+  setTimeout(f: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimeout: (f, ms) => setTimeout(f, ms),
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
+/** KEEPALIVE status as a page shows it. */
+export type KeepAliveStatus = 'processing' | 'user_presence_needed';
+
+export interface RequestOptions {
+  /** Aborting sends CANCEL and rejects with AbortedError. */
+  signal?: AbortSignal | undefined;
+  /** Called for each KEEPALIVE, e.g. to tell the user to press the device's button. */
+  onKeepAlive?: ((status: KeepAliveStatus) => void) | undefined;
+  /** Response timeout (SPEC §3.3: 5 s); a KEEPALIVE restarts it. */
+  timeoutMs?: number | undefined;
+}
+
+/** A response with the exact bytes it came in (the RP backend decodes those). */
+export interface Answer {
+  response: Response;
+  bytes: Uint8Array;
+}
+
+interface Pending {
+  kind: 'msg' | 'ping';
+  request?: Request;
+  pingData?: Uint8Array;
+  resolve(frame: Frame): void;
+  reject(error: unknown): void;
+  onKeepAlive?: ((status: KeepAliveStatus) => void) | undefined;
+  timeoutMs: number;
+}
+
+export class Session {
+  readonly info: GattInfo;
+  readonly fragmentLen: number;
+  private readonly reassembler = new Reassembler();
+  private pending: Pending | undefined;
+  /** An error seen while no request was outstanding: the next request fails with it. */
+  private poisoned: unknown;
+  /** After a CANCEL the device answers the abandoned request once; that answer is dropped. */
+  private abandonedAnswers = 0;
+  private responseTimer: unknown;
+  private fragmentTimer: unknown;
+  private writes: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(private readonly link: Link, info: GattInfo, private readonly clock: Clock, attMtu?: number) {
+    this.info = info;
+    // Web Bluetooth does not expose the MTU: the device's max_fragment_len is the size (SPEC §2.1).
+    this.fragmentLen = attMtu === undefined ? info.maxFragmentLen : Math.min(info.maxFragmentLen, Math.max(attMtu - 5, 18));
+  }
+
+  /** Reads and checks the info characteristic, then subscribes to the status characteristic. */
+  static async open(link: Link, options: { clock?: Clock; attMtu?: number } = {}): Promise<Session> {
+    let info: GattInfo;
+    try {
+      info = decodeInfo(await link.readInfo());
+    } catch (e) {
+      if (e instanceof LocalcertError && !(e instanceof DisconnectedError)) {
+        throw new DeviceInfoError(`the device's info characteristic is refused: ${e.message}`, { cause: e });
+      }
+      throw e;
+    }
+    if (info.revision !== PROTOCOL_REVISION) {
+      throw new DeviceInfoError(`the device speaks protocol revision ${info.revision}, this package speaks ${PROTOCOL_REVISION}`);
+    }
+    const session = new Session(link, info, options.clock ?? systemClock, options.attMtu);
+    await link.subscribe((v) => session.onNotification(v), () => session.onDisconnect());
+    return session;
+  }
+
+  /** Sends a request and waits for its response (or a typed error). */
+  async request(request: Request, options: RequestOptions = {}): Promise<Answer> {
+    const frame = await this.exchange({ kind: 'msg', request }, Command.MSG, encodeRequest(request), options);
+    const response = decodeResponse(operationOf(request), frame.data);
+    if (response.kind === 'error') {
+      throw deviceError(response.code, 'response', response.message) ?? new UnexpectedFrameError(`status 0x${response.code.toString(16)}`);
+    }
+    return { response, bytes: frame.data };
+  }
+
+  /** PING: the device echoes the data (SPEC §3.1). */
+  async ping(data: Uint8Array, options: RequestOptions = {}): Promise<void> {
+    await this.exchange({ kind: 'ping', pingData: data }, Command.PING, data, options);
+  }
+
+  private exchange(what: Pick<Pending, 'kind' | 'request' | 'pingData'>, cmd: Command, data: Uint8Array, options: RequestOptions): Promise<Frame> {
+    if (this.closed) return Promise.reject(new DisconnectedError('the session is closed'));
+    if (this.poisoned !== undefined) return Promise.reject(this.poisoned);
+    if (this.pending) return Promise.reject(new LocalcertError('request_in_progress', 'one request at a time (SPEC §3.3)'));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
+    const fragments = fragment(cmd, data, this.fragmentLen);
+    return new Promise<Frame>((resolve, reject) => {
+      const onAbort = () => this.abandon(new AbortedError(signal?.reason));
+      const done = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.clock.clearTimeout(this.responseTimer);
+        this.clock.clearTimeout(this.fragmentTimer);
+        this.pending = undefined;
+      };
+      this.pending = {
+        ...what,
+        resolve: (f) => { done(); resolve(f); },
+        reject: (e) => { done(); reject(e); },
+        onKeepAlive: options.onKeepAlive,
+        timeoutMs: options.timeoutMs ?? RESPONSE_TIMEOUT_MS,
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.reassembler.reset();
+      this.armResponseTimer();
+      for (const f of fragments) this.enqueueWrite(f);
+    });
+  }
+
+  private enqueueWrite(f: Uint8Array): void {
+    this.writes = this.writes.then(() => (this.closed ? undefined : this.link.write(f))).catch((e) => {
+      this.pending?.reject(e instanceof LocalcertError ? e : new DisconnectedError('a write to the control point failed', { cause: e }));
+    });
+  }
+
+  private armResponseTimer(): void {
+    const pending = this.pending;
+    if (!pending) return;
+    this.clock.clearTimeout(this.responseTimer);
+    this.responseTimer = this.clock.setTimeout(() => {
+      // A frame left unfinished is the more precise diagnosis (SPEC §3.2 timeout).
+      try {
+        this.reassembler.handleTimeout(this.clock.now());
+      } catch (e) {
+        return this.abandon(e as LocalcertError);
+      }
+      this.abandon(new ResponseTimeoutError(pending.timeoutMs));
+    }, pending.timeoutMs);
+  }
+
+  /** Gives up on the request in progress: CANCEL to the device, the typed error to the caller. */
+  private abandon(error: LocalcertError): void {
+    if (!this.pending) return;
+    if (this.pending.kind === 'msg') this.abandonedAnswers = 1;
+    this.reassembler.reset();
+    this.enqueueWrite(fragment(Command.CANCEL, new Uint8Array(0), this.fragmentLen)[0]!);
+    this.pending.reject(error);
+  }
+
+  private fail(error: unknown): void {
+    if (this.pending) this.pending.reject(error);
+    else this.poisoned ??= error;
+  }
+
+  private onNotification(value: Uint8Array): void {
+    if (this.closed) return;
+    const now = this.clock.now();
+    let frame: Frame | undefined;
+    try {
+      frame = this.reassembler.handleFragment(now, value);
+    } catch (e) {
+      // A malformed notification fails the request; the device is told to stop working on it.
+      if (this.pending) this.abandon(e as LocalcertError);
+      else this.fail(e);
+      return;
+    }
+    this.clock.clearTimeout(this.fragmentTimer);
+    // Any accepted fragment is a sign of life for the request in progress.
+    this.armResponseTimer();
+    if (!frame) {
+      this.fragmentTimer = this.clock.setTimeout(() => this.onFragmentTimeout(), FRAGMENT_TIMEOUT_MS);
+      return;
+    }
+    this.onFrame(frame);
+  }
+
+  private onFragmentTimeout(): void {
+    try {
+      this.reassembler.handleTimeout(this.clock.now());
+    } catch (e) {
+      if (this.pending) this.abandon(e as LocalcertError);
+      else this.fail(e);
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    const pending = this.pending;
+    switch (frame.cmd) {
+      case Command.KEEPALIVE: {
+        const status = frame.data.length === 1 ? frame.data[0] : undefined;
+        if (status !== KeepAlive.PROCESSING && status !== KeepAlive.USER_PRESENCE_NEEDED) {
+          return this.fail(new UnexpectedFrameError('KEEPALIVE without a valid status byte'));
+        }
+        if (!pending) return; // a late keep-alive for an abandoned request
+        this.armResponseTimer();
+        pending.onKeepAlive?.(status === KeepAlive.PROCESSING ? 'processing' : 'user_presence_needed');
+        return;
+      }
+      case Command.MSG:
+        if (pending?.kind === 'msg') return pending.resolve(frame);
+        if (this.abandonedAnswers > 0 && !pending) {
+          this.abandonedAnswers--;
+          return;
+        }
+        return this.fail(new UnsolicitedResponseError());
+      case Command.ERROR: {
+        const code = frame.data.length === 1 ? frame.data[0]! : 0;
+        const error = deviceError(code, 'frame') ?? new UnexpectedFrameError('ERROR frame without a valid code');
+        return this.fail(error);
+      }
+      case Command.PING: {
+        const same = pending?.kind === 'ping' && pending.pingData !== undefined &&
+          pending.pingData.length === frame.data.length && pending.pingData.every((b, i) => b === frame.data[i]);
+        if (same) return pending!.resolve(frame);
+        return this.fail(new UnexpectedFrameError('PING the page did not send'));
+      }
+      default:
+        return this.fail(new UnexpectedFrameError(`command 0x${frame.cmd.toString(16)} from the device`));
+    }
+  }
+
+  private onDisconnect(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reassembler.reset();
+    this.pending?.reject(new DisconnectedError());
+  }
+
+  /** Ends the connection (a pending request fails with DisconnectedError). */
+  async close(): Promise<void> {
+    this.onDisconnect();
+    await this.writes;
+    await this.link.close();
+  }
+}
