@@ -47,8 +47,13 @@ export interface ProvisionOptions extends CommonOptions {
 export interface DeviceAnswer {
   status: number;
   body: string;
-  /** Access-Control-Allow-Origin when the response lets the page read it, else null. */
+  /**
+   * Access-Control-Allow-Origin when the page may read it, else null: browsers hide it unless
+   * the device's CORS policy lists it in expose_headers.
+   */
   allowOrigin: string | null;
+  /** The fetch Response type: 'cors' in a browser means its CORS check of the device passed. */
+  responseType: string;
 }
 
 export interface ProvisionResult {
@@ -272,7 +277,7 @@ async function fetchDevice(fetchFn: FetchLike, url: string, signal: AbortSignal 
     checkAborted(signal);
     throw new LocalcertError('device_unreachable', `the provisioned device did not answer over HTTPS at ${url}: ${(e as Error).message}`, { cause: e });
   }
-  return { status: res.status, body: await res.text(), allowOrigin: res.headers.get('access-control-allow-origin') };
+  return { status: res.status, body: await res.text(), allowOrigin: res.headers.get('access-control-allow-origin'), responseType: res.type };
 }
 
 /** The device's bindings (LIST over BLE). */
