@@ -11,6 +11,7 @@ mod demo;
 mod factory;
 mod issuer;
 mod progress;
+mod rp;
 mod ua;
 
 /// localcert: TLS certificates for .local devices, bootstrapped over Bluetooth LE.
@@ -32,6 +33,9 @@ enum Command {
     /// Play the browser: scan for devices, provision one, check its endpoint.
     #[command(subcommand)]
     Ua(ua::Command),
+    /// The web origin's backend: holds its ACME account, serves the browser package's API.
+    #[command(subcommand)]
+    Rp(rp::Command),
     /// The whole flow in one process: manufacturer, issuer, device, UA, on loopback with an
     /// in-memory BLE link. Needs no Bluetooth hardware and no network.
     Demo(demo::DemoArgs),
@@ -82,6 +86,7 @@ impl std::error::Error for Exit {}
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Issuer(_) => "warn,localcert_issuer=info",
+        Command::Rp(_) => "warn,localcert_rp=info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALCERT_LOG")
@@ -100,6 +105,7 @@ async fn main() -> std::process::ExitCode {
         Command::Issuer(cmd) => issuer::run(cmd).await,
         Command::Factory(cmd) => factory::run(cmd).await,
         Command::Ua(cmd) => ua::run(cmd).await,
+        Command::Rp(cmd) => rp::run(cmd).await,
         Command::Demo(args) => demo::run(args).await,
     };
     match result {

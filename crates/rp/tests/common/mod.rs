@@ -1,0 +1,382 @@
+//! The RP backend's test world: the real issuer serving ACME over HTTPS on loopback, a backend
+//! in front of it, and a simulated device that answers with the fixture device's attestation
+//! key (the device engine itself is another crate's; its answers are produced here with
+//! proto's transcript and attestation code).
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use localcert_issuer::acme::{AcmeServer, Policy};
+use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
+use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_issuer::validate::TrustConfig;
+use localcert_proto::attestation::AttestationObject;
+use localcert_proto::message::{
+    AttestResponse, InfoResponse, InstallResponse, PresenceMethod, Response,
+};
+use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
+use localcert_proto::origin::Origin;
+use localcert_proto::transcript::Transcript;
+use localcert_rp::config::{Config, Limits, UserToken};
+use localcert_rp::{AcmeSettings, Backend, Eab, TokenAuth};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const ORIGIN: &str = "https://vod.example.com";
+pub const KID: &str = "kid-vod";
+pub const HMAC: &[u8] = &[7; 32];
+pub const ORIGIN2: &str = "https://music.example.net:8443";
+pub const KID2: &str = "kid-music";
+pub const HMAC2: &[u8] = &[9; 32];
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789ab";
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn pem(path: &Path) -> Vec<u8> {
+    CertificateDer::from_pem_file(path)
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// The real issuer on loopback, with two registered origins.
+pub struct Issuer {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub directory_url: String,
+    pub tls_root: PathBuf,
+    pub issuer_root: Vec<u8>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Issuer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let files = CaFiles::in_dir(dir.path());
+        ca::init_ca(&files, "localcert test issuer", now).unwrap();
+        let tls_files = TlsFiles::in_dir(dir.path());
+        ca::init_tls(&tls_files, now).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
+        for (origin, kid, key) in [(ORIGIN, KID, HMAC), (ORIGIN2, KID2, HMAC2)] {
+            store
+                .add_relying_party(&RelyingParty {
+                    origin: Origin::parse(origin).unwrap(),
+                    eab_kid: kid.into(),
+                    eab_hmac_key: key.to_vec(),
+                    status: RelyingPartyStatus::Active,
+                    created: now,
+                })
+                .unwrap();
+        }
+        let trust =
+            TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], vec![]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let server = Arc::new(AcmeServer::new(
+            store.clone(),
+            IssuingCa::load(&files).unwrap(),
+            trust,
+            Policy::default(),
+            &base,
+        ));
+        let directory_url = server.directory_url();
+        let tls = localcert_issuer::serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(localcert_issuer::serve::serve(
+            listener,
+            tls,
+            server,
+            Duration::from_secs(1),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            issuer_root: pem(&files.root_cert),
+            tls_root: tls_files.cert.clone(),
+            dir,
+            store,
+            directory_url,
+            stop: Some(stop),
+        }
+    }
+
+    /// A backend configuration for [`ORIGIN`] with users alice and bob.
+    pub fn config(&self, limits: Limits) -> Config {
+        Config {
+            origin: Origin::parse(ORIGIN).unwrap(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            base_path: "/localcert".into(),
+            static_dir: None,
+            acme: AcmeSettings {
+                directory_url: self.directory_url.clone(),
+                tls_root: Some(self.tls_root.clone()),
+                eab: Eab {
+                    kid: KID.into(),
+                    key: HMAC.to_vec(),
+                },
+            },
+            limits,
+            cors: localcert_rp::config::default_cors(),
+            users: vec![
+                UserToken {
+                    token: ALICE.into(),
+                    handle: b"alice".to_vec(),
+                },
+                UserToken {
+                    token: BOB.into(),
+                    handle: b"bob".to_vec(),
+                },
+            ],
+        }
+    }
+
+    /// The issuer's orders as (status, its authorizations' statuses), oldest first: what the
+    /// refusal tests compare before and after.
+    pub fn orders(&self) -> Vec<(String, String)> {
+        let db = rusqlite::Connection::open(self.dir.path().join("issuer.sqlite")).unwrap();
+        let mut statement = db
+            .prepare(
+                "SELECT o.status, group_concat(a.status) FROM orders o \
+                 JOIN authorizations a ON a.order_id = o.id GROUP BY o.id ORDER BY o.rowid",
+            )
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn backend(config: &Config) -> Arc<Backend> {
+    Backend::new(config, Arc::new(TokenAuth::new(&config.users)))
+}
+
+/// One HTTP exchange with the router, in process.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub path: String,
+    pub origin: Option<&'a str>,
+    pub bearer: Option<&'a str>,
+    pub cookie: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl<'a> Call<'a> {
+    pub fn post(path: impl Into<String>, body: &Value) -> Self {
+        Self {
+            method: "POST",
+            path: path.into(),
+            origin: Some(ORIGIN),
+            bearer: Some(ALICE),
+            cookie: None,
+            body: serde_json::to_vec(body).unwrap(),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: "GET",
+            path: path.into(),
+            origin: None,
+            bearer: None,
+            cookie: None,
+            body: vec![],
+        }
+    }
+
+    pub async fn send(self, backend: &Arc<Backend>) -> (StatusCode, Value) {
+        let (status, bytes) = self.send_raw(backend).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn send_raw(self, backend: &Arc<Backend>) -> (StatusCode, Vec<u8>) {
+        let mut request = Request::builder().method(self.method).uri(&self.path);
+        if let Some(origin) = self.origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(token) = self.bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(cookie) = self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        let request = request.body(Body::from(self.body)).unwrap();
+        let response = backend.router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, bytes.to_vec())
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(value: &Value) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(value.as_str().unwrap()).unwrap()
+}
+
+/// The fixture device's side: its GET_INFO, ATTEST and INSTALL answers.
+pub struct SimDevice {
+    pub chain: Vec<Vec<u8>>,
+    key: EcdsaKeyPair,
+    pub label: DeviceLabel,
+}
+
+impl SimDevice {
+    pub fn new(which: &str) -> Self {
+        let dir = fixtures().join("devices").join(which);
+        let chain = CertificateDer::pem_file_iter(dir.join("attestation.pem"))
+            .unwrap()
+            .map(|c| c.unwrap().as_ref().to_vec())
+            .collect();
+        let pkcs8 = PrivatePkcs8KeyDer::from_pem_file(dir.join("attestation.key.pem")).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            pkcs8.secret_pkcs8_der(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        Self {
+            chain,
+            key,
+            label: DeviceLabel::parse("tv").unwrap(),
+        }
+    }
+
+    pub fn info_response(&self) -> InfoResponse {
+        InfoResponse {
+            revision: 1,
+            product: "Media Server 1".into(),
+            device_label: self.label.clone(),
+            attestation_chain: self.chain.clone(),
+            presence: PresenceMethod::Button,
+            bindings: 0,
+            max_bindings: 8,
+        }
+    }
+
+    /// The GET_INFO answer message.
+    pub fn info(&self) -> Vec<u8> {
+        Response::Info(self.info_response()).encode()
+    }
+
+    pub fn name(&self, origin: &str, label: &DeviceLabel) -> LocalName {
+        LocalName::derive(
+            label,
+            &Origin::parse(origin).unwrap(),
+            &DeviceTag::from_attestation_certificate(&self.chain[0]),
+        )
+    }
+
+    /// An ATTEST answer to the fields the backend returned, with its CSR for `csr_name` (the
+    /// derived name unless a test says otherwise).
+    pub fn attest_for(&self, attest: &Value, csr_name: Option<&str>) -> AttestResponse {
+        let origin = Origin::parse(attest["origin"].as_str().unwrap()).unwrap();
+        let label = DeviceLabel::parse(attest["device_label"].as_str().unwrap()).unwrap();
+        let user_handle = unb64(&attest["user_handle"]);
+        let key_authorization = attest["key_authorization"].as_str().unwrap();
+        let name = self.name(origin.as_str(), &label);
+        let csr_name = csr_name.map_or_else(|| name.clone(), |n| LocalName::parse(n).unwrap());
+        let tls_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![csr_name.to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params.serialize_request(&tls_key).unwrap().der().to_vec();
+        let spki = localcert_rp::check::csr_spki(&csr, &csr_name).unwrap();
+        let transcript = Transcript {
+            key_authorization,
+            origin: &origin,
+            user_handle: &user_handle,
+            csr_spki: &spki,
+            names: &[name],
+        }
+        .to_bytes();
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), &transcript)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let object = AttestationObject {
+            sig,
+            x5c: self.chain.clone(),
+            spki,
+            user_handle,
+        };
+        AttestResponse {
+            csr,
+            attestation_object: object.encode(),
+        }
+    }
+
+    pub fn attest(&self, attest: &Value) -> Vec<u8> {
+        Response::Attest(self.attest_for(attest, None)).encode()
+    }
+
+    /// The INSTALL answer a device gives after installing the chain the backend returned.
+    pub fn install(&self, answer: &Value, port: u16) -> Vec<u8> {
+        let leaf = unb64(&answer["install"]["chain"][0]);
+        let fingerprint = sha256(&leaf);
+        let name = LocalName::parse(answer["name"].as_str().unwrap()).unwrap();
+        Response::Install(InstallResponse {
+            name,
+            https_port: port,
+            fingerprint,
+        })
+        .encode()
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+/// Starts a flow for alice; returns (flow id, the 201 body).
+pub async fn start(backend: &Arc<Backend>, device: &SimDevice) -> (String, Value) {
+    let (status, body) = Call::post("/localcert/flows", &json!({"info": b64(&device.info())}))
+        .send(backend)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (body["flow"].as_str().unwrap().to_owned(), body)
+}
