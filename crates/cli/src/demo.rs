@@ -14,6 +14,7 @@ use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use localcert_device::agent::Agent;
+use localcert_device::gatt::GattServer;
 use localcert_device::mdns::{Announcer, Interfaces};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
@@ -264,7 +265,16 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ => {}
         }
     });
-    let mut connector = SimConnector::new(agent, profile);
+    // The device's BLE session driver; each in-memory connection is a new central.
+    let gatt = Arc::new(GattServer::new(agent));
+    let mut centrals = 0u32;
+    let mut connector = SimConnector::new(
+        move || {
+            centrals += 1;
+            gatt.connection(centrals)
+        },
+        profile,
+    );
     let plan = Plan {
         directory_url: directory_url.clone(),
         acme_tls_root: Some(config.tls_files().cert),

@@ -9,6 +9,9 @@
 //! - [`mdns`]: announcing names with mdns-sd.
 //! - [`star`]: STAR certificate renewal.
 //! - [`agent`]: the engine on tokio, wired to HTTPS, mDNS and renewal.
+//! - [`gatt`]: the BLE session driver every transport shares (one central at a time,
+//!   takeover, MTU, writes, notifications, disconnect), and the sans-IO connection of the
+//!   in-memory link.
 //! - `bluez` (feature `bluez`, Linux): the bluer GATT server.
 //! - [`config`]: the reference daemon's `device.toml`.
 
@@ -27,6 +30,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod factory;
+pub mod gatt;
 pub mod https;
 pub mod mdns;
 pub mod pki;

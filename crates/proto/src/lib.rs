@@ -19,6 +19,7 @@ pub mod gatt;
 pub mod message;
 pub mod name;
 pub mod origin;
+pub mod peripheral;
 pub mod transcript;
 
 pub use error::{DecodeError, Error, ErrorCode, FrameError, NameError, OriginError};

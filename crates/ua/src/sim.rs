@@ -1,4 +1,5 @@
-//! An in-memory BLE link joined to a device engine in the same process, with a simulated clock.
+//! An in-memory BLE link to any sans-IO peripheral ([`GattPeripheral`]: the device's session
+//! driver in the same process, or a scripted one), with a simulated clock.
 //!
 //! It models what makes BLE slow: the ATT MTU, the link-layer payload (27 bytes, or 251 with
 //! data length extension), the connection interval, how many packets fit in one connection
@@ -7,28 +8,11 @@
 //! tests and benchmarks run the real protocol without a radio.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use localcert_device::agent::Agent;
+use localcert_proto::peripheral::GattPeripheral;
 
 use crate::link::{BleLink, LinkError};
-
-/// The device end of an in-memory link: a GATT server driven by fragments and time.
-pub trait SimPeripheral: Send {
-    /// The value of the info characteristic for a connection with this ATT MTU.
-    fn read_info(&mut self, att_mtu: u16) -> Vec<u8>;
-    /// A fragment written to the control point.
-    fn write(&mut self, now: Instant, value: &[u8]);
-    /// The next fragment to notify on the status characteristic, if any.
-    fn poll_notification(&mut self, now: Instant) -> Option<Vec<u8>>;
-    /// When the peripheral next needs [`SimPeripheral::handle_timeout`].
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// Time has reached the deadline from `poll_timeout`.
-    fn handle_timeout(&mut self, now: Instant);
-    /// The connection ended.
-    fn disconnect(&mut self);
-}
 
 /// The radio parameters of a simulated link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +100,7 @@ pub struct LinkStats {
     pub elapsed: Duration,
 }
 
-/// An in-memory link to a [`SimPeripheral`].
+/// An in-memory link to a [`GattPeripheral`].
 #[derive(Debug)]
 pub struct SimLink<P> {
     peripheral: P,
@@ -136,9 +120,11 @@ pub struct SimLink<P> {
     connected: bool,
 }
 
-impl<P: SimPeripheral> SimLink<P> {
-    /// Connects to `peripheral` with `profile`; the simulated clock starts at `start`.
-    pub fn new(peripheral: P, profile: LinkProfile, start: Instant) -> Self {
+impl<P: GattPeripheral> SimLink<P> {
+    /// Connects to `peripheral` with `profile` and subscribes to its status notifications,
+    /// as a central does before its first request; the simulated clock starts at `start`.
+    pub fn new(mut peripheral: P, profile: LinkProfile, start: Instant) -> Self {
+        peripheral.subscribe();
         Self {
             peripheral,
             profile,
@@ -231,7 +217,7 @@ impl<P: SimPeripheral> SimLink<P> {
 
     /// Moves what the peripheral wants to notify into the inbox.
     fn collect_notifications(&mut self) -> Result<(), LinkError> {
-        while let Some(value) = self.peripheral.poll_notification(self.now) {
+        while let Some(value) = self.peripheral.poll_notification() {
             self.crossing()?;
             let arrival = self.transmit(self.now, self.profile.packets_for(value.len()));
             self.stats.notifications += 1;
@@ -242,7 +228,7 @@ impl<P: SimPeripheral> SimLink<P> {
     }
 }
 
-impl<P: SimPeripheral> BleLink for SimLink<P> {
+impl<P: GattPeripheral + Send> BleLink for SimLink<P> {
     fn att_mtu(&self) -> u16 {
         self.profile.att_mtu
     }
@@ -272,7 +258,9 @@ impl<P: SimPeripheral> BleLink for SimLink<P> {
         let arrived = self.transmit(not_before, self.profile.packets_for(fragment.len()));
         self.stats.writes += 1;
         self.stats.bytes_up += fragment.len() as u64;
-        self.peripheral.write(arrived, fragment);
+        self.peripheral
+            .write(arrived, self.profile.att_mtu, fragment)
+            .map_err(|refused| LinkError::Backend(format!("write refused: {refused}")))?;
         if self.profile.write_with_response {
             // The write response comes back in the next connection event.
             self.write_ready = self.transmit(arrived + self.profile.connection_interval, 1);
@@ -331,89 +319,30 @@ impl<P: SimPeripheral> BleLink for SimLink<P> {
     }
 }
 
-/// A device agent ([`localcert_device::agent::Agent`]: the engine with its HTTPS server, mDNS
-/// responder and STAR renewal) as the peripheral of an in-memory link, one engine session per
-/// connection. The agent acts on events at once, so a binding is served before the UA reads
-/// the INSTALL response.
-pub struct DevicePeripheral {
-    agent: Arc<Agent>,
-    session: Option<localcert_device::SessionId>,
-}
-
-impl std::fmt::Debug for DevicePeripheral {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevicePeripheral")
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DevicePeripheral {
-    /// A new connection to `agent`.
-    pub fn new(agent: Arc<Agent>) -> Self {
-        Self {
-            agent,
-            session: None,
-        }
-    }
-
-    fn session(&mut self, att_mtu: u16) -> localcert_device::SessionId {
-        *self
-            .session
-            .get_or_insert_with(|| self.agent.with_device(|d| d.connect(att_mtu)))
-    }
-}
-
-impl SimPeripheral for DevicePeripheral {
-    fn read_info(&mut self, att_mtu: u16) -> Vec<u8> {
-        let session = self.session(att_mtu);
-        self.agent.with_device(|d| d.gatt_info(session))
-    }
-
-    fn write(&mut self, now: Instant, value: &[u8]) {
-        let session = self.session(localcert_proto::gatt::MIN_ATT_MTU);
-        self.agent
-            .with_device(|d| d.handle_fragment(session, now, value));
-        self.agent.pump();
-    }
-
-    fn poll_notification(&mut self, _now: Instant) -> Option<Vec<u8>> {
-        let session = self.session?;
-        self.agent.with_device(|d| d.poll_fragment(session))
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.agent.with_device(|d| d.poll_timeout())
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.agent.with_device(|d| d.handle_timeout(now));
-        self.agent.pump();
-    }
-
-    fn disconnect(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.agent.with_device(|d| d.disconnect(session));
-            self.agent.pump();
-        }
-    }
-}
-
-/// Connects a UA to a device agent over in-memory links, a fresh link per connection, as a
-/// [`crate::provision::Connector`].
-#[derive(Debug)]
-pub struct SimConnector {
-    agent: Arc<Agent>,
+/// Connects a UA to peripherals over in-memory links, a fresh link per connection, as a
+/// [`crate::provision::Connector`]. `connect` makes the device end of each new connection (for
+/// a real device engine: `localcert_device::gatt::GattServer::connection`).
+pub struct SimConnector<F> {
+    connect: F,
     profile: LinkProfile,
     drop_first_at: Option<usize>,
     connections: usize,
 }
 
-impl SimConnector {
-    /// Links to `agent` with `profile`.
-    pub fn new(agent: Arc<Agent>, profile: LinkProfile) -> Self {
+impl<F> std::fmt::Debug for SimConnector<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConnector")
+            .field("profile", &self.profile.name)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> SimConnector<F> {
+    /// Links to the peripherals `connect` makes, with `profile`.
+    pub fn new(connect: F, profile: LinkProfile) -> Self {
         Self {
-            agent,
+            connect,
             profile,
             drop_first_at: None,
             connections: 0,
@@ -432,16 +361,16 @@ impl SimConnector {
     }
 }
 
-impl crate::provision::Connector for SimConnector {
-    type Link = SimLink<DevicePeripheral>;
+impl<F, P> crate::provision::Connector for SimConnector<F>
+where
+    F: FnMut() -> P + Send,
+    P: GattPeripheral + Send,
+{
+    type Link = SimLink<P>;
 
     async fn connect(&mut self) -> Result<Self::Link, LinkError> {
         // Each connection's simulated clock starts now: link time is per connection.
-        let link = SimLink::new(
-            DevicePeripheral::new(self.agent.clone()),
-            self.profile.clone(),
-            Instant::now(),
-        );
+        let link = SimLink::new((self.connect)(), self.profile.clone(), Instant::now());
         self.connections += 1;
         Ok(match self.drop_first_at.take() {
             Some(n) => link.drop_at_fragment(n),

@@ -9,9 +9,8 @@ use localcert_proto::ErrorCode;
 use localcert_proto::frame::{Command, Frame, KEEPALIVE_INTERVAL, KeepAliveStatus, Reassembler};
 use localcert_proto::gatt::{GattInfo, fragment_len};
 use localcert_proto::message::{InstallRequest, Request, Response};
-use localcert_ua::{
-    BleLink, LinkError, LinkProfile, SimLink, SimPeripheral, Transport, TransportError,
-};
+use localcert_proto::peripheral::{GattPeripheral, WriteRefused};
+use localcert_ua::{BleLink, LinkError, LinkProfile, SimLink, Transport, TransportError};
 
 /// Answers every request with an error response after `delay`, sending keep-alives meanwhile;
 /// or never, or with garbage.
@@ -36,29 +35,32 @@ impl Scripted {
     }
 }
 
-impl SimPeripheral for Scripted {
+impl GattPeripheral for Scripted {
     fn read_info(&mut self, att_mtu: u16) -> Vec<u8> {
         self.mtu = att_mtu;
         GattInfo::for_mtu(att_mtu).encode()
     }
 
-    fn write(&mut self, now: Instant, value: &[u8]) {
+    fn subscribe(&mut self) {}
+
+    fn write(&mut self, now: Instant, _att_mtu: u16, value: &[u8]) -> Result<(), WriteRefused> {
         if let Ok(Some(frame)) = self.reassembler.handle_fragment(now, value) {
             self.frames_seen.push(frame.cmd);
             if frame.cmd != Command::Msg || self.silent {
-                return;
+                return Ok(());
             }
             if self.garbage {
                 self.out.push_back(vec![0x05, 0x05]);
-                return;
+                return Ok(());
             }
             self.answer_at = Some(now + self.delay);
             self.next_keep_alive = Some(now + KEEPALIVE_INTERVAL);
             self.handle_timeout(now);
         }
+        Ok(())
     }
 
-    fn poll_notification(&mut self, _now: Instant) -> Option<Vec<u8>> {
+    fn poll_notification(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
     }
 

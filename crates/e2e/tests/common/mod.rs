@@ -13,11 +13,13 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use localcert_device::agent::Agent;
+use localcert_device::gatt::{Connection, GattServer};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
 use localcert_device::star::{HttpsFetcher, StarFetch};
@@ -65,6 +67,9 @@ pub struct World {
     pub directory_url: String,
     pub tls_root: PathBuf,
     pub agent: Arc<Agent>,
+    /// The device's BLE session driver; each in-memory connection is a new central.
+    pub gatt: Arc<GattServer<u64>>,
+    centrals: Arc<AtomicU64>,
     pub sites: Arc<localcert_device::https::Sites>,
     pub https_port: u16,
     shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -166,6 +171,7 @@ impl World {
                 let _ = stopped.await;
             },
         ));
+        let agent = Agent::new(device, sites.clone(), None, Some(fetcher));
         Self {
             tls_root: tls_files.cert.clone(),
             dir,
@@ -174,7 +180,9 @@ impl World {
             issuer_addr,
             issuer_root,
             directory_url,
-            agent: Agent::new(device, sites.clone(), None, Some(fetcher)),
+            gatt: Arc::new(GattServer::new(agent.clone())),
+            centrals: Arc::new(AtomicU64::new(0)),
+            agent,
             sites,
             https_port,
             shutdown: vec![stop_issuer, stop_device],
@@ -217,8 +225,16 @@ impl World {
 
     /// A connector whose first connection drops at fragment `drop_at` (if any); installed
     /// bindings go straight to the HTTPS server.
-    pub fn connector(&self, profile: LinkProfile, drop_at: Option<usize>) -> SimConnector {
-        let connector = SimConnector::new(self.agent.clone(), profile);
+    pub fn connector(
+        &self,
+        profile: LinkProfile,
+        drop_at: Option<usize>,
+    ) -> SimConnector<impl FnMut() -> Connection<u64> + Send + use<>> {
+        let (gatt, centrals) = (self.gatt.clone(), self.centrals.clone());
+        let connector = SimConnector::new(
+            move || gatt.connection(centrals.fetch_add(1, Ordering::Relaxed)),
+            profile,
+        );
         match drop_at {
             Some(n) => connector.drop_first_at(n),
             None => connector,

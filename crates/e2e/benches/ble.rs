@@ -2,7 +2,7 @@
 //! engine, per link profile. Prints simulated link time and bytes (the radio model) and the wall
 //! time the engine and the UA spend per exchange (key generation, signing, framing).
 //!
-//! Run: `cargo bench -p localcert-ua --bench ble`
+//! Run: `cargo bench -p localcert-e2e --bench ble`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use localcert_device::agent::Agent;
+use localcert_device::gatt::GattServer;
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
 use localcert_device::store::MemoryStore;
@@ -17,12 +18,11 @@ use localcert_device::{Device, DeviceConfig};
 use localcert_proto::message::{AttestRequest, Request};
 use localcert_proto::name::DeviceLabel;
 use localcert_proto::origin::Origin;
-use localcert_ua::sim::DevicePeripheral;
 use localcert_ua::{LinkProfile, SimLink, Transport};
 
 const ROUNDS: u32 = 200;
 
-fn agent() -> std::sync::Arc<Agent> {
+fn server() -> std::sync::Arc<GattServer<u32>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
     let signer = FileSigner::from_files(
         &dir.join("attestation.key.pem"),
@@ -35,7 +35,8 @@ fn agent() -> std::sync::Arc<Agent> {
         Box::new(AutoApprove),
         Box::new(MemoryStore::new()),
     );
-    Agent::new(device, localcert_device::https::Sites::new(), None, None)
+    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    std::sync::Arc::new(GattServer::new(agent))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -53,15 +54,11 @@ async fn main() {
         "profile", "bytes up", "bytes dn", "writes", "notifs", "sim time", "wall/round"
     );
     for profile in LinkProfile::ALL {
-        let agent = agent();
+        let server = server();
         let mut wall = Duration::ZERO;
         let mut last = None;
-        for _ in 0..ROUNDS {
-            let link = SimLink::new(
-                DevicePeripheral::new(agent.clone()),
-                profile.clone(),
-                Instant::now(),
-            );
+        for round in 0..ROUNDS {
+            let link = SimLink::new(server.connection(round), profile.clone(), Instant::now());
             let started = Instant::now();
             let mut transport = Transport::open(link).await.unwrap();
             transport.request(&Request::GetInfo, |_| {}).await.unwrap();

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use localcert_device::agent::Agent;
+use localcert_device::gatt::{Connection, GattServer};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
 use localcert_device::store::MemoryStore;
@@ -15,10 +17,9 @@ use localcert_proto::attestation::AttestationObject;
 use localcert_proto::message::{AttestRequest, Request, Response};
 use localcert_proto::name::{DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
-use localcert_ua::sim::DevicePeripheral;
 use localcert_ua::{LinkError, LinkProfile, SimLink, Transport, TransportError};
 
-fn device() -> Arc<Agent> {
+fn device() -> Arc<GattServer<u64>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
     let signer = FileSigner::from_files(
         &dir.join("attestation.key.pem"),
@@ -31,7 +32,14 @@ fn device() -> Arc<Agent> {
         Box::new(AutoApprove),
         Box::new(MemoryStore::new()),
     );
-    Agent::new(device, localcert_device::https::Sites::new(), None, None)
+    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    Arc::new(GattServer::new(agent))
+}
+
+/// A new central's connection to `server`.
+fn connect(server: &Arc<GattServer<u64>>) -> Connection<u64> {
+    static CENTRALS: AtomicU64 = AtomicU64::new(0);
+    server.connection(CENTRALS.fetch_add(1, Ordering::Relaxed))
 }
 
 fn attest(origin: &Origin) -> Request {
@@ -45,7 +53,7 @@ fn attest(origin: &Origin) -> Request {
 }
 
 async fn get_info_then_attest(
-    link: SimLink<DevicePeripheral>,
+    link: SimLink<Connection<u64>>,
 ) -> Result<(LocalName, Vec<u8>), TransportError> {
     let mut transport = Transport::open(link).await?;
     let Response::Info(info) = transport.request(&Request::GetInfo, |_| {}).await? else {
@@ -67,11 +75,7 @@ async fn get_info_then_attest(
 #[tokio::test]
 async fn get_info_and_attest_on_both_profiles() {
     for profile in LinkProfile::ALL {
-        let link = SimLink::new(
-            DevicePeripheral::new(device()),
-            profile.clone(),
-            Instant::now(),
-        );
+        let link = SimLink::new(connect(&device()), profile.clone(), Instant::now());
         let mut transport = Transport::open(link).await.unwrap();
         assert_eq!(
             transport.fragment_len(),
@@ -98,11 +102,7 @@ async fn get_info_and_attest_on_both_profiles() {
 async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
     for profile in LinkProfile::ALL {
         let fragments = {
-            let link = SimLink::new(
-                DevicePeripheral::new(device()),
-                profile.clone(),
-                Instant::now(),
-            );
+            let link = SimLink::new(connect(&device()), profile.clone(), Instant::now());
             let mut transport = Transport::open(link).await.unwrap();
             transport.request(&Request::GetInfo, |_| {}).await.unwrap();
             transport
@@ -118,12 +118,8 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
         let device = device();
         let mut keys = std::collections::HashSet::new();
         for n in 0..fragments {
-            let link = SimLink::new(
-                DevicePeripheral::new(device.clone()),
-                profile.clone(),
-                Instant::now(),
-            )
-            .drop_at_fragment(n);
+            let link =
+                SimLink::new(connect(&device), profile.clone(), Instant::now()).drop_at_fragment(n);
             let result = get_info_then_attest(link).await;
             // DER signatures vary by a byte or two, so this run may be a fragment shorter than
             // the measured one: only then may a drop near the end miss.
@@ -134,11 +130,7 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
                 matches!(result, Err(TransportError::Link(LinkError::Disconnected))),
                 "{n}: {result:?}"
             );
-            let link = SimLink::new(
-                DevicePeripheral::new(device.clone()),
-                profile.clone(),
-                Instant::now(),
-            );
+            let link = SimLink::new(connect(&device), profile.clone(), Instant::now());
             let (_, spki) = get_info_then_attest(link).await.unwrap();
             assert!(keys.insert(spki), "a fresh key per ATTEST");
         }
