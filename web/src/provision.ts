@@ -199,7 +199,8 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
     if (options.label !== undefined) flowBody.label = options.label;
     if (options.star) flowBody.star = true;
     const flow = await backend.call('POST', '/flows', flowBody);
-    const flowId = field<string | number>(flow, 'flow', typeof (flow as { flow?: unknown }).flow === 'number' ? 'number' : 'string');
+    const flowId = (flow as { flow?: unknown }).flow;
+    if (typeof flowId !== 'string' && typeof flowId !== 'number') throw new BackendProtocolError('the backend\'s answer has no flow id');
     const name = field<string>(flow, 'name', 'string');
     const attest = field<object>(flow, 'attest', 'object');
     const attestOrigin = field<string>(attest, 'origin', 'string');

@@ -125,6 +125,10 @@ export class Session {
     if (this.pending) return Promise.reject(new LocalcertError('request_in_progress', 'one request at a time (SPEC §3.3)'));
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
+    // The device said how long a message it takes (info, SPEC §2).
+    if (data.length > this.info.maxMessageLen) {
+      return Promise.reject(new LocalcertError('message_too_long', `a ${data.length}-byte message is longer than the device takes (${this.info.maxMessageLen})`));
+    }
     const fragments = fragment(cmd, data, this.fragmentLen);
     return new Promise<Frame>((resolve, reject) => {
       const onAbort = () => this.abandon(new AbortedError(signal?.reason));

@@ -55,6 +55,15 @@ test('fragments are sized from max_fragment_len', async () => {
   assert.equal((await p).response.kind, 'remove');
 });
 
+test('a request longer than the device\'s max_message_len is not sent', async () => {
+  const link = new FakeLink();
+  link.info = encodeInfo({ revision: 1, maxFragmentLen: 18, maxMessageLen: 20 });
+  const { session } = await open(link);
+  await assert.rejects(session.request({ kind: 'remove', value: { origin: 'https://vod.example.com' } }),
+    (e) => e instanceof LocalcertError && e.code === 'message_too_long');
+  assert.equal(link.writes.length, 0);
+});
+
 test('a response to a request never sent is refused, and the next request fails with it', async () => {
   const { link, session } = await open();
   link.notify(...msg(LIST_EMPTY));
