@@ -32,6 +32,9 @@ pub enum Error {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The store cannot be reached for now (database down or restarting): retry later.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// A request was refused.
     #[error(transparent)]
     Refused(#[from] Refusal),

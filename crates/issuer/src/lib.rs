@@ -1,5 +1,6 @@
 //! localcert issuer: a name-constrained private CA for `.local` names with an ACME server
-//! (External Account Binding, `device-attest-01`, STAR auto-renewal) and a SQLite store.
+//! (External Account Binding, `device-attest-01`, STAR auto-renewal) and a SQLite or
+//! PostgreSQL store.
 //!
 //! - [`ca`]: CA setup (root and issuing intermediate, both name-constrained) and loading, the
 //!   separate localhost HTTPS certificate, CRLs.
@@ -8,7 +9,8 @@
 //! - [`validate`]: the decisions, as pure functions over a request, the stored order, the trust
 //!   configuration and `now`.
 //! - [`jws`]: ACME JWS (ES256, EdDSA) and External Account Binding verification.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation, with the audit log.
+//! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL implementations, with the
+//!   audit log.
 //! - [`acme`]: the ACME server as a function from request to response; [`serve`] is its HTTPS
 //!   transport (axum, hyper, rustls).
 //! - [`config`] and [`operator`]: the TOML configuration and what `localcert issuer …` does.

@@ -1,7 +1,7 @@
 //! Issuer state behind one trait: relying parties, ACME accounts, nonces, orders with their
-//! authorizations, certificates and the audit log. [`SqliteStore`] is the embedded default; the
-//! trait is synchronous and transaction-shaped so a PostgreSQL implementation (several stateless
-//! replicas) can follow without changing callers.
+//! authorizations, certificates and the audit log. [`SqliteStore`] is the embedded default;
+//! [`PgStore`] puts the same contract on PostgreSQL for several stateless replicas. The trait is
+//! synchronous and transaction-shaped; `tests/store.rs` runs one contract suite on both.
 //!
 //! Issuance is one transaction: the order moves from `ready` to `valid` conditionally, the leaf
 //! is signed inside the transaction and recorded with it. If the process dies before the commit,
@@ -15,9 +15,13 @@ use localcert_proto::origin::Origin;
 
 use crate::error::Error;
 
+mod postgres;
+mod postgres_conn;
+mod postgres_rows;
 mod sqlite;
 mod sqlite_rows;
 
+pub use postgres_conn::{POOL_TIMEOUT, PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Seconds since the Unix epoch, as stored.

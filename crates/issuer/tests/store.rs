@@ -1,9 +1,20 @@
-//! The SQLite store: single-use nonces, conditional transitions, issuance that is recorded
-//! exactly once or not at all, relying-party revocation, the audit log.
+//! The store contract, run on every backend (SQLite always, PostgreSQL when asked for: see
+//! store/backends.rs): single-use nonces, conditional transitions, issuance that is recorded
+//! exactly once or not at all, relying-party revocation, the audit log, and the same rules with
+//! several handles (replicas) racing on one database (store/races.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "store/backends.rs"]
+#[macro_use]
+mod backends;
+#[path = "store/races.rs"]
+mod races;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use backends::Db;
 
 use localcert_issuer::Error;
 use localcert_issuer::store::{
@@ -12,6 +23,28 @@ use localcert_issuer::store::{
 };
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
+use races::{
+    attestations_race_to_one_ready_order, finalizes_race_to_one_issuance, nonce_races_to_one_taker,
+    renewals_race_to_one_certificate,
+};
+
+contract!(
+    relying_parties_are_unique,
+    nonces_are_single_use_and_expire,
+    accounts_are_unique_by_key,
+    orders_and_authorizations_keep_their_order,
+    attestation_is_recorded_once_and_makes_the_order_ready,
+    issuance_is_recorded_exactly_once,
+    star_renewal_is_due_at_half_lifetime_until_canceled,
+    canceling_ends_pending_orders_and_star_renewals,
+    certificates_are_revoked_once_and_listed_until_they_expire,
+    revoking_a_relying_party_cascades,
+    audit_log_keeps_the_latest_in_order,
+    finalizes_race_to_one_issuance,
+    renewals_race_to_one_certificate,
+    attestations_race_to_one_ready_order,
+    nonce_races_to_one_taker,
+);
 
 fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
@@ -31,8 +64,9 @@ fn rp() -> RelyingParty {
     }
 }
 
-fn seeded(star: bool) -> SqliteStore {
-    let store = SqliteStore::in_memory().unwrap();
+/// A relying party, its account `acct-1` and order `order-1` (one name, pending).
+fn seeded(db: &Db, star: bool) -> Arc<dyn Store> {
+    let store = db.open();
     store.add_relying_party(&rp()).unwrap();
     store
         .create_account(&Account {
@@ -89,9 +123,8 @@ fn new_cert(serial: &str, from: u64, days: u64) -> NewCert {
     }
 }
 
-#[test]
-fn relying_parties_are_unique() {
-    let store = seeded(false);
+fn relying_parties_are_unique(db: &Db) {
+    let store = seeded(db, false);
     assert!(store.add_relying_party(&rp()).is_err());
     let all = store.relying_parties().unwrap();
     assert_eq!(all.len(), 1);
@@ -104,9 +137,8 @@ fn relying_parties_are_unique() {
     assert!(store.relying_party_by_kid("nope").unwrap().is_none());
 }
 
-#[test]
-fn nonces_are_single_use_and_expire() {
-    let store = SqliteStore::in_memory().unwrap();
+fn nonces_are_single_use_and_expire(db: &Db) {
+    let store = db.open();
     store.put_nonce("n1", t(100)).unwrap();
     store.put_nonce("n2", t(100)).unwrap();
     assert!(store.take_nonce("n1", t(50)).unwrap());
@@ -115,9 +147,8 @@ fn nonces_are_single_use_and_expire() {
     assert!(!store.take_nonce("never", t(0)).unwrap());
 }
 
-#[test]
-fn attestation_is_recorded_once_and_makes_the_order_ready() {
-    let store = seeded(false);
+fn attestation_is_recorded_once_and_makes_the_order_ready(db: &Db) {
+    let store = seeded(db, false);
     assert!(store.record_attestation("authz-1", &attested()).unwrap());
     assert!(
         !store.record_attestation("authz-1", &attested()).unwrap(),
@@ -132,9 +163,8 @@ fn attestation_is_recorded_once_and_makes_the_order_ready() {
     );
 }
 
-#[test]
-fn issuance_is_recorded_exactly_once() {
-    let store = seeded(false);
+fn issuance_is_recorded_exactly_once(db: &Db) {
+    let store = seeded(db, false);
     let mut sign = || Ok(new_cert("01", 20, 7));
     // Not ready yet: nothing is signed.
     let mut signed = false;
@@ -218,9 +248,8 @@ fn issuance_is_recorded_exactly_once() {
     assert_eq!(issued[0].origin.as_deref(), Some("https://vod.example.com"));
 }
 
-#[test]
-fn star_renewal_is_due_at_half_lifetime_until_canceled() {
-    let store = seeded(true);
+fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
+    let store = seeded(db, true);
     store.record_attestation("authz-1", &attested()).unwrap();
     store
         .issue(
@@ -273,9 +302,8 @@ fn star_renewal_is_due_at_half_lifetime_until_canceled() {
     );
 }
 
-#[test]
-fn revoking_a_relying_party_cascades() {
-    let store = seeded(true);
+fn revoking_a_relying_party_cascades(db: &Db) {
+    let store = seeded(db, true);
     store.record_attestation("authz-1", &attested()).unwrap();
     store
         .issue(
@@ -316,6 +344,237 @@ fn revoking_a_relying_party_cascades() {
             .iter()
             .any(|e| e.event == "rp-revoked")
     );
+}
+
+fn account(id: &str, thumbprint: &str) -> Account {
+    Account {
+        id: id.into(),
+        eab_kid: "kid-1".into(),
+        origin: origin(),
+        jwk: format!("{{\"k\":\"{id}\"}}"),
+        thumbprint: thumbprint.into(),
+        status: AccountStatus::Valid,
+    }
+}
+
+/// A pending order of `acct-1` with one pending authorization per name.
+fn order_with(id: &str, labels: &[&str]) -> (Order, Vec<Authorization>) {
+    let names: Vec<LocalName> = labels
+        .iter()
+        .map(|l| LocalName::parse(&format!("{l}.local")).unwrap())
+        .collect();
+    let authorizations = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Authorization {
+            id: format!("{id}-authz-{i}"),
+            order_id: id.into(),
+            name: name.clone(),
+            status: AuthzStatus::Pending,
+            token: format!("{id}-token-{i}"),
+            expires: t(300),
+            attested: None,
+        })
+        .collect();
+    let order = Order {
+        id: id.into(),
+        account_id: "acct-1".into(),
+        names,
+        status: OrderStatus::Pending,
+        expires: t(3600),
+        star: None,
+        certificate_id: None,
+    };
+    (order, authorizations)
+}
+
+fn accounts_are_unique_by_key(db: &Db) {
+    let store = seeded(db, false);
+    let stored = store.account("acct-1").unwrap().unwrap();
+    assert_eq!(stored.origin, origin());
+    assert_eq!(
+        store.account_by_thumbprint("thumb-1").unwrap(),
+        Some(stored)
+    );
+    // One account per key: a second account with the same thumbprint is refused.
+    assert!(store.create_account(&account("acct-2", "thumb-1")).is_err());
+    assert!(store.account("acct-2").unwrap().is_none());
+    // An account must belong to a registered relying party.
+    let mut orphan = account("acct-3", "thumb-3");
+    orphan.eab_kid = "no-such-kid".into();
+    assert!(store.create_account(&orphan).is_err());
+    store.create_account(&account("acct-4", "thumb-4")).unwrap();
+    store
+        .set_account_status("acct-4", AccountStatus::Deactivated)
+        .unwrap();
+    assert_eq!(
+        store
+            .account_by_thumbprint("thumb-4")
+            .unwrap()
+            .unwrap()
+            .status,
+        AccountStatus::Deactivated
+    );
+    assert!(store.account("nope").unwrap().is_none());
+    assert!(store.account_by_thumbprint("nope").unwrap().is_none());
+}
+
+fn orders_and_authorizations_keep_their_order(db: &Db) {
+    let store = seeded(db, false);
+    // Ids that sort differently from their creation order.
+    for id in ["order-z", "order-a", "order-m"] {
+        let (order, authorizations) = order_with(id, &["tv", "radio", "lamp"]);
+        store.create_order(&order, &authorizations).unwrap();
+    }
+    assert_eq!(
+        store.order_ids("acct-1").unwrap(),
+        ["order-1", "order-z", "order-a", "order-m"]
+    );
+    assert!(store.order_ids("nobody").unwrap().is_empty());
+    let (order, authorizations) = order_with("order-a", &["tv", "radio", "lamp"]);
+    assert_eq!(store.order("order-a").unwrap(), Some(order));
+    assert_eq!(store.authorizations("order-a").unwrap(), authorizations);
+    assert_eq!(
+        store.authorization("order-a-authz-1").unwrap().as_ref(),
+        Some(&authorizations[1])
+    );
+    assert!(store.order("nope").unwrap().is_none());
+    assert!(store.authorization("nope").unwrap().is_none());
+    // An existing id is refused, and nothing of the refused order is stored.
+    let (mut again, mut authorizations) = order_with("order-a", &["other"]);
+    again.names[0] = LocalName::parse("other.local").unwrap();
+    authorizations[0].id = "fresh-authz".into();
+    assert!(store.create_order(&again, &authorizations).is_err());
+    assert!(store.authorization("fresh-authz").unwrap().is_none());
+}
+
+fn canceling_ends_pending_orders_and_star_renewals(db: &Db) {
+    let store = seeded(db, true);
+    let (order, authorizations) = order_with("order-2", &["radio"]);
+    store.create_order(&order, &authorizations).unwrap();
+    store.cancel_order("order-2").unwrap();
+    assert_eq!(
+        store.order("order-2").unwrap().unwrap().status,
+        OrderStatus::Invalid
+    );
+    // An issued STAR order stays valid (its certificate stays usable) but stops renewing.
+    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-1",
+            t(0),
+            &mut || Ok(new_cert("01", 0, 8)),
+        )
+        .unwrap();
+    store.cancel_order("order-1").unwrap();
+    let order = store.order("order-1").unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Valid);
+    assert!(order.star.unwrap().canceled);
+    let renewal = store
+        .issue(
+            "order-1",
+            OrderStatus::Valid,
+            Some("cert-1"),
+            "cert-2",
+            t(4 * 86_400),
+            &mut || panic!("a canceled STAR order must not be signed for"),
+        )
+        .unwrap();
+    assert!(matches!(
+        renewal,
+        IssueOutcome::NotReady(OrderStatus::Valid)
+    ));
+}
+
+fn certificates_are_revoked_once_and_listed_until_they_expire(db: &Db) {
+    let store = seeded(db, false);
+    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .issue(
+            "order-1",
+            OrderStatus::Ready,
+            None,
+            "cert-1",
+            t(0),
+            &mut || Ok(new_cert("0b", 0, 7)),
+        )
+        .unwrap();
+    for (i, serial) in ["0a", "0c"].iter().enumerate() {
+        let id = format!("order-{serial}");
+        let (order, authorizations) = order_with(&id, &[&format!("tv{i}")]);
+        store.create_order(&order, &authorizations).unwrap();
+        store
+            .record_attestation(&authorizations[0].id, &attested())
+            .unwrap();
+        let days = if *serial == "0a" { 7 } else { 1 };
+        store
+            .issue(
+                &id,
+                OrderStatus::Ready,
+                None,
+                &format!("cert-{serial}"),
+                t(0),
+                &mut || Ok(new_cert(serial, 0, days)),
+            )
+            .unwrap();
+    }
+    assert!(store.revoked_unexpired(t(10)).unwrap().is_empty());
+    for id in ["cert-1", "cert-0c", "cert-0a"] {
+        assert!(store.revoke_certificate(id, 1, t(10)).unwrap());
+    }
+    assert!(
+        !store.revoke_certificate("cert-1", 4, t(11)).unwrap(),
+        "twice"
+    );
+    assert!(!store.revoke_certificate("nope", 1, t(11)).unwrap());
+    let listed: Vec<_> = store
+        .revoked_unexpired(t(10))
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.serial, c.revoked))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("0a".to_owned(), Some((t(10), 1))),
+            ("0b".to_owned(), Some((t(10), 1))),
+            ("0c".to_owned(), Some((t(10), 1))),
+        ]
+    );
+    // The one-day certificate leaves the list once it has expired.
+    let later: Vec<_> = store
+        .revoked_unexpired(t(2 * 86_400))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    assert_eq!(later, ["0a", "0b"]);
+}
+
+fn audit_log_keeps_the_latest_in_order(db: &Db) {
+    let store = db.open();
+    for i in 0..5 {
+        store
+            .audit(&AuditEntry {
+                at: t(i),
+                event: "refused".into(),
+                origin: (i % 2 == 0).then(|| "https://vod.example.com".to_owned()),
+                subject: format!("subject {i}"),
+                detail: format!("reason {i}"),
+            })
+            .unwrap();
+    }
+    let latest = store.audit_log(3).unwrap();
+    let subjects: Vec<_> = latest.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["subject 2", "subject 3", "subject 4"]);
+    assert_eq!(latest[0].at, t(2));
+    assert_eq!(latest[0].origin.as_deref(), Some("https://vod.example.com"));
+    assert_eq!(latest[1].origin, None);
+    assert_eq!(store.audit_log(100).unwrap().len(), 5);
+    assert!(store.audit_log(0).unwrap().is_empty());
 }
 
 #[test]
