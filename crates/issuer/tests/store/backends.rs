@@ -24,7 +24,7 @@ enum Kind {
     Sqlite(tempfile::TempDir),
     Postgres {
         url: String,
-        admin: tokio_postgres::Config,
+        admin: Box<tokio_postgres::Config>,
         schema: String,
     },
 }
@@ -62,7 +62,7 @@ impl Db {
         Self {
             kind: Kind::Postgres {
                 url: format!("{url}{separator}options=-csearch_path%3D{schema}"),
-                admin,
+                admin: Box::new(admin),
                 schema,
             },
         }
