@@ -137,7 +137,7 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
                 );
                 println!("HTTPS SHA-256:    {fingerprint}");
             }
-            println!("database:         {}", outcome.database.display());
+            println!("database:         {}", outcome.database);
             println!(
                 "Install the root certificate on user agents; then `localcert issuer rp add <origin>`."
             );

@@ -35,6 +35,8 @@ pub const DEVICE_ATTEST_01: &str = "device-attest-01";
 pub const PROFILE_DEFAULT: &str = "default";
 /// The ACME profile that asks for STAR auto-renewal.
 pub const PROFILE_STAR: &str = "star";
+/// `Retry-After` of the 503 sent while the store is unavailable (a database restarting).
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 /// What the operator decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +205,13 @@ impl AcmeServer {
                 tracing::info!(path, %refusal, "refused");
                 self.audit(now, "refused", origin.as_ref(), path, &refusal.to_string());
                 Response::problem(&refusal)
+            }
+            Err(Failure::Internal(Error::StoreUnavailable(detail))) => {
+                // Nothing was changed; the client should come back (RFC 8555 §6.6, RFC 9110
+                // §10.2.3). No audit entry: the audit log is in the same database.
+                tracing::warn!(path, %detail, "store unavailable");
+                Response::problem_of(ProblemType::ServerInternal, 503, "store unavailable")
+                    .with("retry-after", RETRY_AFTER_SECS.to_string())
             }
             Err(Failure::Internal(error)) => {
                 tracing::error!(path, %error, "internal error");

@@ -8,6 +8,12 @@
 //! # database = "state/issuer.sqlite"
 //! # star_renew_check_secs = 60
 //!
+//! # [store]                            # default: SQLite in `database`
+//! # kind = "postgres"                  # several replicas on one database
+//! # url = "postgresql://localcert@127.0.0.1:5432/localcert"   # no password here
+//! # password_file = "pg.password"      # mode 0600; or env LOCALCERT_POSTGRES_PASSWORD
+//! # pool_size = 16
+//!
 //! [ca]
 //! # root_key = "/media/offline/root.key"  # keep the root key off the issuer host
 //!
@@ -33,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::acme::Policy;
 use crate::ca::{CaFiles, TlsFiles, pem_blocks};
 use crate::error::Error;
+use crate::store::PgOptions;
 use crate::validate::TrustConfig;
 
 /// The issuer's configuration file.
@@ -56,6 +63,9 @@ pub struct Config {
     /// How often `serve` looks for STAR orders due for renewal.
     #[serde(default = "default_renew_check")]
     pub star_renew_check_secs: u64,
+    /// The database: SQLite (`database`) unless this says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSection>,
     /// CA key placement.
     #[serde(default)]
     pub ca: CaSection,
@@ -71,6 +81,32 @@ pub struct Config {
     /// Where the file was read from (relative paths resolve against its directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The environment variable that holds the PostgreSQL password (it wins over `password_file`).
+pub const POSTGRES_PASSWORD_ENV: &str = "LOCALCERT_POSTGRES_PASSWORD";
+
+/// `[store]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreSection {
+    /// The SQLite file named by `database`.
+    Sqlite,
+    /// PostgreSQL, shared by several replicas.
+    Postgres {
+        /// `postgresql://user@host:port/database`, without a password.
+        url: String,
+        /// A file (mode 0600) holding the password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+        /// Most connections one replica opens.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+    },
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 /// `[ca]`
@@ -163,6 +199,7 @@ impl Config {
             base_url: None,
             database: None,
             star_renew_check_secs: default_renew_check(),
+            store: None,
             ca: CaSection::default(),
             tls: TlsSection::default(),
             policy: PolicySection::default(),
@@ -204,6 +241,21 @@ impl Config {
                 "star_renew_check_secs must be positive".into(),
             ));
         }
+        if let Some(StoreSection::Postgres { url, pool_size, .. }) = &self.store {
+            if *pool_size == 0 {
+                return Err(Error::Config("[store] pool_size must be positive".into()));
+            }
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| Error::Config(format!("[store] url: {e}")))
+                .and_then(|parsed| match parsed.get_password() {
+                    Some(_) => Err(Error::Config(
+                        "[store] url must not hold the password: use password_file (mode 0600) \
+                         or LOCALCERT_POSTGRES_PASSWORD"
+                            .into(),
+                    )),
+                    None => Ok(()),
+                })?;
+        }
         for fingerprint in &self.trust.revoked_certificates {
             parse_fingerprint(fingerprint)?;
         }
@@ -243,6 +295,33 @@ impl Config {
     pub fn tls_files(&self) -> TlsFiles {
         self.supplied_tls()
             .unwrap_or_else(|| TlsFiles::in_dir(&self.resolve(&self.state_dir)))
+    }
+
+    /// The PostgreSQL connection settings, with the password from the environment or the
+    /// password file; None for SQLite.
+    pub fn postgres(&self) -> Result<Option<PgOptions>, Error> {
+        self.postgres_with(std::env::var(POSTGRES_PASSWORD_ENV).ok())
+    }
+
+    fn postgres_with(&self, env_password: Option<String>) -> Result<Option<PgOptions>, Error> {
+        let Some(StoreSection::Postgres {
+            url,
+            password_file,
+            pool_size,
+        }) = &self.store
+        else {
+            return Ok(None);
+        };
+        let password = match (env_password, password_file) {
+            (Some(password), _) => Some(password),
+            (None, Some(file)) => Some(read_secret(&self.resolve(file))?),
+            (None, None) => None,
+        };
+        Ok(Some(PgOptions {
+            url: url.clone(),
+            password,
+            pool_size: *pool_size,
+        }))
     }
 
     /// The database file.
@@ -304,6 +383,30 @@ impl Config {
     }
 }
 
+/// A secret from a file only its owner can read; its trailing newline is not part of it.
+fn read_secret(path: &Path) -> Result<String, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| Error::Io {
+        context: "reading the PostgreSQL password",
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{} is readable by others (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(Error::Config(format!("{} is empty", path.display())));
+    }
+    Ok(secret.to_owned())
+}
+
 /// Parses a SHA-256 fingerprint: 64 hex digits, colons allowed.
 fn parse_fingerprint(text: &str) -> Result<[u8; 32], Error> {
     let hex_digits: String = text.chars().filter(|c| *c != ':').collect();
@@ -347,5 +450,57 @@ mod tests {
             "ab".repeat(32)
         ));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn postgres_store_and_its_password() {
+        use std::os::unix::fs::PermissionsExt;
+        let parse = |s: &str| {
+            toml::from_str::<Config>(s)
+                .map_err(|e| Error::Config(e.to_string()))
+                .and_then(|c| c.check().map(|()| c))
+        };
+        let sqlite = parse("state_dir = \"s\"\n[store]\nkind = \"sqlite\"").unwrap();
+        assert_eq!(sqlite.postgres().unwrap(), None);
+        assert!(parse("state_dir = \"s\"\n[store]\nkind = \"mysql\"").is_err());
+        let url = "postgresql://localcert@127.0.0.1:5432/localcert";
+        let with =
+            |extra: &str| format!("state_dir = \"s\"\n[store]\nkind = \"postgres\"\n{extra}");
+        assert!(parse(&with("")).is_err(), "no url");
+        assert!(parse(&with(&format!("url = \"{url}\"\nhost = \"x\""))).is_err());
+        assert!(parse(&with(&format!("url = \"{url}\"\npool_size = 0"))).is_err());
+        assert!(parse(&with("url = \"not a url\"")).is_err());
+        let in_url = parse(&with(
+            "url = \"postgresql://localcert:secret@127.0.0.1/localcert\"",
+        ));
+        assert!(
+            matches!(&in_url, Err(Error::Config(m)) if m.contains("password_file")),
+            "{in_url:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg.password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut config = parse(&with(&format!(
+            "url = \"{url}\"\npassword_file = \"pg.password\""
+        )))
+        .unwrap();
+        config.base_dir = dir.path().to_owned();
+        let open = config.postgres_with(None);
+        assert!(
+            matches!(&open, Err(Error::Config(m)) if m.contains("chmod 600")),
+            "{open:?}"
+        );
+        // The environment wins over the file (and spares its check).
+        let options = config.postgres_with(Some("env".into())).unwrap().unwrap();
+        assert_eq!(options.password.as_deref(), Some("env"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let options = config.postgres_with(None).unwrap().unwrap();
+        assert_eq!(options.password.as_deref(), Some("s3cret"));
+        assert_eq!(options.pool_size, 16);
+        assert!(!format!("{options:?}").contains("s3cret"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(config.postgres_with(None).is_err(), "empty password file");
     }
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::jws::b64;
 use crate::store::{
-    AuditEntry, RelyingParty, RelyingPartyStatus, RevocationSummary, SqliteStore, Store,
+    AuditEntry, PgStore, RelyingParty, RelyingPartyStatus, RevocationSummary, SqliteStore, Store,
 };
 
 /// Choices for `init` when no configuration file exists yet.
@@ -47,8 +47,8 @@ pub struct InitOutcome {
     pub root_key: PathBuf,
     /// The generated HTTPS certificate and its SHA-256, unless the operator supplied one.
     pub tls: Option<(PathBuf, String)>,
-    /// The database.
-    pub database: PathBuf,
+    /// The database: the SQLite file, or the PostgreSQL URL (which holds no password).
+    pub database: String,
 }
 
 /// Sets up an issuer: writes the configuration if absent, creates the CA, the localhost HTTPS
@@ -71,6 +71,11 @@ pub fn init(
         config.trust.manufacturer_roots = options.manufacturer_roots.clone();
         (config, true)
     };
+    // A database that cannot be reached fails init before anything is written.
+    let postgres = config.postgres()?;
+    if let Some(options) = &postgres {
+        PgStore::connect(options)?;
+    }
     let files = config.ca_files();
     let report = ca::init_ca(&files, &config.ca_name, now)?;
     let tls = match config.supplied_tls() {
@@ -81,8 +86,14 @@ pub fn init(
             Some((files.cert, fingerprint))
         }
     };
-    let database = config.database_path();
-    SqliteStore::open(&database)?;
+    let database = match &postgres {
+        Some(options) => options.url.clone(),
+        None => {
+            let path = config.database_path();
+            SqliteStore::open(&path)?;
+            path.display().to_string()
+        }
+    };
     if config_written {
         let text = format!(
             "# localcert issuer configuration (see `localcert issuer --help`)\n{}",
@@ -105,7 +116,10 @@ pub fn init(
     })
 }
 
-fn open_store(config: &Config) -> Result<SqliteStore, Error> {
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    if let Some(options) = config.postgres()? {
+        return Ok(Arc::new(PgStore::connect(&options)?));
+    }
     let path = config.database_path();
     if !path.exists() {
         return Err(Error::Config(format!(
@@ -113,7 +127,7 @@ fn open_store(config: &Config) -> Result<SqliteStore, Error> {
             path.display()
         )));
     }
-    SqliteStore::open(&path)
+    Ok(Arc::new(SqliteStore::open(&path)?))
 }
 
 /// A new relying party's EAB credentials, shown once.
@@ -191,7 +205,7 @@ pub struct Bound {
 impl Bound {
     /// Loads everything the server needs and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let store = Arc::new(open_store(config)?);
+        let store = open_store(config)?;
         let ca = IssuingCa::load(&config.ca_files())?;
         let trust = config.trust()?;
         if config.trust.manufacturer_roots.is_empty() {

@@ -33,7 +33,7 @@ fn init_writes_config_ca_tls_and_database_once() {
     let root_der = ca::pem_blocks(&root_pem, "CERTIFICATE").unwrap().remove(0);
     assert_eq!(outcome.root_fingerprint, ca::sha256_fingerprint(&root_der));
     assert!(outcome.tls.is_some());
-    assert!(outcome.database.exists());
+    assert!(std::path::Path::new(&outcome.database).exists());
     let config = Config::load(&config_path).unwrap();
     assert_eq!(config.ca_files().root_key, outcome.root_key);
     // A second init refuses to overwrite the CA.
