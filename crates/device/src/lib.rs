@@ -13,6 +13,7 @@
 //!   takeover, MTU, writes, notifications, disconnect), and the sans-IO connection of the
 //!   in-memory link.
 //! - `bluez` (feature `bluez`, Linux): the bluer GATT server.
+//! - [`bridge`]: the test-only stdio bridge (`localcert-device bridge`), fragments as lines.
 //! - [`config`]: the reference daemon's `device.toml`.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ mod verify;
 pub mod agent;
 #[cfg(all(feature = "bluez", target_os = "linux"))]
 pub mod bluez;
+pub mod bridge;
 pub mod config;
 pub mod engine;
 pub mod error;

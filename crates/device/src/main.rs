@@ -1,7 +1,8 @@
 //! `localcert-device`: the reference device agent daemon.
 //!
 //! `run --config device.toml` serves BLE provisioning (with the `bluez` feature), HTTPS for the
-//! installed bindings, mDNS and STAR renewal; `status` lists the bindings; `reset` forgets them.
+//! installed bindings, mDNS and STAR renewal; `status` lists the bindings; `reset` forgets them;
+//! `bridge` (test-only) is `run` with one BLE connection spoken as lines over stdio.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use clap::Parser;
 use http::{Request, Response};
 use http_body_util::Full;
 use localcert_device::agent::Agent;
+use localcert_device::bridge;
 use localcert_device::config::DaemonConfig;
+use localcert_device::gatt::GattServer;
 use localcert_device::https::{self, Sites};
 use localcert_device::mdns::Announcer;
 use localcert_device::star::{HttpsFetcher, StarFetch};
@@ -34,6 +37,18 @@ enum Command {
         /// The configuration file.
         #[arg(long, default_value = "/etc/localcert-device/device.toml")]
         config: PathBuf,
+    },
+    /// Test-only: `run` without a radio, one BLE connection at a time spoken as lines over
+    /// stdin/stdout (`ready PORT`, `info HEX`; `subscribe`, `write HEX`, `disconnect`;
+    /// `notify HEX`); logs go to stderr, end of input stops it.
+    Bridge {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/localcert-device/device.toml")]
+        config: PathBuf,
+        /// The ATT MTU of the simulated connection.
+        #[arg(long, default_value_t = bridge::DEFAULT_MTU,
+              value_parser = clap::value_parser!(u16).range(23..=517))]
+        mtu: u16,
     },
     /// Show the installed bindings and anything odd in the store.
     Status {
@@ -65,6 +80,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::Bridge { config, mtu } => bridge(&config, mtu),
         Command::Status { config, json } => status(&config, json),
         Command::Reset { config, yes } => reset(&config, yes),
     };
@@ -164,19 +180,40 @@ async fn handler(
     Ok(response)
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
-    let config = load(path)?;
-    // One thread: bluer runs every incoming GATT write as its own task, and on several worker
-    // threads two writes can reach the engine out of order (seen in the BlueZ VM suite as
-    // sequence gaps). On one thread tasks run in the order BlueZ delivered the writes.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// One thread: bluer runs every incoming GATT write as its own task, and on several worker
+/// threads two writes can reach the engine out of order (seen in the BlueZ VM suite as
+/// sequence gaps). On one thread tasks run in the order BlueZ delivered the writes.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(run_async(config))
+        .context("starting the runtime")
 }
 
-async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
+fn run(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    runtime()?.block_on(run_async(config))
+}
+
+fn bridge(path: &Path, mtu: u16) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let runtime = runtime()?;
+    let result = runtime.block_on(bridge_async(config, mtu));
+    // A read of stdin may still be blocked on its thread when the bridge stops on an error.
+    runtime.shutdown_background();
+    result
+}
+
+/// The agent with its stored bindings served, its timer loop running and its HTTPS listener
+/// bound: what `run` and `bridge` share.
+struct Started {
+    agent: Arc<Agent>,
+    agent_task: tokio::task::JoinHandle<()>,
+    listener: tokio::net::TcpListener,
+    product: Arc<str>,
+}
+
+async fn start(config: &DaemonConfig) -> anyhow::Result<Started> {
     let (device, report) = config.build_device().context("setting up the agent")?;
     for p in &report.leftovers {
         tracing::warn!(path = %p.display(), "removed a half-written leftover");
@@ -196,25 +233,62 @@ async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
         Some(roots) => Some(Arc::new(HttpsFetcher::new(&roots)?)),
         None => None,
     };
-    let sites = Sites::new();
-    let agent = Agent::new(device, sites.clone(), announcer, fetcher);
+    let agent = Agent::new(device, Sites::new(), announcer, fetcher);
     agent.start_bindings();
     let agent_task = tokio::spawn(agent.clone().run());
-
-    let _ble = start_ble(&agent, &config).await?;
-
     let addr = std::net::SocketAddr::new(config.https_listen, config.https_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    tracing::info!(%addr, names = ?sites.names(), "HTTPS listening");
-    let product: Arc<str> = Arc::from(config.product.as_str());
+    tracing::info!(%addr, names = ?agent.sites().names(), "HTTPS listening");
+    Ok(Started {
+        agent,
+        agent_task,
+        listener,
+        product: Arc::from(config.product.as_str()),
+    })
+}
+
+/// Serves the agent's sites on the listener until `shutdown` resolves.
+async fn serve_https(
+    started: Started,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Started {
+        agent,
+        agent_task,
+        listener,
+        product,
+    } = started;
     let service = tower::service_fn(move |request| handler(product.clone(), request));
-    https::serve(listener, sites, service, shutdown_signal())
+    let served = https::serve(listener, agent.sites().clone(), service, shutdown)
         .await
-        .context("serving HTTPS")?;
+        .context("serving HTTPS");
     agent_task.abort();
+    served
+}
+
+async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
+    let started = start(&config).await?;
+    let _ble = start_ble(&started.agent, &config).await?;
+    serve_https(started, shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bridge_async(config: DaemonConfig, mtu: u16) -> anyhow::Result<()> {
+    let started = start(&config).await?;
+    let server = Arc::new(GattServer::new(started.agent.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let https = tokio::spawn(serve_https(started, async {
+        let _ = stopped.await;
+    }));
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let bridged = bridge::run(server, mtu, config.https_port, stdin, tokio::io::stdout()).await;
+    let _ = stop.send(());
+    https.await.context("the HTTPS task")??;
+    bridged.context("bridge")?;
+    tracing::info!("bridge stopped: end of input");
     Ok(())
 }
 

@@ -1,0 +1,201 @@
+//! The BLE session driver every transport shares: one central at a time, idle takeover, the
+//! ATT MTU of each write, subscriptions, disconnects, and the info characteristic's cap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use localcert_device::agent::Agent;
+use localcert_device::gatt::{GattServer, IDLE_TAKEOVER, Written};
+use localcert_device::presence::AutoApprove;
+use localcert_device::signer::FileSigner;
+use localcert_device::store::MemoryStore;
+use localcert_device::{Device, DeviceConfig};
+use localcert_proto::frame::{Command, Frame, Reassembler};
+use localcert_proto::gatt::{GattInfo, fragment_len};
+use localcert_proto::message::{AttestRequest, Request, Response};
+use localcert_proto::name::DeviceLabel;
+use localcert_proto::origin::Origin;
+use localcert_proto::peripheral::{GattPeripheral, WriteRefused};
+
+fn server() -> Arc<GattServer<u32>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
+    let signer = FileSigner::from_files(
+        &dir.join("attestation.key.pem"),
+        &dir.join("attestation.pem"),
+    )
+    .unwrap();
+    let device = Device::new(
+        DeviceConfig::new("Media Server 1"),
+        Box::new(signer),
+        Box::new(AutoApprove),
+        Box::new(MemoryStore::new()),
+    );
+    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    Arc::new(GattServer::new(agent))
+}
+
+fn fragments(request: &Request, att_mtu: u16) -> Vec<Vec<u8>> {
+    Frame::msg(request.encode())
+        .fragments(fragment_len(att_mtu))
+        .unwrap()
+        .collect()
+}
+
+fn attest() -> Request {
+    Request::Attest(AttestRequest {
+        origin: Origin::parse("https://vod.example.com").unwrap(),
+        user_handle: b"user-1".to_vec(),
+        key_authorization: "token.thumbprint".into(),
+        device_label: DeviceLabel::parse("media-server-1").unwrap(),
+        pin: None,
+    })
+}
+
+/// Writes `request` as `central` and reads the response `central` is notified, checking
+/// every fragment fits the MTU.
+fn exchange(
+    server: &GattServer<u32>,
+    central: u32,
+    now: Instant,
+    att_mtu: u16,
+    request: &Request,
+) -> Result<Response, WriteRefused> {
+    for fragment in fragments(request, att_mtu) {
+        server.write(central, now, att_mtu, &fragment)?;
+    }
+    let mut reassembler = Reassembler::new();
+    while let Some(fragment) = server.poll_notification(central) {
+        assert!(
+            fragment.len() <= fragment_len(att_mtu),
+            "{}",
+            fragment.len()
+        );
+        if let Some(frame) = reassembler.handle_fragment(now, &fragment).unwrap() {
+            assert_eq!(frame.cmd, Command::Msg);
+            return Ok(Response::decode(request.operation(), &frame.data).unwrap());
+        }
+    }
+    panic!("no response for central {central}")
+}
+
+#[test]
+fn info_follows_the_mtu_under_the_servers_cap() {
+    let server = server();
+    let info = |s: &GattServer<u32>, mtu| GattInfo::decode(&s.info(mtu)).unwrap();
+    assert_eq!(info(&server, 23).max_fragment_len, 18);
+    assert_eq!(info(&server, 247).max_fragment_len, 242);
+    assert_eq!(info(&server, 517).max_fragment_len, 512);
+    let capped = GattServer::<u32>::new(server.agent().clone()).with_max_fragment_len(510);
+    assert_eq!(info(&capped, 517).max_fragment_len, 510);
+    assert_eq!(info(&capped, 23).max_fragment_len, 18);
+}
+
+#[test]
+fn the_mtu_of_each_write_sizes_the_notifications() {
+    let server = server();
+    let now = Instant::now();
+    let at23 = exchange(&server, 1, now, 23, &Request::GetInfo).unwrap();
+    // The same session, now at a larger MTU: the check in `exchange` would catch 242-byte
+    // fragments at MTU 23 and vice versa.
+    let at247 = exchange(&server, 1, now, 247, &Request::GetInfo).unwrap();
+    assert_eq!(at23, at247);
+}
+
+#[test]
+fn a_second_central_is_refused_while_the_first_is_active_and_changes_nothing() {
+    let server = server();
+    let now = Instant::now();
+    let [first] = fragments(&Request::GetInfo, 23).try_into().unwrap();
+    assert_eq!(server.write(1, now, 23, &first), Ok(Written::Started));
+    let just_before = now + IDLE_TAKEOVER - Duration::from_millis(1);
+    assert_eq!(
+        server.write(2, just_before, 23, &first),
+        Err(WriteRefused::Busy)
+    );
+    // The refused central gets nothing; the first one's response is intact.
+    assert_eq!(server.poll_notification(2), None);
+    let mut reassembler = Reassembler::new();
+    let mut frame = None;
+    while let Some(f) = server.poll_notification(1) {
+        frame = reassembler.handle_fragment(now, &f).unwrap();
+    }
+    let frame = frame.unwrap();
+    assert!(matches!(
+        Response::decode(Request::GetInfo.operation(), &frame.data).unwrap(),
+        Response::Info(_)
+    ));
+    assert_eq!(
+        server.write(1, just_before, 23, &first),
+        Ok(Written::Continued)
+    );
+}
+
+#[test]
+fn an_idle_central_loses_its_session_to_the_next() {
+    let server = server();
+    let now = Instant::now();
+    exchange(&server, 1, now, 23, &Request::GetInfo).unwrap();
+    let later = now + IDLE_TAKEOVER;
+    let [first] = fragments(&Request::GetInfo, 23).try_into().unwrap();
+    assert_eq!(server.write(2, later, 23, &first), Ok(Written::TookOver(1)));
+    assert_eq!(server.poll_notification(1), None);
+    assert!(server.poll_notification(2).is_some());
+    // The first central is now the one refused.
+    assert_eq!(server.write(1, later, 23, &first), Err(WriteRefused::Busy));
+}
+
+#[test]
+fn a_central_in_the_middle_of_a_message_is_not_taken_over() {
+    let server = server();
+    let now = Instant::now();
+    let attest = fragments(&attest(), 23);
+    assert!(attest.len() > 2);
+    server.write(1, now, 23, &attest[0]).unwrap();
+    let later = now + IDLE_TAKEOVER * 2;
+    // Half a message is in the engine: its reassembly timeout, not a takeover, ends it.
+    let [get_info] = fragments(&Request::GetInfo, 23).try_into().unwrap();
+    assert_eq!(
+        server.write(2, later - IDLE_TAKEOVER / 2, 23, &get_info),
+        Err(WriteRefused::Busy)
+    );
+    // ...which times out and frees the session (a framing error is queued for central 1).
+    server.handle_timeout(later);
+    assert_eq!(
+        server.write(2, later, 23, &get_info),
+        Ok(Written::TookOver(1))
+    );
+}
+
+#[test]
+fn a_disconnect_ends_the_session_and_only_its_own() {
+    let server = server();
+    let now = Instant::now();
+    exchange(&server, 1, now, 23, &Request::GetInfo).unwrap();
+    assert!(!server.disconnect(2), "not central 2's session");
+    let [first] = fragments(&Request::GetInfo, 23).try_into().unwrap();
+    assert_eq!(server.write(2, now, 23, &first), Err(WriteRefused::Busy));
+    assert!(server.disconnect(1));
+    assert_eq!(server.write(2, now, 23, &first), Ok(Written::Started));
+    assert!(server.end_session());
+    assert!(!server.end_session());
+}
+
+#[test]
+fn a_connection_notifies_only_once_subscribed_and_dropping_it_disconnects() {
+    let server = server();
+    let now = Instant::now();
+    let mut connection = server.connection(7);
+    for fragment in fragments(&Request::GetInfo, 23) {
+        connection.write(now, 23, &fragment).unwrap();
+    }
+    assert_eq!(connection.poll_notification(), None, "not subscribed yet");
+    connection.subscribe();
+    assert!(connection.poll_notification().is_some());
+    let [first] = fragments(&Request::GetInfo, 23).try_into().unwrap();
+    assert_eq!(server.write(8, now, 23, &first), Err(WriteRefused::Busy));
+    drop(connection);
+    assert_eq!(server.write(8, now, 23, &first), Ok(Written::Started));
+}
