@@ -147,6 +147,10 @@ cd "$ISSUER_DIR" || fail "cd $ISSUER_DIR"
 EAB_KID=$(awk '/EAB kid:/{print $3}' rp.txt)
 EAB_KEY=$(awk '/EAB HMAC:/{print $3}' rp.txt)
 [ -n "$EAB_KID" ] && [ -n "$EAB_KEY" ] || fail "no EAB key in: $(cat rp.txt)"
+# The UA reads them from a file of mode 0600, never from its command line.
+EAB_FILE="$ISSUER_DIR/eab.toml"
+(umask 077 && printf 'kid = "%s"\nkey = "%s"\n' "$EAB_KID" "$EAB_KEY" >"$EAB_FILE") ||
+    fail "cannot write $EAB_FILE"
 "$BIN/localcert" issuer serve >"$LOGS/issuer.log" 2>&1 &
 ISSUER_PID=$!
 wait_for "$LOGS/issuer.log" "ACME directory" 30 || fail "the issuer did not start"
@@ -203,7 +207,7 @@ READV_PID=$!
 # --- the UA on hci1 ------------------------------------------------------------------------------
 start_ua() { # start_ua TAG: `localcert ua provision` in the background; UA_PID
     "$BIN/localcert" ua provision --issuer "https://localhost:$ISSUER_PORT/acme/directory" \
-        --origin "$ORIGIN" --eab-kid="$EAB_KID" --eab-key="$EAB_KEY" \
+        --origin "$ORIGIN" --eab-file "$EAB_FILE" \
         --issuer-root "$ISSUER_DIR/state/root.pem" --acme-root "$ISSUER_DIR/state/tls.pem" \
         --device "$DEVICE_ADDR" --adapter hci1 --label "$LABEL" \
         --resolve "$NAME=127.0.0.1" --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" &
@@ -307,7 +311,7 @@ disconnect)
 shell)
     log "shell: BlueZ (hci0, hci1), the issuer and the device daemon are up; 'exit' powers off"
     log "UA: 'start_ua TAG; wait_ua SECONDS' runs a provisioning (output in $LOGS/TAG.*)"
-    export BIN ISSUER_PORT ORIGIN EAB_KID EAB_KEY ISSUER_DIR DEVICE_ADDR LABEL NAME LOGS
+    export BIN ISSUER_PORT ORIGIN EAB_FILE ISSUER_DIR DEVICE_ADDR LABEL NAME LOGS
     export -f start_ua wait_ua stop
     setsid -c bash -l
     finish 0 "shell"

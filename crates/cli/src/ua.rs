@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use base64::Engine;
 use localcert_proto::message::{CorsPolicy, Request, Response};
 use localcert_proto::name::{DeviceLabel, LocalName};
 use localcert_proto::origin::Origin;
@@ -80,12 +79,11 @@ pub(crate) struct ProvisionArgs {
     /// The web origin to provision for, e.g. https://vod.example.com
     #[arg(long)]
     origin: String,
-    /// EAB key id (from `localcert issuer rp add`).
+    /// EAB credentials (from `localcert issuer rp add`): a TOML file of mode 0600 with
+    /// `kid = "…"` and `key = "…"`. Without it, LOCALCERT_EAB_KID and LOCALCERT_EAB_KEY.
+    /// Never on the command line.
     #[arg(long)]
-    eab_kid: String,
-    /// EAB HMAC key, base64url (from `localcert issuer rp add`); it may start with '-'.
-    #[arg(long, allow_hyphen_values = true)]
-    eab_key: String,
+    eab_file: Option<PathBuf>,
     /// PEM file of the issuer root that signs device certificates (to verify the endpoint).
     #[arg(long)]
     issuer_root: PathBuf,
@@ -307,15 +305,13 @@ async fn provision_cmd(args: ProvisionArgs) -> anyhow::Result<()> {
         .map(DeviceLabel::parse)
         .transpose()
         .context("--label")?;
-    let eab_key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(args.eab_key.trim_end_matches('='))
-        .context("--eab-key is not base64url")?;
+    let eab = eab_credentials(args.eab_file.as_deref())?;
     let plan = Plan {
         directory_url: args.issuer.clone(),
         acme_tls_root: args.acme_root.clone(),
         issuer_root: read_root(&args.issuer_root)?,
-        eab_kid: args.eab_kid.clone(),
-        eab_key,
+        eab_kid: eab.kid,
+        eab_key: eab.key,
         origin,
         user_handle: args.user_handle.as_bytes().to_vec(),
         device_label: label,
@@ -366,6 +362,18 @@ async fn provision_cmd(args: ProvisionArgs) -> anyhow::Result<()> {
     drop(progress);
     let (outcome, stats) = result.map_err(exit_for)?;
     summary(&outcome, stats.as_ref(), args.json)
+}
+
+/// EAB credentials from `--eab-file`, else from the environment; never from argv.
+fn eab_credentials(file: Option<&Path>) -> anyhow::Result<localcert_rp::Eab> {
+    use localcert_rp::config::{ENV_EAB_KEY, ENV_EAB_KID};
+    if let Some(path) = file {
+        return localcert_rp::config::read_eab_file(path)
+            .with_context(|| format!("--eab-file {}", path.display()));
+    }
+    localcert_rp::config::eab_from_env(|name| std::env::var(name).ok())?.ok_or_else(|| {
+        anyhow!("no EAB credentials: give --eab-file PATH (mode 0600) or set {ENV_EAB_KID} and {ENV_EAB_KEY}")
+    })
 }
 
 pub(crate) fn static_resolver(entries: &[String]) -> anyhow::Result<StaticResolver> {

@@ -1,26 +1,18 @@
 //! The provisioning flow (SPEC.md §1, steps 3 to 14): GET_INFO, the ACME account and order,
 //! ATTEST, the mDNS check, the `device-attest-01` challenge, finalize, download, INSTALL and the
 //! verification of the endpoint. Every step checks what it received before the next one uses it.
+//!
+//! The ACME side is the RP library's [`Flow`] (one ACME client path for the browser's backend
+//! and this harness); this module adds BLE, mDNS, progress and the endpoint verification.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier,
-    NewAccount, NewOrder, OrderStatus, RetryPolicy,
-};
 use localcert_proto::ErrorCode;
-use localcert_proto::attestation::AttestationObject;
-use localcert_proto::message::{
-    AttestRequest, AttestResponse, CorsPolicy, InfoResponse, InstallRequest, InstallResponse,
-    Request, Response,
-};
-use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
+use localcert_proto::message::{CorsPolicy, InstallResponse, Request, Response};
+use localcert_proto::name::{DeviceLabel, LocalName};
 use localcert_proto::origin::Origin;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use sha2::{Digest, Sha256};
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use localcert_rp::{AcmeAccount, AcmeSettings, Eab, Flow, FlowError, FlowParams};
 
 use crate::link::{BleLink, LinkError};
 use crate::sim::LinkStats;
@@ -233,19 +225,14 @@ impl ProvisionError {
     }
 }
 
-fn issuer(step: Step) -> impl Fn(instant_acme::Error) -> ProvisionError {
-    move |e| {
-        let reason = match &e {
-            instant_acme::Error::Api(problem) => {
-                format!(
-                    "{} ({})",
-                    problem.detail.as_deref().unwrap_or("no detail"),
-                    problem.r#type.as_deref().unwrap_or("no type")
-                )
-            }
-            other => other.to_string(),
-        };
-        ProvisionError::Issuer { step, reason }
+fn flow_error(step: Step) -> impl Fn(FlowError) -> ProvisionError {
+    move |e| match e {
+        FlowError::DeviceInvalid(reason) => ProvisionError::DeviceInvalid { step, reason },
+        FlowError::Issuer(reason) => ProvisionError::Issuer { step, reason },
+        other => ProvisionError::Issuer {
+            step,
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -296,53 +283,30 @@ async fn ask<L: BleLink, P: Progress>(
     }
 }
 
-/// Checks a CSR from the device: its only names are `name`; returns its DER SPKI.
-///
-/// The signature is the issuer's to check; the UA needs the key, to pin the endpoint later.
-pub fn csr_spki(csr: &[u8], name: &LocalName) -> Result<Vec<u8>, String> {
-    use x509_parser::prelude::FromDer;
-    let (rest, req) = x509_parser::certification_request::X509CertificationRequest::from_der(csr)
-        .map_err(|_| "the CSR does not parse".to_owned())?;
-    if !rest.is_empty() {
-        return Err("trailing bytes after the CSR".into());
-    }
-    let mut names = vec![];
-    for ext in req.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext {
-            for general in &san.general_names {
-                match general {
-                    GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
-                    _ => return Err("the CSR asks for a name that is not a DNS name".into()),
-                }
-            }
-        }
-    }
-    if names != [name.as_str()] {
-        return Err(format!("the CSR asks for {names:?}, expected [{name}]"));
-    }
-    Ok(req.certification_request_info.subject_pki.raw.to_vec())
-}
-
-struct Attested {
-    info: InfoResponse,
-    name: LocalName,
-    attest: AttestResponse,
-    spki: Vec<u8>,
-}
+pub use localcert_rp::check::csr_spki;
 
 /// Runs the whole flow against the device `connector` reaches and the issuer in `plan`.
 ///
 /// A BLE drop anywhere starts again from GET_INFO with a new order (the device drops its
-/// pending key when the connection ends), up to `plan.max_attempts` times.
+/// pending key when the connection ends), up to `plan.max_attempts` times. The ACME account is
+/// made once, at the first order.
 pub async fn provision<C: Connector, R: Resolver, P: Progress>(
     plan: &Plan,
     connector: &mut C,
     resolver: &R,
     progress: &mut P,
 ) -> Result<(Outcome, Option<LinkStats>), ProvisionError> {
+    let account = AcmeAccount::new(AcmeSettings {
+        directory_url: plan.directory_url.clone(),
+        tls_root: plan.acme_tls_root.clone(),
+        eab: Eab {
+            kid: plan.eab_kid.clone(),
+            key: plan.eab_key.clone(),
+        },
+    });
     let mut attempt = 1;
     loop {
-        match provision_once(plan, connector, resolver, progress).await {
+        match provision_once(plan, &account, connector, resolver, progress).await {
             Err(e) if e.is_ble_drop() && attempt < plan.max_attempts => {
                 progress.retrying(attempt, &e.to_string());
                 attempt += 1;
@@ -358,6 +322,7 @@ pub async fn provision<C: Connector, R: Resolver, P: Progress>(
 
 async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     plan: &Plan,
+    account: &AcmeAccount,
     connector: &mut C,
     resolver: &R,
     progress: &mut P,
@@ -385,227 +350,90 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     else {
         return Err(invalid(Step::GetInfo, "answer of another kind"));
     };
-    let device_cert = info
-        .attestation_chain
-        .first()
-        .ok_or_else(|| invalid(Step::GetInfo, "no attestation certificate"))?;
-    let label = plan
-        .device_label
-        .clone()
-        .unwrap_or_else(|| info.device_label.clone());
-    let name = LocalName::derive(
-        &label,
-        &plan.origin,
-        &DeviceTag::from_attestation_certificate(device_cert),
-    );
-    timer.done(&format!("{} (label {label}), name {name}", info.product));
+    let product = info.product.clone();
+    timer.done(&format!("{product} (label {})", info.device_label));
 
     timer.start(Step::Order);
-    let builder = match &plan.acme_tls_root {
-        Some(path) => Account::builder_with_root(path),
-        None => Account::builder(),
-    }
-    .map_err(issuer(Step::Order))?;
-    let eab = ExternalAccountKey::new(plan.eab_kid.clone(), &plan.eab_key);
-    let new_account = NewAccount {
-        contact: &[],
-        terms_of_service_agreed: true,
-        only_return_existing: false,
+    let params = FlowParams {
+        origin: plan.origin.clone(),
+        user_handle: plan.user_handle.clone(),
+        device_label: plan.device_label.clone(),
+        star: plan.star,
+        cors: plan.cors.clone(),
     };
-    let (account, _) = builder
-        .create(&new_account, plan.directory_url.clone(), Some(&eab))
+    let account = account.get().await.map_err(flow_error(Step::Order))?;
+    let (mut flow, fields) = Flow::start(account, params, info)
         .await
-        .map_err(issuer(Step::Order))?;
-    let identifiers = [Identifier::Dns(name.as_str().to_owned())];
-    let mut new_order = NewOrder::new(&identifiers);
-    if plan.star {
-        new_order = new_order.profile("star");
-    }
-    let mut order = account
-        .new_order(&new_order)
-        .await
-        .map_err(issuer(Step::Order))?;
-    let mut authorizations = order.authorizations();
-    let mut authz = authorizations
-        .next()
-        .await
-        .ok_or_else(|| ProvisionError::Issuer {
-            step: Step::Order,
-            reason: "the order has no authorization".into(),
-        })?
-        .map_err(issuer(Step::Order))?;
-    if authz.status != AuthorizationStatus::Pending {
-        return Err(ProvisionError::Issuer {
-            step: Step::Order,
-            reason: format!("authorization is {:?}", authz.status),
-        });
-    }
-    let mut challenge = authz
-        .challenge(ChallengeType::DeviceAttest01)
-        .ok_or_else(|| ProvisionError::Issuer {
-            step: Step::Order,
-            reason: "the issuer offers no device-attest-01 challenge".into(),
-        })?;
-    let key_authorization = challenge.key_authorization().as_str().to_owned();
+        .map_err(flow_error(Step::Order))?;
+    let name = flow.name().clone();
     timer.done(&format!("account {}, order for {name}", account.id()));
 
     timer.start(Step::Attest);
-    let request = Request::Attest(AttestRequest {
-        origin: plan.origin.clone(),
-        user_handle: plan.user_handle.clone(),
-        key_authorization,
-        device_label: label,
-        pin: plan.pin.clone(),
-    });
+    let request = Request::Attest(fields.request(plan.pin.clone()));
     let Response::Attest(attest) =
         ask(&mut transport, Step::Attest, &request, timer.progress).await?
     else {
         return Err(invalid(Step::Attest, "answer of another kind"));
     };
-    let spki = csr_spki(&attest.csr, &name).map_err(|r| invalid(Step::Attest, r))?;
-    let object = AttestationObject::decode(&attest.attestation_object)
-        .map_err(|e| invalid(Step::Attest, format!("attestation object: {e}")))?;
-    if object.spki != spki {
-        return Err(invalid(
-            Step::Attest,
-            "the attestation is for another key than the CSR's",
-        ));
-    }
-    if object.x5c != info.attestation_chain {
-        return Err(invalid(
-            Step::Attest,
-            "the attestation chain differs from GET_INFO's",
-        ));
-    }
-    let attested = Attested {
-        info,
-        name,
-        attest,
-        spki,
-    };
+    let spki = flow
+        .check_attestation(&attest)
+        .map_err(flow_error(Step::Attest))?;
     timer.done(&format!(
-        "CSR for {} and attestation ({} bytes)",
-        attested.name,
-        attested.attest.attestation_object.len()
+        "CSR for {name} and attestation ({} bytes)",
+        attest.attestation_object.len()
     ));
 
     timer.start(Step::Mdns);
-    let addresses =
-        resolver
-            .resolve(&attested.name)
-            .await
-            .map_err(|reason| ProvisionError::Mdns {
-                step: Step::Mdns,
-                reason,
-            })?;
+    let addresses = resolver
+        .resolve(&name)
+        .await
+        .map_err(|reason| ProvisionError::Mdns {
+            step: Step::Mdns,
+            reason,
+        })?;
     if addresses.is_empty() {
-        let reason = format!("{} has no address", attested.name);
+        let reason = format!("{name} has no address");
         return Err(ProvisionError::Mdns {
             step: Step::Mdns,
             reason,
         });
     }
     let shown: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-    timer.done(&format!("{} → {}", attested.name, shown.join(", ")));
+    timer.done(&format!("{name} → {}", shown.join(", ")));
 
     timer.start(Step::Challenge);
-    challenge
-        .send_device_attestation(&DeviceAttestation {
-            att_obj: attested.attest.attestation_object.clone().into(),
-        })
+    flow.answer_challenge(&attest)
         .await
-        .map_err(issuer(Step::Challenge))?;
-    let retries = RetryPolicy::new()
-        .initial_delay(Duration::from_millis(50))
-        .timeout(Duration::from_secs(30));
-    let status = order
-        .poll_ready(&retries)
-        .await
-        .map_err(issuer(Step::Challenge))?;
-    if status != OrderStatus::Ready {
-        return Err(ProvisionError::Issuer {
-            step: Step::Challenge,
-            reason: format!("order is {status:?}"),
-        });
-    }
-    order
-        .finalize_csr(&attested.attest.csr)
-        .await
-        .map_err(issuer(Step::Challenge))?;
+        .map_err(flow_error(Step::Challenge))?;
     timer.done("attestation accepted, CSR finalized");
 
     timer.start(Step::Download);
-    let pem = order
-        .poll_certificate(&retries)
-        .await
-        .map_err(issuer(Step::Download))?;
-    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|c| c.map(|c| c.as_ref().to_vec()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ProvisionError::Issuer {
-            step: Step::Download,
-            reason: format!("certificate chain PEM: {e}"),
-        })?;
-    let leaf = chain.first().ok_or_else(|| ProvisionError::Issuer {
-        step: Step::Download,
-        reason: "empty certificate chain".into(),
-    })?;
-    let fingerprint: [u8; 32] = Sha256::digest(leaf).into();
+    let install = flow.download().await.map_err(flow_error(Step::Download))?;
+    let chain = install.chain.clone();
     timer.done(&format!("{} certificates", chain.len()));
 
     timer.start(Step::Install);
-    // For a STAR order the issuer's `certificate` URL is its `star-certificate` URL (RFC 8739),
-    // which always serves the current certificate: the device fetches renewals from it.
-    let star_url = match (plan.star, &order.state().certificate) {
-        (false, _) => None,
-        (true, Some(url)) => Some(url.clone()),
-        (true, None) => {
-            let reason = "the STAR order names no certificate URL".into();
-            return Err(ProvisionError::Issuer {
-                step: Step::Install,
-                reason,
-            });
-        }
-    };
-    let request = Request::Install(InstallRequest {
-        chain: chain.clone(),
-        cors: plan.cors.clone(),
-        star_url,
-    });
-    let Response::Install(InstallResponse {
-        name: installed,
-        https_port,
-        fingerprint: device_fingerprint,
-    }) = ask(&mut transport, Step::Install, &request, timer.progress).await?
+    let request = Request::Install(install);
+    let Response::Install(installed) =
+        ask(&mut transport, Step::Install, &request, timer.progress).await?
     else {
         return Err(invalid(Step::Install, "answer of another kind"));
     };
-    if installed != attested.name {
-        return Err(invalid(
-            Step::Install,
-            format!(
-                "the device installed {installed}, expected {}",
-                attested.name
-            ),
-        ));
-    }
-    if device_fingerprint != fingerprint {
-        return Err(invalid(
-            Step::Install,
-            "the device reports another certificate than the issued one",
-        ));
-    }
+    let InstallResponse { https_port, .. } = installed;
+    let done = flow
+        .installed(&installed)
+        .map_err(flow_error(Step::Install))?;
     let exchanges = transport.exchanges();
     let stats = transport.link().stats();
     transport.close().await;
-    timer.done(&format!("serving https://{}:{https_port}", attested.name));
+    timer.done(&format!("serving https://{name}:{https_port}"));
 
     timer.start(Step::Verify);
     let expect = Expectation {
-        name: attested.name.clone(),
+        name: name.clone(),
         origin: plan.origin.clone(),
         issuer_roots: vec![plan.issuer_root.clone()],
-        pinned_spki: Some(attested.spki.clone()),
+        pinned_spki: Some(spki.clone()),
         user_handle: Some(plan.user_handle.clone()),
         path: plan.check_path.clone(),
         crls: vec![],
@@ -622,12 +450,12 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     ));
 
     let outcome = Outcome {
-        product: attested.info.product,
-        name: attested.name,
+        product,
+        name,
         endpoint,
-        fingerprint,
+        fingerprint: done.fingerprint,
         not_after: check.not_after,
-        spki: attested.spki,
+        spki,
         chain,
         check,
         step_times: timer.times,
