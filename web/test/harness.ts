@@ -78,6 +78,8 @@ export class Bridge {
   httpsPort = 0;
   info: Uint8Array = new Uint8Array(0);
   writes = 0;
+  continuations = 0;
+  longestWrite = 0;
 
   constructor(config: string, mtu: number) {
     const proc = spawn(binary('localcert-device'), ['bridge', '--config', config, '--mtu', String(mtu)], {
@@ -119,6 +121,8 @@ export class Bridge {
       readInfo: async () => this.info,
       write: async (f) => {
         this.writes++;
+        if ((f[0]! & 0x80) === 0) this.continuations++;
+        this.longestWrite = Math.max(this.longestWrite, f.length);
         this.send(`write ${hex(f)}`);
       },
       subscribe: async (onValue, onDisconnect) => {
@@ -143,6 +147,8 @@ export class Bridge {
 export interface Roles {
   dir: string;
   issuerRoot: string;
+  /** Starts one more device (its own store) on the same issuer, e.g. at another MTU. */
+  addDevice(mtu: number, name: string): Promise<Bridge>;
   bridge: Bridge;
   rpBase: string;
   children: Child[];
@@ -189,8 +195,8 @@ export async function startIssuer(dir: string): Promise<Issuer> {
 }
 
 /** The device (fixture credential device-1, presence auto) behind `localcert-device bridge`. */
-export async function startDevice(dir: string, issuerRoot: string, mtu: number): Promise<Bridge> {
-  const deviceDir = join(dir, 'device');
+export async function startDevice(dir: string, issuerRoot: string, mtu: number, name = 'device'): Promise<Bridge> {
+  const deviceDir = join(dir, name);
   mkdirSync(deviceDir);
   const cred = join(REPO_ROOT, 'fixtures/devices/device-1');
   copyFileSync(join(cred, 'attestation.pem'), join(deviceDir, 'attestation.pem'));
@@ -272,7 +278,18 @@ export async function startRoles(mtu = 185): Promise<Roles> {
     const rp = await startRp(dir, issuer);
     children.push(rp.child);
     const all = [...children, bridge.child];
-    return { dir, issuerRoot: issuer.root, bridge, rpBase: rp.base, children, stop, tails: () => all.map((c) => c.tail()).join('\n') };
+    const extra: Bridge[] = [];
+    const addDevice = async (m: number, name: string) => {
+      const b = await startDevice(dir, issuer.root, m, name);
+      extra.push(b);
+      all.push(b.child);
+      return b;
+    };
+    const stopAll = () => {
+      extra.forEach((b) => b.stop());
+      stop();
+    };
+    return { dir, issuerRoot: issuer.root, addDevice, bridge, rpBase: rp.base, children, stop: stopAll, tails: () => all.map((c) => c.tail()).join('\n') };
   } catch (e) {
     stop();
     throw e;
@@ -301,7 +318,9 @@ export function pageFetch(roles: Roles, opts: { origin?: string; token?: string 
       const req = httpsRequest({
         host: url.hostname, servername: url.hostname, port: url.port, path: url.pathname, method: 'GET', ca,
         headers: { origin },
-        lookup: (_h: string, _o: unknown, cb: (e: Error | null, a: string, f: number) => void) => cb(null, '127.0.0.1', 4),
+        // The `.local` name resolves to the device's loopback address (mDNS is off here).
+        lookup: ((_h: string, o: { all?: boolean }, cb: (...a: unknown[]) => void) =>
+          (o?.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4))) as never,
       }, (res) => {
         const cert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
         seenFingerprints.push(cert.fingerprint256.replace(/:/g, '').toLowerCase());
