@@ -136,3 +136,28 @@ async fn a_drop_at_every_fragment_then_a_retry_succeeds() {
         }
     }
 }
+
+/// The device serves one central at a time, on the in-memory link as over BlueZ: a second
+/// central's write is refused while the first holds the session, and goes through once the
+/// first disconnects.
+#[tokio::test]
+async fn a_second_central_waits_for_the_first_to_disconnect() {
+    let server = device();
+    let profile = LinkProfile::MTU247_15MS_2M;
+    let link = |server| SimLink::new(connect(server), profile.clone(), Instant::now());
+    let mut first = Transport::open(link(&server)).await.unwrap();
+    first.request(&Request::GetInfo, |_| {}).await.unwrap();
+    let mut second = Transport::open(link(&server)).await.unwrap();
+    let refused = second.request(&Request::GetInfo, |_| {}).await;
+    assert!(
+        matches!(&refused, Err(TransportError::Link(LinkError::Backend(m))) if m.contains("another central")),
+        "{refused:?}"
+    );
+    // The first central's session is untouched; once it leaves, the second is served.
+    first.request(&Request::GetInfo, |_| {}).await.unwrap();
+    first.close().await;
+    assert!(matches!(
+        second.request(&Request::GetInfo, |_| {}).await.unwrap(),
+        Response::Info(_)
+    ));
+}
