@@ -6,6 +6,7 @@
 //! entry; a refused request changes nothing but the nonce it spent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use localcert_proto::origin::Origin;
@@ -130,8 +131,35 @@ impl Authenticated {
     }
 }
 
+/// Work the server has done since it started (for monitoring and the benchmark's crypto
+/// bound): requests handled, signatures verified (JWS, attestation chains and signatures,
+/// CSRs) and certificates signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests handled.
+    pub requests: u64,
+    /// Signatures verified.
+    pub signatures_verified: u64,
+    /// Certificates signed.
+    pub certificates_signed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    requests: AtomicU64,
+    signatures_verified: AtomicU64,
+    certificates_signed: AtomicU64,
+}
+
+impl Tally {
+    fn verified(&self, n: u64) {
+        self.signatures_verified.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// The ACME server.
 pub struct AcmeServer {
+    tally: Tally,
     store: Arc<dyn Store>,
     ca: IssuingCa,
     trust: TrustConfig,
@@ -157,6 +185,7 @@ impl AcmeServer {
         base_url: &str,
     ) -> Self {
         Self {
+            tally: Tally::default(),
             store,
             ca,
             trust,
@@ -179,6 +208,15 @@ impl AcmeServer {
         self.ca.root_fingerprint()
     }
 
+    /// What the server has done since it started.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.tally.requests.load(Ordering::Relaxed),
+            signatures_verified: self.tally.signatures_verified.load(Ordering::Relaxed),
+            certificates_signed: self.tally.certificates_signed.load(Ordering::Relaxed),
+        }
+    }
+
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -197,6 +235,7 @@ impl AcmeServer {
         body: &[u8],
         now: SystemTime,
     ) -> Response {
+        self.tally.requests.fetch_add(1, Ordering::Relaxed);
         let mut origin = None;
         let outcome = self.route(method, path, content_type, body, now, &mut origin);
         let response = match outcome {
@@ -362,6 +401,7 @@ impl AcmeServer {
         match &jws.signer {
             Signer::Jwk(key) if is_new_account => {
                 jws.verify(key)?;
+                self.tally.verified(1);
                 let account = self.store.account_by_thumbprint(&key.thumbprint())?;
                 Ok(Authenticated { jws, account })
             }
@@ -382,6 +422,7 @@ impl AcmeServer {
                 let key = serde_json::from_str::<Value>(&account.jwk)
                     .map_err(|e| Error::Store(format!("stored JWK: {e}")))?;
                 jws.verify(&Jwk::from_value(&key)?)?;
+                self.tally.verified(1);
                 if account.status != AccountStatus::Valid {
                     return Err(Refusal::AccountNotValid.into());
                 }

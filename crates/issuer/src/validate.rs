@@ -152,6 +152,8 @@ pub struct AttestedDevice {
     pub device_tag: DeviceTag,
     /// SHA-256 of the attestation certificate, hex (for the audit log).
     pub device_certificate_sha256: String,
+    /// How many signatures were verified: one per chain certificate, and the attestation's.
+    pub signatures_verified: u64,
 }
 
 /// Checks a `device-attest-01` response (`att_obj`: the decoded CBOR bytes).
@@ -223,6 +225,7 @@ pub fn check_attestation(
         user_handle: object.user_handle,
         device_tag,
         device_certificate_sha256: hex::encode(Sha256::digest(device_der)),
+        signatures_verified: object.x5c.len() as u64 + 1,
     })
 }
 

@@ -77,6 +77,7 @@ impl AcmeServer {
             already_answered: authz.status != AuthzStatus::Pending,
         };
         let device = validate::check_attestation(&att_obj, &ctx, &self.trust, now)?;
+        self.tally.verified(device.signatures_verified);
         let attested = Attested {
             spki: device.spki,
             user_handle: device.user_handle,

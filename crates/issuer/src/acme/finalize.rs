@@ -62,6 +62,9 @@ impl AcmeServer {
                 serial: &serial,
             },
         )?;
+        self.tally
+            .certificates_signed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(NewCert {
             serial: hex::encode(serial),
             chain_pem: leaf::chain_pem(&der, &self.ca),
@@ -92,6 +95,7 @@ impl AcmeServer {
         let attested = self.attested_key(id)?;
         let csr = jws::b64_decode("csr", &payload.csr)?;
         validate::check_csr(&csr, &order.names, &attested.spki)?;
+        self.tally.verified(1);
         let lifetime = self.lifetime(&order, now);
         let cert_id = random_id(16)?;
         let outcome = self

@@ -1,0 +1,102 @@
+//! One ACME client of the bench: instant-acme (an independent implementation) driving a full
+//! issuance for its own device: newOrder, the authorization, device-attest-01 with a valid
+//! attestation, finalize, download.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use localcert_proto::name::LocalName;
+use localcert_proto::origin::Origin;
+
+use crate::BoxResult;
+use crate::common::{Device, TlsKey};
+
+/// The relying party's EAB key.
+pub const KID: &str = "kid-bench";
+/// Its HMAC key.
+pub const HMAC: &[u8] = &[7; 32];
+const USER: &[u8] = b"bench-user";
+
+/// A device and what its issuances reuse (the TLS key and its CSR).
+pub struct Subject {
+    device: Device,
+    origin: Origin,
+    name: LocalName,
+    spki: Vec<u8>,
+    csr: Vec<u8>,
+}
+
+impl Subject {
+    /// A device named `label` in the origin's namespace, with a fresh TLS key.
+    pub fn new(device: Device, origin: &Origin, label: &str) -> Self {
+        let name = device.name(label, origin);
+        let key = TlsKey::new();
+        let csr = key.csr(&[name.as_str()]);
+        Self {
+            device,
+            origin: origin.clone(),
+            name,
+            spki: key.spki(),
+            csr,
+        }
+    }
+}
+
+/// Creates an account with the EAB key (a new HTTPS connection pool of its own).
+pub async fn new_account(tls_root: &Path, directory: &str) -> BoxResult<Account> {
+    let (account, _) = Account::builder_with_root(tls_root)?
+        .create(
+            &NewAccount {
+                contact: &[],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            directory.to_owned(),
+            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
+        )
+        .await?;
+    Ok(account)
+}
+
+/// No sleep before polling: the challenge answer is synchronous, so the first poll sees ready.
+fn poll() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::ZERO)
+        .timeout(Duration::from_secs(30))
+}
+
+/// One full issuance; returns the PEM chain.
+pub async fn issue(account: &Account, subject: &Subject) -> BoxResult<String> {
+    let identifiers = [Identifier::Dns(subject.name.to_string())];
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz?;
+        let mut challenge = authz
+            .challenge(ChallengeType::DeviceAttest01)
+            .ok_or("no device-attest-01 challenge")?;
+        let key_authorization = challenge.key_authorization();
+        let att_obj = subject.device.attest(
+            key_authorization.as_str(),
+            &subject.origin,
+            USER,
+            &subject.spki,
+            std::slice::from_ref(&subject.name),
+        );
+        challenge
+            .send_device_attestation(&DeviceAttestation {
+                att_obj: Cow::Owned(att_obj),
+            })
+            .await?;
+    }
+    if order.poll_ready(&poll()).await? != OrderStatus::Ready {
+        return Err("order not ready after the attestation".into());
+    }
+    order.finalize_csr(&subject.csr).await?;
+    Ok(order.poll_certificate(&poll()).await?)
+}

@@ -1,0 +1,345 @@
+//! Full ACME issuances per second against the issuer as in production (its own process, HTTPS,
+//! durable SQLite with `synchronous=FULL`), with N concurrent instant-acme clients, reused and
+//! new accounts; then the same against a database already holding a million certificates.
+//!
+//! Printed per run: issuances/s, p50 and p99 latency of a whole issuance, the server's CPU ms
+//! and fsyncs per issuance (strace counts every fsync/fdatasync of the server process), the
+//! P-256 verifications and signatures the server did per issuance (its own counters), and the
+//! crypto bound measured in the same run: cores / (verifies x verify cost + signs x sign cost),
+//! with the ratio of the measured rate to it.
+//!
+//! `cargo bench -p localcert-issuer --bench issuance`; environment: `BENCH_SECS` (per run,
+//! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
+//! big database, default 1000000; 0 skips it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+mod client;
+mod million;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use localcert_issuer::ca::{self, CaFiles, TlsFiles};
+use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_proto::origin::Origin;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+
+use crate::client::Subject;
+use crate::server::{ServerProcess, Sample};
+
+/// The bench's error type.
+pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const ORIGIN: &str = "https://vod.example.com";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The cost of one P-256 verification and one signature, measured now (ring, as the server).
+fn crypto_costs() -> (Duration, Duration) {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .unwrap();
+    let message = [0x5au8; 300];
+    let rounds = 2000u32;
+    let start = Instant::now();
+    let mut signature = key.sign(&rng, &message).unwrap();
+    for _ in 1..rounds {
+        signature = key.sign(&rng, &message).unwrap();
+    }
+    let sign = start.elapsed() / rounds;
+    let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref());
+    let start = Instant::now();
+    for _ in 0..rounds {
+        public.verify(&message, signature.as_ref()).unwrap();
+    }
+    (start.elapsed() / rounds, sign)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    origin: Origin,
+    subjects: Vec<Arc<Subject>>,
+    chain_pem: String,
+}
+
+fn setup(max_clients: usize) -> BoxResult<Setup> {
+    let dir = tempfile::tempdir()?;
+    let now = SystemTime::now();
+    ca::init_ca(&CaFiles::in_dir(dir.path()), "bench", now)?;
+    ca::init_tls(&TlsFiles::in_dir(dir.path()), now)?;
+    let origin = Origin::parse(ORIGIN)?;
+    let store = SqliteStore::open(&dir.path().join("fresh.sqlite"))?;
+    store.add_relying_party(&RelyingParty {
+        origin: origin.clone(),
+        eab_kid: client::KID.into(),
+        eab_hmac_key: client::HMAC.to_vec(),
+        status: RelyingPartyStatus::Active,
+        created: now,
+    })?;
+    let maker = common::Manufacturer::new("Bench TVs");
+    std::fs::write(dir.path().join(server::MANUFACTURER_ROOT), &maker.root_der)?;
+    let subjects = (0..max_clients)
+        .map(|i| Arc::new(Subject::new(maker.device(&format!("{i:04}")), &origin, "tv")))
+        .collect();
+    Ok(Setup {
+        dir,
+        origin,
+        subjects,
+        chain_pem: String::new(),
+    })
+}
+
+/// One measured run.
+struct Run {
+    clients: usize,
+    new_accounts: bool,
+    issued: usize,
+    errors: usize,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_ms: f64,
+    fsyncs: Option<f64>,
+    verifies: f64,
+    signs: f64,
+}
+
+async fn run(
+    server: &mut ServerProcess,
+    setup: &Setup,
+    clients: usize,
+    new_accounts: bool,
+    secs: u64,
+) -> BoxResult<(Run, Option<String>)> {
+    let tls_root = TlsFiles::in_dir(setup.dir.path()).cert;
+    let directory = format!("https://localhost:{}/acme/directory", server.port);
+    // Reused accounts are made before the clock starts.
+    let mut accounts = Vec::new();
+    if !new_accounts {
+        for _ in 0..clients {
+            accounts.push(Some(client::new_account(&tls_root, &directory).await?));
+        }
+    } else {
+        accounts.resize_with(clients, || None);
+    }
+    let before: Sample = server.sample()?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (subject, account) in setup.subjects.iter().cloned().zip(accounts) {
+        let (tls_root, directory) = (tls_root.clone(), directory.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = Vec::new();
+            let mut last_chain = None;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let outcome = async {
+                    let account = match &account {
+                        Some(account) => account.clone(),
+                        None => client::new_account(&tls_root, &directory).await?,
+                    };
+                    client::issue(&account, &subject).await
+                }
+                .await;
+                match outcome {
+                    Ok(chain) => {
+                        latencies.push(t0.elapsed());
+                        last_chain = Some(chain);
+                    }
+                    Err(error) => errors.push(error.to_string()),
+                }
+            }
+            (latencies, errors, last_chain)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    let mut chain = None;
+    for task in tasks {
+        let (l, e, c) = task.await?;
+        latencies.extend(l);
+        errors.extend(e);
+        chain = chain.or(c);
+    }
+    let elapsed = start.elapsed();
+    // Let strace's log catch up with the last fsyncs.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = server.sample()?;
+    if let Some(first) = errors.first() {
+        eprintln!("  {} failed issuance(s), first: {first}", errors.len());
+    }
+    latencies.sort();
+    let issued = latencies.len();
+    let per = |x: f64| x / issued.max(1) as f64;
+    let pick = |q: f64| {
+        latencies
+            .get(((issued as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok((
+        Run {
+            clients,
+            new_accounts,
+            issued,
+            errors: errors.len(),
+            rate: issued as f64 / elapsed.as_secs_f64(),
+            p50: pick(0.50),
+            p99: pick(0.99),
+            cpu_ms: per(after.cpu_ms - before.cpu_ms),
+            fsyncs: after
+                .fsyncs
+                .zip(before.fsyncs)
+                .map(|(a, b)| per((a - b) as f64)),
+            verifies: per(
+                (after.counters.signatures_verified - before.counters.signatures_verified) as f64,
+            ),
+            signs: per(
+                (after.counters.certificates_signed - before.counters.certificates_signed) as f64,
+            ),
+        },
+        chain,
+    ))
+}
+
+fn print_header() {
+    println!(
+        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>8} {:>6}",
+        "clients",
+        "accounts",
+        "issued",
+        "errors",
+        "issuances/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu ms/i",
+        "fsyncs/i",
+        "verif/i",
+        "sign/i",
+        "bound/s",
+        "ratio"
+    );
+}
+
+fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
+    let crypto = r.verifies * verify.as_secs_f64() + r.signs * sign.as_secs_f64();
+    let bound = if crypto > 0.0 { cores / crypto } else { 0.0 };
+    println!(
+        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>8.0} {:>6.3}",
+        r.clients,
+        if r.new_accounts { "new" } else { "reused" },
+        r.issued,
+        r.errors,
+        r.rate,
+        r.p50.as_secs_f64() * 1e3,
+        r.p99.as_secs_f64() * 1e3,
+        r.cpu_ms,
+        r.fsyncs
+            .map_or_else(|| "n/a".to_owned(), |f| format!("{f:.2}")),
+        r.verifies,
+        r.signs,
+        bound,
+        if bound > 0.0 { r.rate / bound } else { 0.0 },
+    );
+    r.rate
+}
+
+async fn series(
+    setup: &mut Setup,
+    db: &Path,
+    label: &str,
+    runs: &[(usize, bool)],
+    secs: u64,
+    costs: (Duration, Duration, f64),
+) -> BoxResult<Vec<f64>> {
+    let mut server = ServerProcess::start(setup.dir.path(), db, &format!("{label}.strace"))?;
+    println!("\n{label}: server pid {} on port {}", server.pid, server.port);
+    print_header();
+    let mut rates = Vec::new();
+    for &(clients, new_accounts) in runs {
+        let (r, chain) = run(&mut server, setup, clients, new_accounts, secs).await?;
+        rates.push(print_run(&r, costs.0, costs.1, costs.2));
+        if setup.chain_pem.is_empty() {
+            setup.chain_pem = chain.unwrap_or_default();
+        }
+    }
+    server.stop()?;
+    Ok(rates)
+}
+
+fn main() -> BoxResult<()> {
+    if let Ok(dir) = std::env::var(server::SERVER_ENV) {
+        let db = PathBuf::from(std::env::var(server::DB_ENV)?);
+        return server::run(Path::new(&dir), &db);
+    }
+    let secs: u64 = env_or("BENCH_SECS", 5);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,8,32,128".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let million: u64 = env_or("BENCH_MILLION", 1_000_000);
+    let max_clients = clients.iter().copied().max().unwrap_or(1);
+    let mut setup = setup(max_clients)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (verify, sign) = crypto_costs();
+    println!(
+        "crypto (ring, this run): P-256 verify {:.1} us, sign {:.1} us; {cores} cores",
+        verify.as_secs_f64() * 1e6,
+        sign.as_secs_f64() * 1e6
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let costs = (verify, sign, cores);
+        let mut runs: Vec<(usize, bool)> = clients.iter().map(|&c| (c, false)).collect();
+        runs.extend(clients.iter().map(|&c| (c, true)));
+        let fresh_db = setup.dir.path().join("fresh.sqlite");
+        let fresh = series(&mut setup, &fresh_db, "fresh", &runs, secs, costs).await?;
+        if million == 0 {
+            return Ok(());
+        }
+        let big_db = setup.dir.path().join("million.sqlite");
+        let start = Instant::now();
+        million::generate(&big_db, &setup.origin, million, &setup.chain_pem)?;
+        let size = std::fs::metadata(&big_db)?.len();
+        println!(
+            "\ngenerated {million} issued certificates in {:.1} s ({} MB)",
+            start.elapsed().as_secs_f64(),
+            size / 1_000_000
+        );
+        let big_runs: Vec<(usize, bool)> = clients
+            .iter()
+            .filter(|&&c| c == 8 || c == 128)
+            .map(|&c| (c, false))
+            .collect();
+        let big = series(&mut setup, &big_db, "million", &big_runs, secs, costs).await?;
+        for ((clients, _), rate) in big_runs.iter().zip(&big) {
+            if let Some(i) = runs.iter().position(|r| *r == (*clients, false)) {
+                println!(
+                    "{clients} clients: million-certificate database at {:.2} of fresh",
+                    rate / fresh[i]
+                );
+            }
+        }
+        Ok(())
+    })
+}
