@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::ca::IssuingCa;
 use crate::error::{Error, ProblemType, Refusal};
 use crate::jws::{self, Jwk, Jws, Signer};
+use crate::nonce::NonceKey;
 use crate::store::{Account, AccountStatus, AuditEntry, Store};
 use crate::validate::TrustConfig;
 
@@ -160,6 +161,7 @@ impl Tally {
 /// The ACME server.
 pub struct AcmeServer {
     tally: Tally,
+    nonces: Option<NonceKey>,
     store: Arc<dyn Store>,
     ca: IssuingCa,
     trust: TrustConfig,
@@ -176,7 +178,8 @@ impl std::fmt::Debug for AcmeServer {
 }
 
 impl AcmeServer {
-    /// A server whose URLs start with `base_url` (e.g. `https://localhost:8443`).
+    /// A server whose URLs start with `base_url` (e.g. `https://localhost:8443`), minting
+    /// nonces with a random key of its own (see [`Self::with_nonce_key`] for replicas).
     pub fn new(
         store: Arc<dyn Store>,
         ca: IssuingCa,
@@ -186,12 +189,20 @@ impl AcmeServer {
     ) -> Self {
         Self {
             tally: Tally::default(),
+            // Only a failing system RNG leaves no key; then no nonce is minted or accepted.
+            nonces: NonceKey::random().ok(),
             store,
             ca,
             trust,
             policy,
             base_url: base_url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// Mints and accepts nonces with `key`: replicas sharing it accept each other's nonces.
+    pub fn with_nonce_key(mut self, key: NonceKey) -> Self {
+        self.nonces = Some(key);
+        self
     }
 
     fn star_url(&self, order_id: &str) -> String {
@@ -282,12 +293,30 @@ impl AcmeServer {
     }
 
     fn new_nonce(&self, now: SystemTime) -> Result<String, Error> {
-        let nonce = random_id(16)?;
-        self.store
-            .put_nonce(&nonce, now + self.policy.nonce_lifetime)?;
-        Ok(nonce)
+        self.nonces
+            .as_ref()
+            .ok_or_else(|| Error::Store("no nonce key".into()))?
+            .mint(now + self.policy.nonce_lifetime)
     }
 
+    /// An audit line, for the store to write with the change it records.
+    fn entry(
+        now: SystemTime,
+        event: &str,
+        origin: Option<&Origin>,
+        subject: &str,
+        detail: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            at: now,
+            event: event.into(),
+            origin: origin.map(Origin::to_string),
+            subject: subject.chars().take(200).collect(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Audits a decision that changed nothing (a refusal, an error).
     fn audit(
         &self,
         now: SystemTime,
@@ -296,13 +325,7 @@ impl AcmeServer {
         subject: &str,
         detail: &str,
     ) {
-        let entry = AuditEntry {
-            at: now,
-            event: event.into(),
-            origin: origin.map(Origin::to_string),
-            subject: subject.chars().take(200).collect(),
-            detail: detail.into(),
-        };
+        let entry = Self::entry(now, event, origin, subject, detail);
         if let Err(error) = self.store.audit(&entry) {
             tracing::error!(%error, "cannot write the audit log");
         }
@@ -394,7 +417,12 @@ impl AcmeServer {
         if jws.url != self.url(path) {
             return Err(Refusal::UrlMismatch.into());
         }
-        if !self.store.take_nonce(&jws.nonce, now)? {
+        let nonce = self
+            .nonces
+            .as_ref()
+            .and_then(|key| key.check(&jws.nonce, now))
+            .ok_or(Refusal::BadNonce)?;
+        if !self.store.consume_nonce(&nonce, now)? {
             return Err(Refusal::BadNonce.into());
         }
         let is_new_account = path == "/acme/new-account";

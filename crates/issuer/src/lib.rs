@@ -9,6 +9,7 @@
 //! - [`validate`]: the decisions, as pure functions over a request, the stored order, the trust
 //!   configuration and `now`.
 //! - [`jws`]: ACME JWS (ES256, EdDSA) and External Account Binding verification.
+//! - [`nonce`]: HMAC-authenticated nonces and the in-memory replay window.
 //! - [`store`]: the [`store::Store`] trait and its SQLite and PostgreSQL implementations, with the
 //!   audit log.
 //! - [`acme`]: the ACME server as a function from request to response; [`serve`] is its HTTPS
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod jws;
 pub mod leaf;
+pub mod nonce;
 pub mod operator;
 pub mod serve;
 pub mod store;

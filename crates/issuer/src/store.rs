@@ -3,10 +3,11 @@
 //! [`PgStore`] puts the same contract on PostgreSQL for several stateless replicas. The trait is
 //! synchronous and transaction-shaped; `tests/store.rs` runs one contract suite on both.
 //!
-//! Issuance is one transaction: the order moves from `ready` to `valid` conditionally, the leaf
-//! is signed inside the transaction and recorded with it. If the process dies before the commit,
-//! nothing was recorded and nothing was handed out; after it, the certificate is stored. Two
-//! concurrent finalizes cannot both pass the conditional update.
+//! Issuance is one transaction: the order moves from `ready` to `valid` conditionally and the
+//! leaf, signed just before, is recorded with it. The certificate is handed out only after the
+//! commit: if the process dies before, nothing was recorded and nothing was handed out. Two
+//! concurrent finalizes cannot both pass the conditional update (the loser's signature is
+//! thrown away).
 
 use std::time::{Duration, SystemTime};
 
@@ -14,11 +15,13 @@ use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 
 use crate::error::Error;
+use crate::nonce::NonceId;
 
 mod postgres;
 mod postgres_conn;
 mod postgres_rows;
 mod sqlite;
+mod sqlite_ops;
 mod sqlite_rows;
 
 pub use postgres_conn::{POOL_TIMEOUT, PgOptions, PgStore};
@@ -231,19 +234,6 @@ pub struct CertRecord {
     pub revoked: Option<(SystemTime, u8)>,
 }
 
-/// A new certificate, made by the signer inside the issuance transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewCert {
-    /// The serial, hex.
-    pub serial: String,
-    /// The chain, PEM.
-    pub chain_pem: String,
-    /// Start of validity.
-    pub not_before: SystemTime,
-    /// End of validity.
-    pub not_after: SystemTime,
-}
-
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -279,7 +269,20 @@ pub enum IssueOutcome {
     NotReady(OrderStatus),
 }
 
-/// Issuer state. Every method is one transaction.
+/// Issuer state. Every method is one transaction; every change carries the audit entry that
+/// records it, written in the same transaction (one commit, and never a change without its
+/// audit line or the reverse).
+///
+/// Nonces are not stored: [`crate::nonce::NonceKey`] mints them (expiry, random id, HMAC tag)
+/// and authenticates them without the store. The store only answers "first use?" for an
+/// authenticated, unexpired nonce ([`Store::consume_nonce`]), which is where backends differ:
+/// - single-node SQLite keeps consumed ids in memory ([`crate::nonce::ReplayWindow`]); the
+///   key is random per process, so a restart invalidates every outstanding nonce (clients
+///   retry on `badNonce`, RFC 8555 §6.5) and nothing is written or fsynced per request;
+/// - several replicas on one database (PostgreSQL) share the HMAC key from the configuration,
+///   so a nonce minted by one replica is accepted by another, and record consumed ids in a
+///   shared table (`INSERT … ON CONFLICT DO NOTHING`: exactly one replica sees its insert
+///   succeed), deleting rows past their expiry; a nonce is then never accepted twice anywhere.
 pub trait Store: Send + Sync {
     /// Registers a relying party; fails if its origin or key id exists.
     fn add_relying_party(&self, rp: &RelyingParty) -> Result<(), Error>;
@@ -295,22 +298,31 @@ pub trait Store: Send + Sync {
         now: SystemTime,
     ) -> Result<Option<RevocationSummary>, Error>;
 
-    /// Stores a fresh nonce.
-    fn put_nonce(&self, nonce: &str, expires: SystemTime) -> Result<(), Error>;
-    /// Consumes a nonce: true if it existed and had not expired (and now never will again).
-    fn take_nonce(&self, nonce: &str, now: SystemTime) -> Result<bool, Error>;
+    /// Consumes an authenticated, unexpired nonce: true the first time, false for a replay
+    /// (on any replica sharing this store).
+    fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error>;
 
     /// Creates an account.
-    fn create_account(&self, account: &Account) -> Result<(), Error>;
+    fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error>;
     /// The account with this id.
     fn account(&self, id: &str) -> Result<Option<Account>, Error>;
     /// The account with this key thumbprint.
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error>;
     /// Changes an account's status.
-    fn set_account_status(&self, id: &str, status: AccountStatus) -> Result<(), Error>;
+    fn set_account_status(
+        &self,
+        id: &str,
+        status: AccountStatus,
+        audit: &AuditEntry,
+    ) -> Result<(), Error>;
 
     /// Creates an order with its authorizations.
-    fn create_order(&self, order: &Order, authorizations: &[Authorization]) -> Result<(), Error>;
+    fn create_order(
+        &self,
+        order: &Order,
+        authorizations: &[Authorization],
+        audit: &AuditEntry,
+    ) -> Result<(), Error>;
     /// The order with this id.
     fn order(&self, id: &str) -> Result<Option<Order>, Error>;
     /// The ids of an account's orders, oldest first.
@@ -321,32 +333,57 @@ pub trait Store: Send + Sync {
     fn authorization(&self, id: &str) -> Result<Option<Authorization>, Error>;
     /// Marks a pending authorization valid with what was attested, and its order ready when all
     /// its authorizations are valid. False if the authorization was no longer pending.
-    fn record_attestation(&self, authz_id: &str, attested: &Attested) -> Result<bool, Error>;
+    fn record_attestation(
+        &self,
+        authz_id: &str,
+        attested: &Attested,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error>;
     /// Cancels an order: a STAR order stops renewing, a pending or ready one becomes invalid.
-    fn cancel_order(&self, id: &str) -> Result<(), Error>;
+    fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error>;
+    /// [`Store::cancel_order_audited`] with an audit line saying the operator canceled it.
+    fn cancel_order(&self, id: &str) -> Result<(), Error> {
+        self.cancel_order_audited(
+            id,
+            &AuditEntry {
+                at: SystemTime::now(),
+                event: "order-canceled".into(),
+                origin: None,
+                subject: id.to_owned(),
+                detail: "by the operator".into(),
+            },
+        )
+    }
     /// Orders whose STAR renewal is due: not canceled, not ended, and whose latest certificate
     /// has passed half of its lifetime at `now`.
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error>;
 
-    /// Issues for an order in `expected` status: signs with `sign` inside the transaction and
-    /// records the certificate with the order `valid`. A STAR renewal names the certificate it
-    /// `replaces`: it happens only if that is still the order's latest and the order was not
-    /// canceled, so two replicas cannot both renew.
+    /// Records `cert` (signed by the caller, not yet handed out) for an order in `expected`
+    /// status and makes the order `valid` with it as its latest certificate, in one
+    /// transaction. A STAR renewal names the certificate it `replaces`: it happens only if
+    /// that is still the order's latest and the order was not canceled, so two replicas cannot
+    /// both renew. If the order is no longer as expected, nothing is recorded and the
+    /// certificate must be thrown away.
     fn issue(
         &self,
         order_id: &str,
         expected: OrderStatus,
         replaces: Option<&str>,
-        new_id: &str,
-        now: SystemTime,
-        sign: &mut dyn FnMut() -> Result<NewCert, Error>,
+        cert: &CertRecord,
+        audit: &AuditEntry,
     ) -> Result<IssueOutcome, Error>;
     /// The certificate with this id.
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, Error>;
     /// The certificate with this serial (hex).
     fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertRecord>, Error>;
     /// Revokes a certificate. False if it was already revoked.
-    fn revoke_certificate(&self, id: &str, reason: u8, now: SystemTime) -> Result<bool, Error>;
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: u8,
+        now: SystemTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error>;
     /// Revoked certificates that have not expired at `now` (for the CRL).
     fn revoked_unexpired(&self, now: SystemTime) -> Result<Vec<CertRecord>, Error>;
 

@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use backends::Db;
 
-use localcert_issuer::Error;
+use localcert_issuer::nonce::NonceKey;
 use localcert_issuer::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, AuthzStatus, IssueOutcome,
-    NewCert, Order, OrderStatus, RelyingParty, RelyingPartyStatus, SqliteStore, Star, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, AuthzStatus, CertRecord,
+    IssueOutcome, Order, OrderStatus, RelyingParty, RelyingPartyStatus, SqliteStore, Star, Store,
 };
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
@@ -69,14 +69,17 @@ fn seeded(db: &Db, star: bool) -> Arc<dyn Store> {
     let store = db.open();
     store.add_relying_party(&rp()).unwrap();
     store
-        .create_account(&Account {
-            id: "acct-1".into(),
-            eab_kid: "kid-1".into(),
-            origin: origin(),
-            jwk: "{}".into(),
-            thumbprint: "thumb-1".into(),
-            status: AccountStatus::Valid,
-        })
+        .create_account(
+            &Account {
+                id: "acct-1".into(),
+                eab_kid: "kid-1".into(),
+                origin: origin(),
+                jwk: "{}".into(),
+                thumbprint: "thumb-1".into(),
+                status: AccountStatus::Valid,
+            },
+            &note("account-created"),
+        )
         .unwrap();
     let name = LocalName::parse("tv.local").unwrap();
     let order = Order {
@@ -101,7 +104,9 @@ fn seeded(db: &Db, star: bool) -> Arc<dyn Store> {
         expires: t(300),
         attested: None,
     };
-    store.create_order(&order, &[authz]).unwrap();
+    store
+        .create_order(&order, &[authz], &note("order-created"))
+        .unwrap();
     store
 }
 
@@ -114,12 +119,27 @@ fn attested() -> Attested {
     }
 }
 
-fn new_cert(serial: &str, from: u64, days: u64) -> NewCert {
-    NewCert {
+/// A certificate as the signer made it, before the store records it for its order.
+fn new_cert(id: &str, serial: &str, from: u64, days: u64) -> CertRecord {
+    CertRecord {
+        id: id.into(),
+        order_id: String::new(),
         serial: serial.into(),
         chain_pem: "PEM".into(),
         not_before: t(from),
         not_after: t(from + days * 86_400),
+        revoked: None,
+    }
+}
+
+/// The audit line a change carries.
+fn note(event: &str) -> AuditEntry {
+    AuditEntry {
+        at: t(0),
+        event: event.into(),
+        origin: Some(origin().to_string()),
+        subject: "order-1".into(),
+        detail: String::new(),
     }
 }
 
@@ -139,19 +159,25 @@ fn relying_parties_are_unique(db: &Db) {
 
 fn nonces_are_single_use_and_expire(db: &Db) {
     let store = db.open();
-    store.put_nonce("n1", t(100)).unwrap();
-    store.put_nonce("n2", t(100)).unwrap();
-    assert!(store.take_nonce("n1", t(50)).unwrap());
-    assert!(!store.take_nonce("n1", t(50)).unwrap(), "replayed nonce");
-    assert!(!store.take_nonce("n2", t(100)).unwrap(), "expired nonce");
-    assert!(!store.take_nonce("never", t(0)).unwrap());
+    let key = NonceKey::from_bytes(&[3; 32]);
+    let n1 = key.check(&key.mint(t(100)).unwrap(), t(0)).unwrap();
+    let n2 = key.check(&key.mint(t(100)).unwrap(), t(0)).unwrap();
+    assert!(store.consume_nonce(&n1, t(50)).unwrap());
+    assert!(!store.consume_nonce(&n1, t(50)).unwrap(), "replayed nonce");
+    assert!(!store.consume_nonce(&n2, t(100)).unwrap(), "expired nonce");
 }
 
 fn attestation_is_recorded_once_and_makes_the_order_ready(db: &Db) {
     let store = seeded(db, false);
-    assert!(store.record_attestation("authz-1", &attested()).unwrap());
     assert!(
-        !store.record_attestation("authz-1", &attested()).unwrap(),
+        store
+            .record_attestation("authz-1", &attested(), &note("attested"))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_attestation("authz-1", &attested(), &note("attested"))
+            .unwrap(),
         "replayed challenge"
     );
     let authz = store.authorization("authz-1").unwrap().unwrap();
@@ -165,38 +191,49 @@ fn attestation_is_recorded_once_and_makes_the_order_ready(db: &Db) {
 
 fn issuance_is_recorded_exactly_once(db: &Db) {
     let store = seeded(db, false);
-    let mut sign = || Ok(new_cert("01", 20, 7));
-    // Not ready yet: nothing is signed.
-    let mut signed = false;
+    // Not ready yet: nothing is recorded.
     let outcome = store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-0",
-            t(20),
-            &mut || {
-                signed = true;
-                Ok(new_cert("00", 20, 7))
-            },
+            &new_cert("cert-0", "00", 20, 7),
+            &note("issued"),
         )
         .unwrap();
     assert!(matches!(
         outcome,
         IssueOutcome::NotReady(OrderStatus::Pending)
     ));
-    assert!(!signed);
+    assert!(store.certificate("cert-0").unwrap().is_none());
 
-    store.record_attestation("authz-1", &attested()).unwrap();
-    // A failure after signing and before recording (a crash) leaves no trace and the order
-    // ready, so it can be finalized again.
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
+    // A change that fails inside its transaction (here: a serial already used by another
+    // order) leaves no trace, its audit line included, and the order ready.
+    let (other, authorizations) = order_with("order-2", &["radio"]);
+    store
+        .create_order(&other, &authorizations, &note("order-created"))
+        .unwrap();
+    store
+        .record_attestation(&authorizations[0].id, &attested(), &note("attested"))
+        .unwrap();
+    store
+        .issue(
+            "order-2",
+            OrderStatus::Ready,
+            None,
+            &new_cert("cert-y", "01", 20, 7),
+            &note("issued"),
+        )
+        .unwrap();
     let failed = store.issue(
         "order-1",
         OrderStatus::Ready,
         None,
-        "cert-x",
-        t(20),
-        &mut || Err(Error::Certificate("simulated crash".into())),
+        &new_cert("cert-x", "01", 20, 7),
+        &note("issued"),
     );
     assert!(failed.is_err());
     assert!(store.certificate("cert-x").unwrap().is_none());
@@ -204,22 +241,31 @@ fn issuance_is_recorded_exactly_once(db: &Db) {
         store.order("order-1").unwrap().unwrap().status,
         OrderStatus::Ready
     );
+    let issued_lines = |store: &dyn Store| {
+        store
+            .audit_log(100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == "issued")
+            .count()
+    };
+    assert_eq!(issued_lines(store.as_ref()), 1, "order-2's only");
 
     let IssueOutcome::Issued(cert) = store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-1",
-            t(20),
-            &mut sign,
+            &new_cert("cert-1", "02", 20, 7),
+            &note("issued"),
         )
         .unwrap()
     else {
         panic!("not issued")
     };
     assert_eq!(store.certificate("cert-1").unwrap(), Some(cert.clone()));
-    assert_eq!(store.certificate_by_serial("01").unwrap(), Some(cert));
+    assert_eq!(cert.order_id, "order-1");
+    assert_eq!(store.certificate_by_serial("02").unwrap(), Some(cert));
     let order = store.order("order-1").unwrap().unwrap();
     assert_eq!(
         (order.status, order.certificate_id.as_deref()),
@@ -231,34 +277,27 @@ fn issuance_is_recorded_exactly_once(db: &Db) {
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-2",
-            t(21),
-            &mut sign,
+            &new_cert("cert-2", "03", 21, 7),
+            &note("issued"),
         )
         .unwrap();
     assert!(matches!(again, IssueOutcome::NotReady(OrderStatus::Valid)));
     assert!(store.certificate("cert-2").unwrap().is_none());
-    let issued: Vec<_> = store
-        .audit_log(100)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event == "issued")
-        .collect();
-    assert_eq!(issued.len(), 1);
-    assert_eq!(issued[0].origin.as_deref(), Some("https://vod.example.com"));
+    assert_eq!(issued_lines(store.as_ref()), 2, "order-2's and order-1's");
 }
 
 fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
     let store = seeded(db, true);
-    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
     store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-1",
-            t(0),
-            &mut || Ok(new_cert("01", 0, 8)),
+            &new_cert("cert-1", "01", 0, 8),
+            &note("issued"),
         )
         .unwrap();
     assert!(store.star_orders_due(t(4 * 86_400 - 1)).unwrap().is_empty());
@@ -271,9 +310,8 @@ fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
             "order-1",
             OrderStatus::Valid,
             Some("cert-1"),
-            "cert-2",
-            t(4 * 86_400),
-            &mut || Ok(new_cert("02", 4 * 86_400, 8)),
+            &new_cert("cert-2", "02", 4 * 86_400, 8),
+            &note("issued"),
         )
         .unwrap();
     assert!(matches!(renewed, IssueOutcome::Issued(_)));
@@ -282,9 +320,8 @@ fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
             "order-1",
             OrderStatus::Valid,
             Some("cert-1"),
-            "cert-3",
-            t(4 * 86_400),
-            &mut || Ok(new_cert("03", 4 * 86_400, 8)),
+            &new_cert("cert-3", "03", 4 * 86_400, 8),
+            &note("issued"),
         )
         .unwrap();
     assert!(matches!(stale, IssueOutcome::NotReady(_)));
@@ -304,15 +341,16 @@ fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
 
 fn revoking_a_relying_party_cascades(db: &Db) {
     let store = seeded(db, true);
-    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
     store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-1",
-            t(0),
-            &mut || Ok(new_cert("01", 0, 7)),
+            &new_cert("cert-1", "01", 0, 7),
+            &note("issued"),
         )
         .unwrap();
     let summary = store
@@ -397,15 +435,29 @@ fn accounts_are_unique_by_key(db: &Db) {
         Some(stored)
     );
     // One account per key: a second account with the same thumbprint is refused.
-    assert!(store.create_account(&account("acct-2", "thumb-1")).is_err());
+    assert!(
+        store
+            .create_account(&account("acct-2", "thumb-1"), &note("account-created"))
+            .is_err()
+    );
     assert!(store.account("acct-2").unwrap().is_none());
     // An account must belong to a registered relying party.
     let mut orphan = account("acct-3", "thumb-3");
     orphan.eab_kid = "no-such-kid".into();
-    assert!(store.create_account(&orphan).is_err());
-    store.create_account(&account("acct-4", "thumb-4")).unwrap();
+    assert!(
+        store
+            .create_account(&orphan, &note("account-created"))
+            .is_err()
+    );
     store
-        .set_account_status("acct-4", AccountStatus::Deactivated)
+        .create_account(&account("acct-4", "thumb-4"), &note("account-created"))
+        .unwrap();
+    store
+        .set_account_status(
+            "acct-4",
+            AccountStatus::Deactivated,
+            &note("account-deactivated"),
+        )
         .unwrap();
     assert_eq!(
         store
@@ -424,7 +476,9 @@ fn orders_and_authorizations_keep_their_order(db: &Db) {
     // Ids that sort differently from their creation order.
     for id in ["order-z", "order-a", "order-m"] {
         let (order, authorizations) = order_with(id, &["tv", "radio", "lamp"]);
-        store.create_order(&order, &authorizations).unwrap();
+        store
+            .create_order(&order, &authorizations, &note("order-created"))
+            .unwrap();
     }
     assert_eq!(
         store.order_ids("acct-1").unwrap(),
@@ -444,29 +498,36 @@ fn orders_and_authorizations_keep_their_order(db: &Db) {
     let (mut again, mut authorizations) = order_with("order-a", &["other"]);
     again.names[0] = LocalName::parse("other.local").unwrap();
     authorizations[0].id = "fresh-authz".into();
-    assert!(store.create_order(&again, &authorizations).is_err());
+    assert!(
+        store
+            .create_order(&again, &authorizations, &note("order-created"))
+            .is_err()
+    );
     assert!(store.authorization("fresh-authz").unwrap().is_none());
 }
 
 fn canceling_ends_pending_orders_and_star_renewals(db: &Db) {
     let store = seeded(db, true);
     let (order, authorizations) = order_with("order-2", &["radio"]);
-    store.create_order(&order, &authorizations).unwrap();
+    store
+        .create_order(&order, &authorizations, &note("order-created"))
+        .unwrap();
     store.cancel_order("order-2").unwrap();
     assert_eq!(
         store.order("order-2").unwrap().unwrap().status,
         OrderStatus::Invalid
     );
     // An issued STAR order stays valid (its certificate stays usable) but stops renewing.
-    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
     store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-1",
-            t(0),
-            &mut || Ok(new_cert("01", 0, 8)),
+            &new_cert("cert-1", "01", 0, 8),
+            &note("issued"),
         )
         .unwrap();
     store.cancel_order("order-1").unwrap();
@@ -478,36 +539,39 @@ fn canceling_ends_pending_orders_and_star_renewals(db: &Db) {
             "order-1",
             OrderStatus::Valid,
             Some("cert-1"),
-            "cert-2",
-            t(4 * 86_400),
-            &mut || panic!("a canceled STAR order must not be signed for"),
+            &new_cert("cert-2", "02", 4 * 86_400, 8),
+            &note("issued"),
         )
         .unwrap();
     assert!(matches!(
         renewal,
         IssueOutcome::NotReady(OrderStatus::Valid)
     ));
+    assert!(store.certificate("cert-2").unwrap().is_none());
 }
 
 fn certificates_are_revoked_once_and_listed_until_they_expire(db: &Db) {
     let store = seeded(db, false);
-    store.record_attestation("authz-1", &attested()).unwrap();
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
     store
         .issue(
             "order-1",
             OrderStatus::Ready,
             None,
-            "cert-1",
-            t(0),
-            &mut || Ok(new_cert("0b", 0, 7)),
+            &new_cert("cert-1", "0b", 0, 7),
+            &note("issued"),
         )
         .unwrap();
     for (i, serial) in ["0a", "0c"].iter().enumerate() {
         let id = format!("order-{serial}");
         let (order, authorizations) = order_with(&id, &[&format!("tv{i}")]);
-        store.create_order(&order, &authorizations).unwrap();
         store
-            .record_attestation(&authorizations[0].id, &attested())
+            .create_order(&order, &authorizations, &note("order-created"))
+            .unwrap();
+        store
+            .record_attestation(&authorizations[0].id, &attested(), &note("attested"))
             .unwrap();
         let days = if *serial == "0a" { 7 } else { 1 };
         store
@@ -515,21 +579,30 @@ fn certificates_are_revoked_once_and_listed_until_they_expire(db: &Db) {
                 &id,
                 OrderStatus::Ready,
                 None,
-                &format!("cert-{serial}"),
-                t(0),
-                &mut || Ok(new_cert(serial, 0, days)),
+                &new_cert(&format!("cert-{serial}"), serial, 0, days),
+                &note("issued"),
             )
             .unwrap();
     }
     assert!(store.revoked_unexpired(t(10)).unwrap().is_empty());
     for id in ["cert-1", "cert-0c", "cert-0a"] {
-        assert!(store.revoke_certificate(id, 1, t(10)).unwrap());
+        assert!(
+            store
+                .revoke_certificate(id, 1, t(10), &note("revoked"))
+                .unwrap()
+        );
     }
     assert!(
-        !store.revoke_certificate("cert-1", 4, t(11)).unwrap(),
+        !store
+            .revoke_certificate("cert-1", 4, t(11), &note("revoked"))
+            .unwrap(),
         "twice"
     );
-    assert!(!store.revoke_certificate("nope", 1, t(11)).unwrap());
+    assert!(
+        !store
+            .revoke_certificate("nope", 1, t(11), &note("revoked"))
+            .unwrap()
+    );
     let listed: Vec<_> = store
         .revoked_unexpired(t(10))
         .unwrap()

@@ -12,7 +12,12 @@
 //! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
 //! big database, default 1000000; 0 skips it).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -35,7 +40,7 @@ use ring::signature::{
 };
 
 use crate::client::Subject;
-use crate::server::{ServerProcess, Sample};
+use crate::server::{Sample, ServerProcess};
 
 /// The bench's error type.
 pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -53,8 +58,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn crypto_costs() -> (Duration, Duration) {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-        .unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let message = [0x5au8; 300];
     let rounds = 2000u32;
     let start = Instant::now();
@@ -95,7 +100,13 @@ fn setup(max_clients: usize) -> BoxResult<Setup> {
     let maker = common::Manufacturer::new("Bench TVs");
     std::fs::write(dir.path().join(server::MANUFACTURER_ROOT), &maker.root_der)?;
     let subjects = (0..max_clients)
-        .map(|i| Arc::new(Subject::new(maker.device(&format!("{i:04}")), &origin, "tv")))
+        .map(|i| {
+            Arc::new(Subject::new(
+                maker.device(&format!("{i:04}")),
+                &origin,
+                "tv",
+            ))
+        })
         .collect();
     Ok(Setup {
         dir,
@@ -270,7 +281,10 @@ async fn series(
     costs: (Duration, Duration, f64),
 ) -> BoxResult<Vec<f64>> {
     let mut server = ServerProcess::start(setup.dir.path(), db, &format!("{label}.strace"))?;
-    println!("\n{label}: server pid {} on port {}", server.pid, server.port);
+    println!(
+        "\n{label}: server pid {} on port {}",
+        server.pid, server.port
+    );
     print_header();
     let mut rates = Vec::new();
     for &(clients, new_accounts) in runs {

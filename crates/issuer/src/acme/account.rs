@@ -64,7 +64,14 @@ impl AcmeServer {
             thumbprint: key.thumbprint(),
             status: AccountStatus::Valid,
         };
-        if let Err(error) = self.store.create_account(&account) {
+        let audit = Self::entry(
+            now,
+            "account-created",
+            Some(&rp.origin),
+            &account.id,
+            "EAB verified",
+        );
+        if let Err(error) = self.store.create_account(&account, &audit) {
             // A concurrent newAccount with the same key got there first: that account it is.
             return match self.store.account_by_thumbprint(&account.thumbprint)? {
                 Some(existing) => Ok(Response::json(200, &self.account_json(&existing))
@@ -72,13 +79,6 @@ impl AcmeServer {
                 None => Err(error.into()),
             };
         }
-        self.audit(
-            now,
-            "account-created",
-            Some(&rp.origin),
-            &account.id,
-            "EAB verified",
-        );
         Ok(Response::json(201, &self.account_json(&account))
             .with("location", self.account_url(&account)))
     }
@@ -93,15 +93,15 @@ impl AcmeServer {
             match payload.status.as_deref() {
                 None => {}
                 Some("deactivated") => {
-                    self.store
-                        .set_account_status(id, AccountStatus::Deactivated)?;
-                    self.audit(
+                    let audit = Self::entry(
                         now,
                         "account-deactivated",
                         Some(&account.origin),
                         id,
                         "by its owner",
                     );
+                    self.store
+                        .set_account_status(id, AccountStatus::Deactivated, &audit)?;
                     let mut account = account.clone();
                     account.status = AccountStatus::Deactivated;
                     return Ok(Response::json(200, &self.account_json(&account))

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::wire::{Response, rfc3339};
-use super::{AcmeServer, Authenticated, Outcome, random_id};
+use super::{AcmeServer, Authenticated, Outcome};
 use crate::error::{Error, Refusal};
 use crate::store::{CertRecord, IssueOutcome, OrderStatus};
 
@@ -57,15 +57,17 @@ impl AcmeServer {
             if lifetime.is_zero() {
                 continue;
             }
-            let cert_id = random_id(16)?;
-            let outcome = self.store.issue(
-                &order.id,
-                OrderStatus::Valid,
-                Some(&current),
-                &cert_id,
+            let cert = self.sign_leaf(&order, &account.origin, &attested, now, lifetime)?;
+            let audit = Self::entry(
                 now,
-                &mut || self.sign_leaf(&order, &account.origin, &attested, now, lifetime),
-            )?;
+                "issued",
+                Some(&account.origin),
+                &order.id,
+                &format!("serial {} (STAR renewal)", cert.serial),
+            );
+            let outcome =
+                self.store
+                    .issue(&order.id, OrderStatus::Valid, Some(&current), &cert, &audit)?;
             if let IssueOutcome::Issued(cert) = outcome {
                 tracing::info!(
                     order = order.id,

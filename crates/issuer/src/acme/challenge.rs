@@ -84,10 +84,7 @@ impl AcmeServer {
             device_certificate_sha256: device.device_certificate_sha256,
             at: now,
         };
-        if !self.store.record_attestation(id, &attested)? {
-            return Err(Refusal::ChallengeUsed.into());
-        }
-        self.audit(
+        let audit = Self::entry(
             now,
             "attested",
             Some(&account.origin),
@@ -97,7 +94,12 @@ impl AcmeServer {
                 authz.name, attested.device_certificate_sha256
             ),
         );
-        let authz = self.store.authorization(id)?.ok_or(Refusal::NotFound)?;
+        if !self.store.record_attestation(id, &attested, &audit)? {
+            return Err(Refusal::ChallengeUsed.into());
+        }
+        let mut authz = authz;
+        authz.status = AuthzStatus::Valid;
+        authz.attested = Some(attested);
         Ok(Response::json(200, &self.challenge_json(&authz)).with(
             "link",
             format!("<{}>;rel=\"up\"", self.url(&format!("/acme/authz/{id}"))),

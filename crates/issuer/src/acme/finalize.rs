@@ -13,30 +13,16 @@ use crate::ca;
 use crate::error::{Error, Refusal};
 use crate::jws;
 use crate::leaf::{self, LeafSpec};
-use crate::store::{Attested, AuthzStatus, IssueOutcome, NewCert, Order, OrderStatus};
+use crate::store::{
+    Attested, Authorization, AuthzStatus, CertRecord, IssueOutcome, Order, OrderStatus,
+};
 use crate::validate;
 
 impl AcmeServer {
     /// The attested key and user handle of an order whose authorizations are all valid and
     /// agree on them.
     pub(super) fn attested_key(&self, order_id: &str) -> Result<Attested, Failure> {
-        let authorizations = self.store.authorizations(order_id)?;
-        let mut attested: Option<Attested> = None;
-        for authz in &authorizations {
-            let this = authz
-                .attested
-                .as_ref()
-                .filter(|_| authz.status == AuthzStatus::Valid)
-                .ok_or(Refusal::OrderNotReady("pending"))?;
-            match &attested {
-                Some(first) if first.spki != this.spki || first.user_handle != this.user_handle => {
-                    return Err(Refusal::AttestedKey.into());
-                }
-                Some(_) => {}
-                None => attested = Some(this.clone()),
-            }
-        }
-        attested.ok_or(Refusal::OrderNotReady("pending").into())
+        attested_key_of(&self.store.authorizations(order_id)?)
     }
 
     pub(super) fn sign_leaf(
@@ -46,7 +32,7 @@ impl AcmeServer {
         attested: &Attested,
         now: SystemTime,
         lifetime: Duration,
-    ) -> Result<NewCert, Error> {
+    ) -> Result<CertRecord, Error> {
         let serial = ca::random_serial_bytes()?;
         let binding = OriginBinding::new(origin.clone(), &attested.user_handle);
         let not_before = now.checked_sub(ca::BACKDATE).unwrap_or(now);
@@ -65,11 +51,14 @@ impl AcmeServer {
         self.tally
             .certificates_signed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(NewCert {
+        Ok(CertRecord {
+            id: random_id(16)?,
+            order_id: order.id.clone(),
             serial: hex::encode(serial),
             chain_pem: leaf::chain_pem(&der, &self.ca),
             not_before,
             not_after,
+            revoked: None,
         })
     }
 
@@ -92,18 +81,26 @@ impl AcmeServer {
         if order.status != OrderStatus::Ready {
             return Err(Refusal::OrderNotReady(order.status.as_str()).into());
         }
-        let attested = self.attested_key(id)?;
+        let authorizations = self.store.authorizations(id)?;
+        let attested = attested_key_of(&authorizations)?;
         let csr = jws::b64_decode("csr", &payload.csr)?;
         validate::check_csr(&csr, &order.names, &attested.spki)?;
         self.tally.verified(1);
         let lifetime = self.lifetime(&order, now);
-        let cert_id = random_id(16)?;
-        let outcome = self
+        // Signed before the store's transaction (which then stays short); handed out only
+        // after it committed, thrown away if another request got there first.
+        let cert = self.sign_leaf(&order, &account.origin, &attested, now, lifetime)?;
+        let audit = Self::entry(
+            now,
+            "issued",
+            Some(&account.origin),
+            id,
+            &format!("serial {}", cert.serial),
+        );
+        match self
             .store
-            .issue(id, OrderStatus::Ready, None, &cert_id, now, &mut || {
-                self.sign_leaf(&order, &account.origin, &attested, now, lifetime)
-            })?;
-        match outcome {
+            .issue(id, OrderStatus::Ready, None, &cert, &audit)?
+        {
             IssueOutcome::NotReady(status) => {
                 return Err(Refusal::OrderNotReady(status.as_str()).into());
             }
@@ -111,11 +108,32 @@ impl AcmeServer {
                 tracing::info!(order = id, serial = cert.serial, origin = %account.origin, "issued");
             }
         }
-        let order = self.owned_order(account, id)?;
-        let authorizations = self.store.authorizations(id)?;
+        let mut order = order;
+        order.status = OrderStatus::Valid;
+        order.certificate_id = Some(cert.id);
         Ok(
             Response::json(200, &self.order_json(&order, &authorizations, now)?)
                 .with("location", self.order_url(id)),
         )
     }
+}
+
+/// The attested key and user handle of these authorizations, if all are valid and agree.
+fn attested_key_of(authorizations: &[Authorization]) -> Result<Attested, Failure> {
+    let mut attested: Option<Attested> = None;
+    for authz in authorizations {
+        let this = authz
+            .attested
+            .as_ref()
+            .filter(|_| authz.status == AuthzStatus::Valid)
+            .ok_or(Refusal::OrderNotReady("pending"))?;
+        match &attested {
+            Some(first) if first.spki != this.spki || first.user_handle != this.user_handle => {
+                return Err(Refusal::AttestedKey.into());
+            }
+            Some(_) => {}
+            None => attested = Some(this.clone()),
+        }
+    }
+    attested.ok_or(Refusal::OrderNotReady("pending").into())
 }

@@ -77,7 +77,6 @@ impl AcmeServer {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        self.store.create_order(&order, &authorizations)?;
         let detail = format!(
             "{}{}",
             order
@@ -88,13 +87,14 @@ impl AcmeServer {
                 .join(", "),
             if order.star.is_some() { " (STAR)" } else { "" }
         );
-        self.audit(
+        let audit = Self::entry(
             now,
             "order-created",
             Some(&account.origin),
             &order.id,
             &detail,
         );
+        self.store.create_order(&order, &authorizations, &audit)?;
         Ok(
             Response::json(201, &self.order_json(&order, &authorizations, now)?)
                 .with("location", self.order_url(&order.id)),
@@ -196,14 +196,14 @@ impl AcmeServer {
             match payload.status.as_deref() {
                 None => {}
                 Some("canceled") => {
-                    self.store.cancel_order(id)?;
-                    self.audit(
+                    let audit = Self::entry(
                         now,
                         "order-canceled",
                         Some(&account.origin),
                         id,
                         "by its account",
                     );
+                    self.store.cancel_order_audited(id, &audit)?;
                     order = self.owned_order(account, id)?;
                 }
                 Some(_) => {

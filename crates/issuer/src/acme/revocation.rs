@@ -31,16 +31,19 @@ impl AcmeServer {
         if issued_der.first() != Some(&der) {
             return Err(Refusal::NotFound.into());
         }
-        if !self.store.revoke_certificate(&record.id, reason, now)? {
-            return Err(Refusal::AlreadyRevoked.into());
-        }
-        self.audit(
+        let audit = Self::entry(
             now,
             "revoked",
             Some(&account.origin),
             &serial,
             &format!("reason {reason}"),
         );
+        if !self
+            .store
+            .revoke_certificate(&record.id, reason, now, &audit)?
+        {
+            return Err(Refusal::AlreadyRevoked.into());
+        }
         Ok(Response {
             status: 200,
             headers: Vec::new(),

@@ -16,9 +16,10 @@ use super::postgres_rows::{
     rp_from_row,
 };
 use crate::error::Error;
+use crate::nonce::NonceId;
 use crate::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, NewCert,
-    Order, OrderStatus, RelyingParty, RevocationSummary, Store, unix,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
+    OrderStatus, RelyingParty, RevocationSummary, Store, unix,
 };
 
 impl Store for PgStore {
@@ -165,47 +166,35 @@ impl Store for PgStore {
         })
     }
 
-    fn put_nonce(&self, nonce: &str, expires: SystemTime) -> Result<(), Error> {
+    fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error> {
+        let expires = i64::try_from(nonce.expires).unwrap_or(i64::MAX);
         self.block(async {
             let client = self.client().await?;
-            execute(
-                &client,
-                "INSERT INTO nonces (nonce, expires) VALUES ($1, $2)",
-                &[&nonce, &unix(expires)],
-            )
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn take_nonce(&self, nonce: &str, now: SystemTime) -> Result<bool, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            // One statement: whichever replica deletes the row first is the only one to accept
-            // it. Expired nonces go too (through the index on `expires`), so the table stays
-            // small.
+            // The primary key decides: exactly one replica's insert of this id succeeds.
+            // Expired ids go too (through the index on `expires`), so the table stays small.
             let row = query_opt(
                 &client,
-                "WITH expired AS (DELETE FROM nonces WHERE expires <= $2),
-                      taken AS (DELETE FROM nonces WHERE nonce = $1 AND expires > $2
-                                RETURNING 1)
+                "WITH expired AS (DELETE FROM consumed_nonces WHERE expires <= $3),
+                      taken AS (INSERT INTO consumed_nonces (id, expires) VALUES ($1, $2)
+                                ON CONFLICT DO NOTHING RETURNING 1)
                  SELECT count(*) FROM taken",
-                &[&nonce, &unix(now)],
+                &[&nonce.id.as_slice(), &expires, &unix(now)],
             )
             .await?;
             let taken: i64 = match row {
                 Some(row) => row.try_get(0).map_err(db_error)?,
                 None => 0,
             };
-            Ok(taken == 1)
+            Ok(taken == 1 && expires > unix(now))
         })
     }
 
-    fn create_account(&self, account: &Account) -> Result<(), Error> {
+    fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error> {
         self.block(async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
             execute(
-                &client,
+                &tx,
                 "INSERT INTO accounts (id, eab_kid, jwk, thumbprint, status)
                  VALUES ($1, $2, $3, $4, $5)",
                 &[
@@ -217,7 +206,8 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-            Ok(())
+            audit_in(&tx, audit).await?;
+            tx.commit().await.map_err(db_error)
         })
     }
 
@@ -251,20 +241,32 @@ impl Store for PgStore {
         })
     }
 
-    fn set_account_status(&self, id: &str, status: AccountStatus) -> Result<(), Error> {
+    fn set_account_status(
+        &self,
+        id: &str,
+        status: AccountStatus,
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
         self.block(async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
             execute(
-                &client,
+                &tx,
                 "UPDATE accounts SET status = $2 WHERE id = $1",
                 &[&id, &status.as_str()],
             )
             .await?;
-            Ok(())
+            audit_in(&tx, audit).await?;
+            tx.commit().await.map_err(db_error)
         })
     }
 
-    fn create_order(&self, order: &Order, authorizations: &[Authorization]) -> Result<(), Error> {
+    fn create_order(
+        &self,
+        order: &Order,
+        authorizations: &[Authorization],
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
         let names: Vec<&str> = order.names.iter().map(LocalName::as_str).collect();
         let names = names.join(",");
         self.block(async {
@@ -304,6 +306,7 @@ impl Store for PgStore {
                 )
                 .await?;
             }
+            audit_in(&tx, audit).await?;
             tx.commit().await.map_err(db_error)
         })
     }
@@ -362,7 +365,12 @@ impl Store for PgStore {
         })
     }
 
-    fn record_attestation(&self, authz_id: &str, attested: &Attested) -> Result<bool, Error> {
+    fn record_attestation(
+        &self,
+        authz_id: &str,
+        attested: &Attested,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(db_error)?;
@@ -402,16 +410,18 @@ impl Store for PgStore {
                 &[&order_id],
             )
             .await?;
+            audit_in(&tx, audit).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(true)
         })
     }
 
-    fn cancel_order(&self, id: &str) -> Result<(), Error> {
+    fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error> {
         self.block(async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
             execute(
-                &client,
+                &tx,
                 "UPDATE orders SET
                      star_canceled = star_canceled OR star_end IS NOT NULL,
                      status = CASE WHEN status IN ('pending', 'ready') THEN 'invalid'
@@ -420,7 +430,8 @@ impl Store for PgStore {
                 &[&id],
             )
             .await?;
-            Ok(())
+            audit_in(&tx, audit).await?;
+            tx.commit().await.map_err(db_error)
         })
     }
 
@@ -449,10 +460,10 @@ impl Store for PgStore {
         order_id: &str,
         expected: OrderStatus,
         replaces: Option<&str>,
-        new_id: &str,
-        now: SystemTime,
-        sign: &mut dyn FnMut() -> Result<NewCert, Error>,
+        cert: &CertRecord,
+        audit: &AuditEntry,
     ) -> Result<IssueOutcome, Error> {
+        let new_id = cert.id.as_str();
         self.block(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(db_error)?;
@@ -460,10 +471,8 @@ impl Store for PgStore {
             // another replica waits here, then reads this one's result.
             let Some(row) = query_opt(
                 &tx,
-                "SELECT o.status, o.certificate_id, o.star_canceled, r.origin
-                 FROM orders o JOIN accounts a ON o.account_id = a.id
-                     JOIN relying_parties r ON a.eab_kid = r.eab_kid
-                 WHERE o.id = $1 FOR UPDATE OF o",
+                "SELECT status, certificate_id, star_canceled FROM orders
+                 WHERE id = $1 FOR UPDATE",
                 &[&order_id],
             )
             .await?
@@ -473,7 +482,6 @@ impl Store for PgStore {
             let status = order_status(row.try_get(0).map_err(db_error)?)?;
             let certificate_id: Option<String> = row.try_get(1).map_err(db_error)?;
             let star_canceled: bool = row.try_get(2).map_err(db_error)?;
-            let origin: String = row.try_get(3).map_err(db_error)?;
             let replaces_latest = match replaces {
                 Some(old) => certificate_id.as_deref() == Some(old) && !star_canceled,
                 None => true,
@@ -481,8 +489,6 @@ impl Store for PgStore {
             if status != expected || !replaces_latest {
                 return Ok(IssueOutcome::NotReady(status));
             }
-            // Signed inside the transaction: handed out only after the commit below.
-            let cert = sign()?;
             execute(
                 &tx,
                 &format!(
@@ -506,26 +512,12 @@ impl Store for PgStore {
                 &[&order_id, &new_id],
             )
             .await?;
-            audit_in(
-                &tx,
-                &AuditEntry {
-                    at: now,
-                    event: "issued".into(),
-                    origin: Some(origin),
-                    subject: order_id.to_owned(),
-                    detail: format!("serial {}", cert.serial),
-                },
-            )
-            .await?;
+            audit_in(&tx, audit).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(IssueOutcome::Issued(CertRecord {
-                id: new_id.to_owned(),
                 order_id: order_id.to_owned(),
-                serial: cert.serial,
-                chain_pem: cert.chain_pem,
-                not_before: cert.not_before,
-                not_after: cert.not_after,
                 revoked: None,
+                ..cert.clone()
             }))
         })
     }
@@ -556,17 +548,29 @@ impl Store for PgStore {
         })
     }
 
-    fn revoke_certificate(&self, id: &str, reason: u8, now: SystemTime) -> Result<bool, Error> {
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: u8,
+        now: SystemTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
         self.block(async {
-            let client = self.client().await?;
-            Ok(execute(
-                &client,
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let revoked = execute(
+                &tx,
                 "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
                  WHERE id = $1 AND revoked_at IS NULL",
                 &[&id, &unix(now), &i16::from(reason)],
             )
             .await?
-                == 1)
+                == 1;
+            if revoked {
+                audit_in(&tx, audit).await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(revoked)
         })
     }
 

@@ -5,8 +5,10 @@
 //! Replicas coordinate through the database only. Every state change is a conditional update
 //! inside a transaction; issuance locks the order row (`SELECT … FOR UPDATE`) before it signs,
 //! so two replicas finalizing or renewing the same order serialize and the second one sees the
-//! first one's result. Nonces live in an `UNLOGGED` table: shared by the replicas, no WAL and no
-//! fsync, and a database crash empties it, which only turns outstanding nonces into `badNonce`.
+//! first one's result. Nonces are minted and authenticated by the replicas (HMAC with the key
+//! they share); the database records each consumed nonce id once (`consumed_nonces`, a logged
+//! table: a crash must not forget a consumed nonce that has not expired, or it could be
+//! replayed).
 //!
 //! The connection is plaintext (tokio-postgres without TLS): use a Unix socket, loopback or a
 //! private link; `sslmode=require` in the URL makes connecting fail rather than fall back.
@@ -194,11 +196,12 @@ CREATE TABLE IF NOT EXISTS accounts (
     status TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accounts_by_kid ON accounts(eab_kid);
-CREATE UNLOGGED TABLE IF NOT EXISTS nonces (
-    nonce TEXT PRIMARY KEY,
+DROP TABLE IF EXISTS nonces;
+CREATE TABLE IF NOT EXISTS consumed_nonces (
+    id BYTEA PRIMARY KEY,
     expires BIGINT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires);
+CREATE INDEX IF NOT EXISTS consumed_nonces_by_expiry ON consumed_nonces(expires);
 CREATE TABLE IF NOT EXISTS orders (
     seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
     id TEXT PRIMARY KEY,

@@ -1,27 +1,67 @@
-//! The SQLite store: one file, WAL journal, `synchronous=FULL`.
+//! The SQLite store: one file, WAL journal, `synchronous=FULL` (an acknowledged change survives
+//! a power cut).
+//!
+//! Writes go to one database thread that owns the write connection and commits in groups:
+//! it takes every change waiting in its queue, runs each in its own savepoint (a failing change
+//! rolls back alone) and commits them with one fsync, answering each caller only after that
+//! commit. Reads run concurrently on a small pool of read connections (WAL readers never block
+//! the writer). Every statement is prepared once per connection and cached. Consumed nonces
+//! are kept in memory (see [`Store`]).
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::Connection;
 
-use super::sqlite_rows::{
-    AUTHZ_COLUMNS, CERT_COLUMNS, ORDER_COLUMNS, SCHEMA, account_from_row, audit_in, authz_from_row,
-    cert_from_row, order_from_row, rp_from_row, status,
-};
+use super::sqlite_ops as ops;
+use super::sqlite_rows::{SCHEMA, audit_in};
 use super::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, NewCert,
-    Order, OrderStatus, RelyingParty, RevocationSummary, Store, from_unix, unix,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
+    OrderStatus, RelyingParty, RevocationSummary, Store,
 };
 use crate::error::Error;
+use crate::nonce::{NonceId, ReplayWindow};
 
-/// The SQLite store: one file, WAL journal, one connection behind a mutex.
+/// Most changes committed together (bounds a group's latency and its transaction's size).
+const MAX_GROUP: usize = 256;
+/// Read connections open at once; more concurrent readers wait for one.
+const MAX_READERS: usize = 8;
+/// Prepared statements cached per connection (more than the store has).
+const STATEMENT_CACHE: usize = 64;
+
+/// Called once the group commit is over, with its error if it failed.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A change: runs in its savepoint (or learns that no transaction could begin) and says
+/// whether to keep its work.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    /// None for an in-memory database: reads then go through the writer.
+    readers: Option<Readers>,
+    nonces: ReplayWindow,
+}
+
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<(Vec<Connection>, usize)>,
+    freed: Condvar,
+}
+
+fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -31,89 +71,185 @@ impl SqliteStore {
             // Create it owner-only before SQLite does: it holds EAB keys.
             crate::ca::write_private_file(path, b"")?;
         }
-        Self::setup(Connection::open(path)?)
+        let readers = Readers {
+            path: path.to_owned(),
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+        };
+        Self::start(Connection::open(path)?, Some(readers))
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> Result<Self, Error> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::start(Connection::open_in_memory()?, None)
     }
 
-    fn setup(conn: Connection) -> Result<Self, Error> {
+    fn start(conn: Connection, readers: Option<Readers>) -> Result<Self, Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        configure(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &queue))
+            .map_err(|e| Error::Store(format!("cannot start the database thread: {e}")))?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            jobs: Some(jobs),
+            writer: Some(writer),
+            readers,
+            nonces: ReplayWindow::default(),
         })
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, Error> {
-        self.conn
-            .lock()
-            .map_err(|_| Error::Store("connection lock poisoned".into()))
+    /// Runs `change` on the database thread in the next group commit; its result once durable.
+    fn write<R: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let (reply, answer) = mpsc::sync_channel::<Result<R, Error>>(1);
+        let job: Job = Box::new(move |conn| {
+            let outcome = match conn {
+                Some(conn) => change(conn),
+                None => Err(Error::Store("cannot begin a transaction".into())),
+            };
+            let keep = outcome.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = reply.send(match committed {
+                    Ok(()) => outcome,
+                    Err(error) => Err(Error::Store(format!("commit failed: {error}"))),
+                });
+            });
+            (keep, finish)
+        });
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| Error::Store("the database thread has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Store("the database thread has stopped".into()))?
+    }
+
+    /// Runs `query` on a read connection (on the database thread for an in-memory database).
+    fn read<R: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, Error> {
+        let Some(readers) = &self.readers else {
+            return self.write(move |conn| Ok(query(conn)?));
+        };
+        let conn = readers.take()?;
+        let result = query(&conn);
+        readers.give_back(conn);
+        Ok(result?)
+    }
+}
+
+impl Readers {
+    fn take(&self) -> Result<Connection, Error> {
+        let poisoned = |_| Error::Store("reader pool lock poisoned".into());
+        let mut pool = self.idle.lock().map_err(poisoned)?;
+        loop {
+            if let Some(conn) = pool.0.pop() {
+                return Ok(conn);
+            }
+            if pool.1 < MAX_READERS {
+                pool.1 += 1;
+                drop(pool);
+                let opened = Connection::open(&self.path)
+                    .map_err(Error::from)
+                    .and_then(|conn| {
+                        configure(&conn)?;
+                        conn.pragma_update(None, "query_only", "ON")?;
+                        Ok(conn)
+                    });
+                if opened.is_err() {
+                    if let Ok(mut pool) = self.idle.lock() {
+                        pool.1 -= 1;
+                    }
+                }
+                return opened;
+            }
+            pool = self.freed.wait(pool).map_err(poisoned)?;
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut pool) = self.idle.lock() {
+            pool.0.push(conn);
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the database thread after the changes already queued.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The database thread: group commits until the queue closes.
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let error = error.to_string();
+            for job in group {
+                let (_, finish) = job(None);
+                finish(Err(error.clone()));
+            }
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(group.len());
+        for job in group {
+            let savepoint = conn.execute_batch("SAVEPOINT change");
+            let (keep, finish) = job(savepoint.as_ref().ok().map(|()| conn));
+            if savepoint.is_ok() {
+                let end = if keep {
+                    "RELEASE change"
+                } else {
+                    "ROLLBACK TO change; RELEASE change"
+                };
+                if let Err(error) = conn.execute_batch(end) {
+                    tracing::error!(%error, "savepoint");
+                }
+            }
+            finishes.push(finish);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for finish in finishes {
+            finish(committed.clone());
+        }
     }
 }
 
 impl Store for SqliteStore {
     fn add_relying_party(&self, rp: &RelyingParty) -> Result<(), Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM relying_parties WHERE origin = ?1)",
-            [rp.origin.as_str()],
-            |r| r.get(0),
-        )?;
-        if exists {
-            return Err(Error::AlreadyRegistered(rp.origin.to_string()));
-        }
-        tx.execute(
-            "INSERT INTO relying_parties (origin, eab_kid, eab_hmac_key, status, created)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                rp.origin.as_str(),
-                rp.eab_kid,
-                rp.eab_hmac_key,
-                rp.status.as_str(),
-                unix(rp.created)
-            ],
-        )?;
-        audit_in(
-            &tx,
-            &AuditEntry {
-                at: rp.created,
-                event: "rp-added".into(),
-                origin: Some(rp.origin.to_string()),
-                subject: rp.eab_kid.clone(),
-                detail: "relying party registered".into(),
-            },
-        )?;
-        tx.commit()?;
-        Ok(())
+        let rp = rp.clone();
+        self.write(move |c| ops::add_relying_party(c, &rp))
     }
 
     fn relying_parties(&self) -> Result<Vec<RelyingParty>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
-             ORDER BY origin",
-        )?;
-        let rows = stmt.query_map([], rp_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(ops::relying_parties)
     }
 
     fn relying_party_by_kid(&self, kid: &str) -> Result<Option<RelyingParty>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
-                 WHERE eab_kid = ?1",
-                [kid],
-                rp_from_row,
-            )
-            .optional()?)
+        let kid = kid.to_owned();
+        self.read(move |c| ops::relying_party_by_kid(c, &kid))
     }
 
     fn revoke_relying_party(
@@ -121,271 +257,87 @@ impl Store for SqliteStore {
         origin: &Origin,
         now: SystemTime,
     ) -> Result<Option<RevocationSummary>, Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let kid: Option<String> = tx
-            .query_row(
-                "SELECT eab_kid FROM relying_parties WHERE origin = ?1",
-                [origin.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(kid) = kid else {
-            return Ok(None);
-        };
-        tx.execute(
-            "UPDATE relying_parties SET status = 'revoked' WHERE eab_kid = ?1",
-            [&kid],
-        )?;
-        let accounts = tx.execute(
-            "UPDATE accounts SET status = 'revoked' WHERE eab_kid = ?1 AND status != 'revoked'",
-            [&kid],
-        )?;
-        let certificates = tx.execute(
-            "UPDATE certificates SET revoked_at = ?2, revocation_reason = 9
-             WHERE revoked_at IS NULL AND not_after > ?2 AND order_id IN (
-                 SELECT o.id FROM orders o JOIN accounts a ON o.account_id = a.id
-                 WHERE a.eab_kid = ?1)",
-            params![kid, unix(now)],
-        )?;
-        let star_orders = tx.execute(
-            "UPDATE orders SET star_canceled = 1
-             WHERE star_end IS NOT NULL AND star_canceled = 0 AND account_id IN (
-                 SELECT id FROM accounts WHERE eab_kid = ?1)",
-            [&kid],
-        )?;
-        tx.execute(
-            "UPDATE orders SET status = 'invalid'
-             WHERE status IN ('pending', 'ready') AND account_id IN (
-                 SELECT id FROM accounts WHERE eab_kid = ?1)",
-            [&kid],
-        )?;
-        let summary = RevocationSummary {
-            accounts,
-            certificates,
-            star_orders,
-        };
-        audit_in(
-            &tx,
-            &AuditEntry {
-                at: now,
-                event: "rp-revoked".into(),
-                origin: Some(origin.to_string()),
-                subject: kid,
-                detail: format!(
-                    "{accounts} account(s) revoked, {certificates} certificate(s) revoked, \
-                     {star_orders} STAR order(s) canceled"
-                ),
-            },
-        )?;
-        tx.commit()?;
-        Ok(Some(summary))
+        let origin = origin.clone();
+        self.write(move |c| ops::revoke_relying_party(c, &origin, now))
     }
 
-    fn put_nonce(&self, nonce: &str, expires: SystemTime) -> Result<(), Error> {
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO nonces (nonce, expires) VALUES (?1, ?2)",
-            params![nonce, unix(expires)],
-        )?;
-        Ok(())
+    fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error> {
+        self.nonces.consume(nonce, now)
     }
 
-    fn take_nonce(&self, nonce: &str, now: SystemTime) -> Result<bool, Error> {
-        let conn = self.conn()?;
-        // Expired nonces go too, so the table stays small.
-        conn.execute("DELETE FROM nonces WHERE expires <= ?1", [unix(now)])?;
-        Ok(conn.execute("DELETE FROM nonces WHERE nonce = ?1", [nonce])? == 1)
-    }
-
-    fn create_account(&self, account: &Account) -> Result<(), Error> {
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO accounts (id, eab_kid, jwk, thumbprint, status)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                account.id,
-                account.eab_kid,
-                account.jwk,
-                account.thumbprint,
-                account.status.as_str()
-            ],
-        )?;
-        Ok(())
+    fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error> {
+        let (account, audit) = (account.clone(), audit.clone());
+        self.write(move |c| ops::create_account(c, &account, &audit))
     }
 
     fn account(&self, id: &str) -> Result<Option<Account>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT a.id, a.eab_kid, r.origin, a.jwk, a.thumbprint, a.status
-                 FROM accounts a JOIN relying_parties r ON a.eab_kid = r.eab_kid
-                 WHERE a.id = ?1",
-                [id],
-                account_from_row,
-            )
-            .optional()?)
+        let id = id.to_owned();
+        self.read(move |c| ops::account(c, "a.id", &id))
     }
 
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                "SELECT a.id, a.eab_kid, r.origin, a.jwk, a.thumbprint, a.status
-                 FROM accounts a JOIN relying_parties r ON a.eab_kid = r.eab_kid
-                 WHERE a.thumbprint = ?1",
-                [thumbprint],
-                account_from_row,
-            )
-            .optional()?)
+        let thumbprint = thumbprint.to_owned();
+        self.read(move |c| ops::account(c, "a.thumbprint", &thumbprint))
     }
 
-    fn set_account_status(&self, id: &str, status: AccountStatus) -> Result<(), Error> {
-        let conn = self.conn()?;
-        conn.execute(
-            "UPDATE accounts SET status = ?2 WHERE id = ?1",
-            params![id, status.as_str()],
-        )?;
-        Ok(())
+    fn set_account_status(
+        &self,
+        id: &str,
+        status: AccountStatus,
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
+        let (id, audit) = (id.to_owned(), audit.clone());
+        self.write(move |c| ops::set_account_status(c, &id, status, &audit))
     }
 
-    fn create_order(&self, order: &Order, authorizations: &[Authorization]) -> Result<(), Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let names: Vec<&str> = order.names.iter().map(LocalName::as_str).collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ),
-            params![
-                order.id,
-                order.account_id,
-                names.join(","),
-                order.status.as_str(),
-                unix(order.expires),
-                order.star.map(|s| unix(s.end)),
-                order
-                    .star
-                    .map(|s| i64::try_from(s.lifetime.as_secs()).unwrap_or(i64::MAX)),
-                order.star.is_some_and(|s| s.canceled),
-                order.certificate_id,
-            ],
-        )?;
-        for authz in authorizations {
-            tx.execute(
-                "INSERT INTO authorizations (id, order_id, name, status, token, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    authz.id,
-                    authz.order_id,
-                    authz.name.as_str(),
-                    authz.status.as_str(),
-                    authz.token,
-                    unix(authz.expires)
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn create_order(
+        &self,
+        order: &Order,
+        authorizations: &[Authorization],
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
+        let (order, authorizations, audit) =
+            (order.clone(), authorizations.to_vec(), audit.clone());
+        self.write(move |c| ops::create_order(c, &order, &authorizations, &audit))
     }
 
     fn order(&self, id: &str) -> Result<Option<Order>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
-                [id],
-                order_from_row,
-            )
-            .optional()?)
+        let id = id.to_owned();
+        self.read(move |c| ops::order(c, &id))
     }
 
     fn order_ids(&self, account_id: &str) -> Result<Vec<String>, Error> {
-        let conn = self.conn()?;
-        let mut stmt =
-            conn.prepare("SELECT id FROM orders WHERE account_id = ?1 ORDER BY rowid")?;
-        let rows = stmt.query_map([account_id], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let account_id = account_id.to_owned();
+        self.read(move |c| ops::order_ids(c, &account_id))
     }
 
     fn authorizations(&self, order_id: &str) -> Result<Vec<Authorization>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE order_id = ?1 ORDER BY rowid"
-        ))?;
-        let rows = stmt.query_map([order_id], authz_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let order_id = order_id.to_owned();
+        self.read(move |c| ops::authorizations(c, &order_id))
     }
 
     fn authorization(&self, id: &str) -> Result<Option<Authorization>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE id = ?1"),
-                [id],
-                authz_from_row,
-            )
-            .optional()?)
+        let id = id.to_owned();
+        self.read(move |c| ops::authorization(c, &id))
     }
 
-    fn record_attestation(&self, authz_id: &str, attested: &Attested) -> Result<bool, Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let updated = tx.execute(
-            "UPDATE authorizations SET status = 'valid', attested_spki = ?2, user_handle = ?3,
-                 device_certificate_sha256 = ?4, attested_at = ?5
-             WHERE id = ?1 AND status = 'pending'",
-            params![
-                authz_id,
-                attested.spki,
-                attested.user_handle,
-                attested.device_certificate_sha256,
-                unix(attested.at)
-            ],
-        )?;
-        if updated != 1 {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE orders SET status = 'ready'
-             WHERE status = 'pending'
-               AND id = (SELECT order_id FROM authorizations WHERE id = ?1)
-               AND NOT EXISTS (SELECT 1 FROM authorizations
-                   WHERE order_id = orders.id AND status != 'valid')",
-            [authz_id],
-        )?;
-        tx.commit()?;
-        Ok(true)
+    fn record_attestation(
+        &self,
+        authz_id: &str,
+        attested: &Attested,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
+        let (authz_id, attested, audit) = (authz_id.to_owned(), attested.clone(), audit.clone());
+        self.write(move |c| ops::record_attestation(c, &authz_id, &attested, &audit))
     }
 
-    fn cancel_order(&self, id: &str) -> Result<(), Error> {
-        let conn = self.conn()?;
-        conn.execute(
-            "UPDATE orders SET star_canceled = 1 WHERE id = ?1 AND star_end IS NOT NULL",
-            [id],
-        )?;
-        conn.execute(
-            "UPDATE orders SET status = 'invalid' WHERE id = ?1 AND status IN ('pending', 'ready')",
-            [id],
-        )?;
-        Ok(())
+    fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error> {
+        let (id, audit) = (id.to_owned(), audit.clone());
+        self.write(move |c| ops::cancel_order(c, &id, &audit))
     }
 
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {} FROM orders o JOIN certificates c ON o.certificate_id = c.id
-             WHERE o.status = 'valid' AND o.star_end IS NOT NULL AND o.star_canceled = 0
-               AND c.not_after < o.star_end
-               AND c.not_before + (c.not_after - c.not_before) / 2 <= ?1",
-            ORDER_COLUMNS
-                .split(", ")
-                .map(|c| format!("o.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))?;
-        let rows = stmt.query_map([unix(now)], order_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(move |c| ops::star_orders_due(c, now))
     }
 
     fn issue(
@@ -393,139 +345,45 @@ impl Store for SqliteStore {
         order_id: &str,
         expected: OrderStatus,
         replaces: Option<&str>,
-        new_id: &str,
-        now: SystemTime,
-        sign: &mut dyn FnMut() -> Result<NewCert, Error>,
+        cert: &CertRecord,
+        audit: &AuditEntry,
     ) -> Result<IssueOutcome, Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<(String, Option<String>, bool)> = tx
-            .query_row(
-                "SELECT status, certificate_id, star_canceled FROM orders WHERE id = ?1",
-                [order_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((status_text, certificate_id, star_canceled)) = current else {
-            return Err(Error::Store(format!("no order {order_id}")));
-        };
-        let status = status(OrderStatus::parse, status_text)?;
-        let replaces_latest = match replaces {
-            Some(old) => certificate_id.as_deref() == Some(old) && !star_canceled,
-            None => true,
-        };
-        if status != expected || !replaces_latest {
-            return Ok(IssueOutcome::NotReady(status));
-        }
-        // Signed inside the transaction: handed out only after the commit below.
-        let cert = sign()?;
-        tx.execute(
-            &format!("INSERT INTO certificates ({CERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL)"),
-            params![
-                new_id,
-                order_id,
-                cert.serial,
-                cert.chain_pem,
-                unix(cert.not_before),
-                unix(cert.not_after)
-            ],
-        )?;
-        tx.execute(
-            "UPDATE orders SET status = 'valid', certificate_id = ?2 WHERE id = ?1",
-            params![order_id, new_id],
-        )?;
-        let origin: Option<String> = tx
-            .query_row(
-                "SELECT r.origin FROM orders o JOIN accounts a ON o.account_id = a.id
-                 JOIN relying_parties r ON a.eab_kid = r.eab_kid WHERE o.id = ?1",
-                [order_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        audit_in(
-            &tx,
-            &AuditEntry {
-                at: now,
-                event: "issued".into(),
-                origin,
-                subject: order_id.to_owned(),
-                detail: format!("serial {}", cert.serial),
-            },
-        )?;
-        tx.commit()?;
-        Ok(IssueOutcome::Issued(CertRecord {
-            id: new_id.to_owned(),
-            order_id: order_id.to_owned(),
-            serial: cert.serial,
-            chain_pem: cert.chain_pem,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            revoked: None,
-        }))
+        let (order_id, replaces) = (order_id.to_owned(), replaces.map(str::to_owned));
+        let (cert, audit) = (cert.clone(), audit.clone());
+        self.write(move |c| ops::issue(c, &order_id, expected, replaces.as_deref(), cert, &audit))
     }
 
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE id = ?1"),
-                [id],
-                cert_from_row,
-            )
-            .optional()?)
+        let id = id.to_owned();
+        self.read(move |c| ops::certificate(c, "id", &id))
     }
 
     fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertRecord>, Error> {
-        let conn = self.conn()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1"),
-                [serial],
-                cert_from_row,
-            )
-            .optional()?)
+        let serial = serial.to_owned();
+        self.read(move |c| ops::certificate(c, "serial", &serial))
     }
 
-    fn revoke_certificate(&self, id: &str, reason: u8, now: SystemTime) -> Result<bool, Error> {
-        let conn = self.conn()?;
-        Ok(conn.execute(
-            "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
-             WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, unix(now), reason],
-        )? == 1)
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: u8,
+        now: SystemTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
+        let (id, audit) = (id.to_owned(), audit.clone());
+        self.write(move |c| ops::revoke_certificate(c, &id, reason, now, &audit))
     }
 
     fn revoked_unexpired(&self, now: SystemTime) -> Result<Vec<CertRecord>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {CERT_COLUMNS} FROM certificates
-             WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY serial"
-        ))?;
-        let rows = stmt.query_map([unix(now)], cert_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(move |c| ops::revoked_unexpired(c, now))
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<(), Error> {
-        let conn = self.conn()?;
-        audit_in(&conn, entry)?;
-        Ok(())
+        let entry = entry.clone();
+        self.write(move |c| Ok(audit_in(c, &entry)?))
     }
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT at, event, origin, subject, detail FROM (
-                 SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok(AuditEntry {
-                at: from_unix(r.get(0)?),
-                event: r.get(1)?,
-                origin: r.get(2)?,
-                subject: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(move |c| ops::audit_log(c, limit))
     }
 }

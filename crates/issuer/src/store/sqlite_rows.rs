@@ -26,10 +26,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     thumbprint TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nonces (
-    nonce TEXT PRIMARY KEY,
-    expires INTEGER NOT NULL
-);
+DROP TABLE IF EXISTS nonces;
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
     account_id TEXT NOT NULL REFERENCES accounts(id),
@@ -73,6 +70,12 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS orders_by_account ON orders(account_id);
 CREATE INDEX IF NOT EXISTS certificates_by_order ON certificates(order_id);
+CREATE INDEX IF NOT EXISTS authorizations_by_order ON authorizations(order_id);
+CREATE INDEX IF NOT EXISTS accounts_by_kid ON accounts(eab_kid);
+CREATE INDEX IF NOT EXISTS orders_star_active ON orders(certificate_id)
+    WHERE star_end IS NOT NULL AND star_canceled = 0;
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(not_after)
+    WHERE revoked_at IS NOT NULL;
 ";
 
 pub(super) const ORDER_COLUMNS: &str = "id, account_id, names, status, expires, star_end, star_lifetime, star_canceled, certificate_id";

@@ -68,6 +68,12 @@ impl Db {
         }
     }
 
+    /// Whether consumed nonces are shared by the handles (PostgreSQL: replicas share them
+    /// through the database; SQLite: single node, each process keeps its own in memory).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.kind, Kind::Postgres { .. })
+    }
+
     /// A new handle on this database.
     pub(crate) fn open(&self) -> Arc<dyn Store> {
         match &self.kind {
