@@ -415,3 +415,70 @@ async fn malformed_input_and_unknown_flows_are_refused() {
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
+
+#[tokio::test]
+async fn two_steps_at_once_on_one_flow_answer_the_issuer_once() {
+    let issuer = Issuer::start().await;
+    let backend = backend(&issuer.config(limits()));
+    let device = SimDevice::new("device-1");
+    let (flow, started) = start(&backend, &device).await;
+    let path = format!("/localcert/flows/{flow}/attestation");
+    let body = json!({"attest": b64(&device.attest(&started["attest"]))});
+    let (a, b) = tokio::join!(
+        Call::post(&path, &body).send(&backend),
+        Call::post(&path, &body).send(&backend)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{a:?} {b:?}"
+    );
+    let refused = if a.0 == StatusCode::CONFLICT {
+        &a.1
+    } else {
+        &b.1
+    };
+    assert_eq!(error(refused), "flow_state");
+    assert_eq!(issuer.orders().len(), 1);
+}
+
+#[tokio::test]
+async fn an_issuer_that_is_away_is_a_502_and_leaves_no_flow() {
+    let issuer = Issuer::start().await;
+    let mut config = issuer.config(Limits {
+        flows_per_user_per_minute: 1,
+        max_flows: 1,
+        ..limits()
+    });
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    config.acme.directory_url = format!("https://localhost:{port}/directory");
+    let backend = backend(&config);
+    let device = SimDevice::new("device-1");
+    let body = json!({"info": b64(&device.info())});
+    let (status, answer) = Call::post("/localcert/flows", &body).send(&backend).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    assert_eq!(error(&answer), "issuer");
+    assert_eq!(backend.flows(), 0);
+    // The failed start gave its place back (max_flows = 1), but counted against the rate.
+    let (status, answer) = Call::post("/localcert/flows", &body).send(&backend).await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(answer["detail"], "more than 1 flows per user per minute");
+    let call = Call {
+        bearer: Some(BOB),
+        ..Call::post("/localcert/flows", &body)
+    };
+    let (status, answer) = call.send(&backend).await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::BAD_GATEWAY, "issuer"),
+        "{answer}"
+    );
+}
