@@ -2,12 +2,29 @@
 //! is refused here and leaves the ACME order untouched (the issuer would mark it invalid).
 
 use localcert_proto::attestation::AttestationObject;
+use localcert_proto::gatt::PROTOCOL_REVISION;
 use localcert_proto::message::{AttestResponse, InfoResponse};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 use localcert_proto::transcript::Transcript;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+/// Checks the device's GET_INFO answer before an order is placed for it: the protocol
+/// revision this code implements, and an attestation certificate to derive the name from.
+/// Returns that certificate.
+pub fn info_device_certificate(info: &InfoResponse) -> Result<&[u8], String> {
+    if info.revision != PROTOCOL_REVISION {
+        return Err(format!(
+            "the device speaks protocol revision {}, this backend speaks {PROTOCOL_REVISION}",
+            info.revision
+        ));
+    }
+    info.attestation_chain
+        .first()
+        .map(Vec::as_slice)
+        .ok_or_else(|| "GET_INFO carries no attestation certificate".to_owned())
+}
 
 /// Checks a CSR from the device: its only names are `name`; returns its DER SPKI.
 ///

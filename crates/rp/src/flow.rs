@@ -137,10 +137,7 @@ impl Flow {
         params: FlowParams,
         info: InfoResponse,
     ) -> Result<(Self, AttestFields), FlowError> {
-        let device_cert = info
-            .attestation_chain
-            .first()
-            .ok_or_else(|| FlowError::device("GET_INFO carries no attestation certificate"))?;
+        let device_cert = check::info_device_certificate(&info).map_err(FlowError::device)?;
         let label = params
             .device_label
             .clone()
