@@ -7,7 +7,7 @@ import { ORIGIN, type Roles, pageFetch, startRoles } from './harness.js';
 import { list, provision, remove, type Step } from '../src/provision.js';
 import { deriveName } from '../src/names.js';
 import { decodeResponse, Operation } from '../src/messages.js';
-import { ForbiddenOriginError, NotFoundError, UnauthenticatedError } from '../src/errors.js';
+import { AbortedError, ForbiddenOriginError, NotFoundError, UnauthenticatedError } from '../src/errors.js';
 
 let roles: Roles;
 
@@ -68,6 +68,34 @@ test('the same at ATT MTU 23: 18-byte fragments both ways', { timeout: 120_000 }
   assert.equal(small.longestWrite, 18, 'no fragment longer than the device\'s max_fragment_len at MTU 23');
   const [binding] = await list({ link: async () => small.link() });
   assert.equal(binding?.name, result.name);
+}));
+
+test('a STAR certificate: the device gets the renewal URL and lists the binding as STAR', { timeout: 120_000 }, () => withTails(async () => {
+  const star = await roles.addDevice(247, 'device-star');
+  const { fetchFn } = pageFetch(roles);
+  const result = await provision({ backend: roles.rpBase, origin: ORIGIN, fetch: fetchFn, link: async () => star.link(), label: 'star', star: true });
+  assert.equal(result.deviceAnswer.status, 200);
+  const [binding] = await list({ link: async () => star.link() });
+  assert.equal(binding?.name, result.name);
+  assert.equal(binding?.star, true);
+}));
+
+test('aborting while the device waits for its user sends CANCEL; nothing is bound', { timeout: 120_000 }, () => withTails(async () => {
+  // The device asks its user through a command that never answers in time.
+  const slow = await roles.addDevice(185, 'device-button', 'presence = "command"\npresence_command = ["sh", "-c", "sleep 30", "presence"]');
+  const { fetchFn } = pageFetch(roles);
+  const ac = new AbortController();
+  const steps: Step[] = [];
+  await assert.rejects(provision({
+    backend: roles.rpBase, origin: ORIGIN, fetch: fetchFn, link: async () => slow.link(), label: 'button', signal: ac.signal,
+    onStep: (s) => {
+      steps.push(s);
+      if (s === 'presence') ac.abort();
+    },
+  }), AbortedError);
+  assert.deepEqual(steps.slice(-2), ['attest', 'presence'], 'the device asked for its user (KEEPALIVE USER_PRESENCE_NEEDED)');
+  assert.equal(slow.cancels, 1, 'CANCEL went to the device');
+  assert.deepEqual(await list({ link: async () => slow.link() }), []);
 }));
 
 async function infoOverBridge() {

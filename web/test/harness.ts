@@ -78,6 +78,7 @@ export class Bridge {
   httpsPort = 0;
   info: Uint8Array = new Uint8Array(0);
   writes = 0;
+  cancels = 0;
   continuations = 0;
   longestWrite = 0;
 
@@ -91,7 +92,15 @@ export class Bridge {
     void this.child.exited.then(() => this.onDrop?.());
   }
 
+  private lastLine = 0;
+
+  private async quiet(ms: number): Promise<void> {
+    do await new Promise((r) => setTimeout(r, ms));
+    while (Date.now() - this.lastLine < ms);
+  }
+
   private onLine(line: string): void {
+    this.lastLine = Date.now();
     this.child.log.push(`[out] ${line}`);
     if (line.startsWith('notify ')) return this.onValue?.(unhex(line.slice(7)));
     this.lines.push(line);
@@ -121,6 +130,7 @@ export class Bridge {
       readInfo: async () => this.info,
       write: async (f) => {
         this.writes++;
+        if (f[0] === 0xbe) this.cancels++;
         if ((f[0]! & 0x80) === 0) this.continuations++;
         this.longestWrite = Math.max(this.longestWrite, f.length);
         this.send(`write ${hex(f)}`);
@@ -134,6 +144,10 @@ export class Bridge {
         this.onValue = undefined;
         this.onDrop = undefined;
         this.send('disconnect');
+        // stdout does not say where a session ends: a notification the device sent before it
+        // read `disconnect` (e.g. its answer to a CANCEL) may still be in the pipe. Drop what
+        // arrives until the pipe has been quiet a while, as a dropped BLE link would.
+        await this.quiet(200);
       },
     };
   }
@@ -148,7 +162,7 @@ export interface Roles {
   dir: string;
   issuerRoot: string;
   /** Starts one more device (its own store) on the same issuer, e.g. at another MTU. */
-  addDevice(mtu: number, name: string): Promise<Bridge>;
+  addDevice(mtu: number, name: string, presence?: string): Promise<Bridge>;
   bridge: Bridge;
   rpBase: string;
   children: Child[];
@@ -195,7 +209,7 @@ export async function startIssuer(dir: string): Promise<Issuer> {
 }
 
 /** The device (fixture credential device-1, presence auto) behind `localcert-device bridge`. */
-export async function startDevice(dir: string, issuerRoot: string, mtu: number, name = 'device'): Promise<Bridge> {
+export async function startDevice(dir: string, issuerRoot: string, mtu: number, name = 'device', presence = 'presence = "auto"'): Promise<Bridge> {
   const deviceDir = join(dir, name);
   mkdirSync(deviceDir);
   const cred = join(REPO_ROOT, 'fixtures/devices/device-1');
@@ -209,7 +223,7 @@ export async function startDevice(dir: string, issuerRoot: string, mtu: number, 
     `attestation_key = "${join(deviceDir, 'attestation.key.pem')}"`,
     `attestation_chain = "${join(deviceDir, 'attestation.pem')}"`,
     `issuer_roots = "${issuerRoot}"`,
-    'presence = "auto"',
+    presence,
     `https_port = ${await freePort()}`,
     'https_listen = "127.0.0.1"',
     '[ble]', 'enabled = false',
@@ -279,8 +293,8 @@ export async function startRoles(mtu = 185): Promise<Roles> {
     children.push(rp.child);
     const all = [...children, bridge.child];
     const extra: Bridge[] = [];
-    const addDevice = async (m: number, name: string) => {
-      const b = await startDevice(dir, issuer.root, m, name);
+    const addDevice = async (m: number, name: string, presence?: string) => {
+      const b = await startDevice(dir, issuer.root, m, name, presence);
       extra.push(b);
       all.push(b.child);
       return b;
