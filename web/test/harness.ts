@@ -16,6 +16,8 @@ import { REPO_ROOT, hex, unhex } from './util.js';
 export const ORIGIN = 'https://vod.example.test';
 export const USER_TOKEN = 'web-test-token-0123456789';
 export const USER_HANDLE = 'user-42';
+/** Node's own fetch, kept before a test puts a page's fetch in its place. */
+const nodeFetch = globalThis.fetch;
 const BIN_DIR = process.env.LOCALCERT_BIN_DIR ?? join(REPO_ROOT, 'target', 'debug');
 
 export function binary(name: string): string {
@@ -265,7 +267,7 @@ export async function startRp(dir: string, issuer: Issuer): Promise<{ child: Chi
   createInterface({ input: child.proc.stdout! }).on('line', (l) => child.log.push(`[out] ${l}`));
   const base = `http://127.0.0.1:${rpPort}/localcert`;
   try {
-    await waitFor('an answer to GET /localcert/config', child, async () => ((await fetch(`${base}/config`)).ok ? true : undefined));
+    await waitFor('an answer to GET /localcert/config', child, async () => ((await nodeFetch(`${base}/config`)).ok ? true : undefined));
   } catch (e) {
     child.stop();
     throw e;
@@ -325,7 +327,7 @@ export function pageFetch(roles: Roles, opts: { origin?: string; token?: string 
       const headers = new Headers(init?.headers);
       if (init?.method === 'POST') headers.set('origin', origin);
       if (token !== undefined) headers.set('authorization', `Bearer ${token}`);
-      return fetch(input, { ...init, headers });
+      return nodeFetch(input, { ...init, headers });
     }
     const url = new URL(input);
     return new Promise((resolve, reject) => {
