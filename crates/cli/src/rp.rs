@@ -37,7 +37,22 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(dir) = &config.static_dir {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "static_dir {} is not a directory",
+            dir.display()
+        );
+    }
     let backend = Backend::new(&config, Arc::new(TokenAuth::new(&config.users)));
+    // The issuer may come up later: a failure here is reported, and tried again per flow.
+    let warm = backend.clone();
+    tokio::spawn(async move {
+        match warm.account_ready().await {
+            Ok(()) => tracing::info!("ACME account ready"),
+            Err(e) => tracing::warn!("ACME account not ready yet: {e}"),
+        }
+    });
     // Scripts wait for this line (and read the port from it when listen has port 0).
     println!(
         "rp backend for {} on {scheme}://{address}{}",

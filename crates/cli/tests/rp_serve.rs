@@ -58,6 +58,15 @@ fn refuses_secrets_open_to_others_then_serves() {
         assert!(stderr.contains("chmod 600"), "{stderr}");
     }
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let missing = CONFIG.replace(
+        "plain_http = true",
+        "plain_http = true\nstatic_dir = \"web\"",
+    );
+    write(&config, &missing, 0o600);
+    let output = serve().output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("web is not a directory"), "{stderr}");
     write(&config, CONFIG, 0o600);
     let mut child = Running(
         serve()

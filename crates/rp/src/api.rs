@@ -115,6 +115,12 @@ impl Backend {
             .with_state(self.clone())
     }
 
+    /// Creates the ACME account now rather than at the first flow, so that a wrong directory,
+    /// TLS root or EAB credential shows at startup.
+    pub async fn account_ready(&self) -> Result<(), FlowError> {
+        self.account.get().await.map(|_| ())
+    }
+
     /// Flows held in memory.
     pub fn flows(&self) -> usize {
         self.table().len()
