@@ -72,8 +72,12 @@ export class Session {
   private pending: Pending | undefined;
   /** An error seen while no request was outstanding: the next request fails with it. */
   private poisoned: unknown;
-  /** After a CANCEL the device answers the abandoned request once; that answer is dropped. */
-  private abandonedAnswers = 0;
+  /**
+   * After a CANCEL the device still answers the abandoned request (CANCELLED, or the response
+   * if it was done): that answer is dropped, and the next request waits for it (SPEC §3.3: one
+   * request at a time), at most RESPONSE_TIMEOUT.
+   */
+  private abandoned: { done: Promise<void>; finish: () => void; timer: unknown } | undefined;
   private responseTimer: unknown;
   private fragmentTimer: unknown;
   private writes: Promise<void> = Promise.resolve();
@@ -119,16 +123,25 @@ export class Session {
     await this.exchange({ kind: 'ping', pingData: data }, Command.PING, data, options);
   }
 
-  private exchange(what: Pick<Pending, 'kind' | 'request' | 'pingData'>, cmd: Command, data: Uint8Array, options: RequestOptions): Promise<Frame> {
-    if (this.closed) return Promise.reject(new DisconnectedError('the session is closed'));
-    if (this.poisoned !== undefined) return Promise.reject(this.poisoned);
-    if (this.pending) return Promise.reject(new LocalcertError('request_in_progress', 'one request at a time (SPEC §3.3)'));
+  private async exchange(what: Pick<Pending, 'kind' | 'request' | 'pingData'>, cmd: Command, data: Uint8Array, options: RequestOptions): Promise<Frame> {
     const signal = options.signal;
-    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
-    // The device said how long a message it takes (info, SPEC §2).
-    if (data.length > this.info.maxMessageLen) {
-      return Promise.reject(new LocalcertError('message_too_long', `a ${data.length}-byte message is longer than the device takes (${this.info.maxMessageLen})`));
+    const refusal = (): unknown => {
+      if (signal?.aborted) return new AbortedError(signal.reason);
+      if (this.closed) return new DisconnectedError('the session is closed');
+      if (this.poisoned !== undefined) return this.poisoned;
+      if (this.pending) return new LocalcertError('request_in_progress', 'one request at a time (SPEC §3.3)');
+      // The device said how long a message it takes (info, SPEC §2).
+      if (data.length > this.info.maxMessageLen) {
+        return new LocalcertError('message_too_long', `a ${data.length}-byte message is longer than the device takes (${this.info.maxMessageLen})`);
+      }
+      return undefined;
+    };
+    let refused = refusal();
+    if (refused === undefined && this.abandoned) {
+      await this.abandoned.done;
+      refused = refusal();
     }
+    if (refused !== undefined) throw refused;
     const fragments = fragment(cmd, data, this.fragmentLen);
     return new Promise<Frame>((resolve, reject) => {
       const onAbort = () => this.abandon(new AbortedError(signal?.reason));
@@ -176,7 +189,21 @@ export class Session {
   /** Gives up on the request in progress: CANCEL to the device, the typed error to the caller. */
   private abandon(error: LocalcertError): void {
     if (!this.pending) return;
-    if (this.pending.kind === 'msg') this.abandonedAnswers = 1;
+    if (this.pending.kind === 'msg' && !this.abandoned) {
+      let finish = () => {};
+      const done = new Promise<void>((r) => { finish = r; });
+      const abandoned = {
+        done,
+        finish: () => {
+          this.clock.clearTimeout(abandoned.timer);
+          if (this.abandoned === abandoned) this.abandoned = undefined;
+          finish();
+        },
+        timer: undefined as unknown,
+      };
+      abandoned.timer = this.clock.setTimeout(() => abandoned.finish(), RESPONSE_TIMEOUT_MS);
+      this.abandoned = abandoned;
+    }
     this.reassembler.reset();
     this.enqueueWrite(fragment(Command.CANCEL, new Uint8Array(0), this.fragmentLen)[0]!);
     this.pending.reject(error);
@@ -232,13 +259,11 @@ export class Session {
         return;
       }
       case Command.MSG:
+        if (this.abandoned) return this.abandoned.finish();
         if (pending?.kind === 'msg') return pending.resolve(frame);
-        if (this.abandonedAnswers > 0 && !pending) {
-          this.abandonedAnswers--;
-          return;
-        }
         return this.fail(new UnsolicitedResponseError());
       case Command.ERROR: {
+        if (this.abandoned) return this.abandoned.finish();
         const code = frame.data.length === 1 ? frame.data[0]! : 0;
         const error = deviceError(code, 'frame') ?? new UnexpectedFrameError('ERROR frame without a valid code');
         return this.fail(error);
@@ -257,6 +282,7 @@ export class Session {
   private onDisconnect(): void {
     if (this.closed) return;
     this.closed = true;
+    this.abandoned?.finish();
     this.reassembler.reset();
     this.pending?.reject(new DisconnectedError());
   }

@@ -163,6 +163,41 @@ test('KEEPALIVE calls back and keeps the request alive; silence for 5 s cancels'
   assert.equal((await session.request({ kind: 'list' })).response.kind, 'list');
 });
 
+test('after a CANCEL the next request waits for the abandoned answer, which is dropped', async () => {
+  const { link, session } = await open();
+  const ac = new AbortController();
+  const first = session.request({ kind: 'list' }, { signal: ac.signal });
+  await settle();
+  ac.abort();
+  await assert.rejects(first, AbortedError);
+  const second = session.request({ kind: 'list' });
+  await settle();
+  assert.equal(link.writes.filter((w) => w[0] === 0x83).length, 1, 'nothing sent before the abandoned request is answered');
+  link.notify(...msg(Uint8Array.of(0x1c)));
+  await settle();
+  assert.equal(link.writes.filter((w) => w[0] === 0x83).length, 2);
+  link.notify(...msg(LIST_EMPTY));
+  assert.deepEqual((await second).response, { kind: 'list', value: [] });
+});
+
+test('a device that never answers the abandoned request holds the next one back 5 s at most', async () => {
+  const { link, clock, session } = await open();
+  const ac = new AbortController();
+  const first = session.request({ kind: 'list' }, { signal: ac.signal });
+  await settle();
+  ac.abort();
+  await assert.rejects(first, AbortedError);
+  const second = session.request({ kind: 'list' });
+  clock.advance(4999);
+  await settle();
+  assert.equal(link.writes.filter((w) => w[0] === 0x83).length, 1);
+  clock.advance(1);
+  await settle();
+  assert.equal(link.writes.filter((w) => w[0] === 0x83).length, 2);
+  link.notify(...msg(LIST_EMPTY));
+  assert.equal((await second).response.kind, 'list');
+});
+
 test('a KEEPALIVE with a bad status byte is refused', async () => {
   const { link, session } = await open();
   const p = session.request({ kind: 'list' });
