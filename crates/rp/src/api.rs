@@ -320,6 +320,8 @@ async fn start(backend: &Backend, user: Vec<u8>, body: &[u8]) -> Result<Response
     let DeviceResponse::Info(info) = message("info", Operation::GetInfo, &request.info)? else {
         return Err(ApiError::bad_request("info: not a GET_INFO answer"));
     };
+    // A device this backend cannot serve costs the user none of their flows.
+    crate::check::info_device_certificate(&info).map_err(ApiError::device_invalid)?;
     let device_label = request
         .label
         .as_deref()
