@@ -158,13 +158,15 @@ rp_toml() { # rp.toml of `localcert rp serve` (crates/rp/README.md)
     cat <<EOF
 origin = "$ORIGIN"
 listen = "127.0.0.1:443"
-tls_cert = "$pki/origins.chain.pem"
-tls_key = "$pki/origins.key"
 static_dir = "$REPO/web"
 base_path = "$BACKEND"
 
+[tls]
+cert = "$pki/origins.chain.pem"
+key = "$pki/origins.key"
+
 [acme]
-directory_url = "https://localhost:$ISSUER_PORT/acme/directory"
+directory = "https://localhost:$ISSUER_PORT/acme/directory"
 tls_root = "$ACME_TLS_ROOT"
 eab_kid = "$EAB_KID"
 eab_key = "$EAB_KEY"
@@ -276,7 +278,7 @@ run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
     a | b) url="$ORIGIN/example/" ;;
     c) url="$ORIGIN/example/"; chooser=cancel ;;
     d) url="$EVIL/example/" ;;
-    smoke) url="http://localhost:8080/index.html?ping=300&retries=2"; button=#go ;;
+    smoke) url="http://localhost:8080/index.html?ping=300&retries=2"; button=#go; chooser=${SMOKE_CHOOSER:-select} ;;
     esac
     snapshot "$dir" before
     DBUS_SYSTEM_BUS_ADDRESS="tcp:host=127.0.0.1,port=$DBUS_PORT" NODE_PATH=$HERE/node_modules \
