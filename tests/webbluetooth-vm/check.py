@@ -132,9 +132,11 @@ def cancelled(c):
     err = c.page.get("error") or {}
     c.expect(c.r.get("title") == "FAIL", f"page title {c.r.get('title')}")
     c.expect((c.r.get("chooser") or {}).get("action") == "cancel", "the chooser was not cancelled by the driver")
-    c.expect(bool(err.get("name")) and bool(err.get("message")), f"no typed error in the page: {c.page}")
-    c.expect(re.search(r"cancel", f"{err.get('code')} {err.get('message')}", re.I) is not None,
-             f"the error does not say the chooser was cancelled: {err}")
+    c.expect(err.get("name") == "ChooserCancelledError" and err.get("code") == "chooser_cancelled",
+             f"not the package's typed error for a cancelled chooser: {err}")
+    prompts = (c.r.get("chooser") or {}).get("prompts", [])
+    c.expect(any(p.get("devices") for p in prompts), "the chooser never listed the device before the cancel")
+    c.expect([s.get("step") for s in c.page.get("steps", [])] == ["config", "choose"], f"steps {c.page.get('steps')}")
     c.expect(c.backend("POST") == [], f"the page called the backend: {c.backend('POST')}")
     c.expect("BLE session started" not in c.text("device.log"), "the device saw a BLE session")
     c.nothing_changed()
@@ -151,6 +153,9 @@ def foreign_origin(c, evil):
     c.expect(refused != [], f"no 403 forbidden_origin from the backend: {posts}")
     c.expect(all(not 200 <= b.get("status", 0) < 300 for b in posts), f"the backend accepted a POST: {posts}")
     c.expect(err.get("code") == "forbidden_origin", f"page error {err}")
+    # The refusal came from the backend at the flow's start, after a real GET_INFO over BLE.
+    c.expect([s.get("step") for s in c.page.get("steps", [])][-2:] == ["info", "flow"], f"steps {c.page.get('steps')}")
+    c.expect("BLE session started" in c.text("device.log"), "the device saw no BLE session")
     c.nothing_changed()
     return f"backend answered {refused[0]['status'] if refused else '?'} forbidden_origin to {evil}; page error {err.get('name')}/{err.get('code')}"
 

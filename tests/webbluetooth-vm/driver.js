@@ -10,7 +10,8 @@
 // Env: URL (the page), LOGS (case directory), CHOOSER (select|cancel), DEVICE_NAME (substring of
 // the advertised name), BUTTON (#provision), BACKEND (/localcert, to record its answers),
 // SESSION_TOKEN + COOKIE_HOSTS (comma-separated; the user's session cookie is set on each),
-// RESOLVER_RULES (--host-resolver-rules), CHROMIUM (/usr/bin/chromium), CDP_PORT (9222),
+// RESOLVER_RULES (--host-resolver-rules), SERVE_PAGE (a file this driver serves at URL instead of
+// the server: case d's page on another origin), CHROMIUM (/usr/bin/chromium), CDP_PORT (9222),
 // PAGE_TIMEOUT_MS (240000). Exit: 0 when the page finished (DONE or FAIL), 1 when it did not,
 // 2 on a harness error.
 'use strict';
@@ -136,6 +137,10 @@ function recordNetwork(page, out) {
     await cdp.send('DeviceAccess.enable');
     answerChooser(cdp, out.chooser);
 
+    if (process.env.SERVE_PAGE) {
+      const html = fs.readFileSync(process.env.SERVE_PAGE);
+      await page.route(URL_, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: html }));
+    }
     const tGoto = Date.now();
     await page.goto(URL_, { timeout: 60000 });
     out.timings.load_ms = Date.now() - tGoto;
@@ -172,8 +177,9 @@ function recordNetwork(page, out) {
     delete out.chooser.t_click;
     fs.writeFileSync(path.join(LOGS, 'result.json'), JSON.stringify(out, null, 2));
     if (browser) await browser.close().catch(() => {});
-    proc.kill('SIGTERM');
-    await sleep(500);
+    // The next case starts its own Chromium on the same DevTools port: this one must be gone.
+    for (let i = 0; i < 50 && proc.exitCode === null && proc.signalCode === null; i++) await sleep(100);
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     fs.rmSync(userDataDir, { recursive: true, force: true });
   }
 })().then((rc) => process.exit(rc), (e) => {

@@ -55,6 +55,9 @@ if [ "${1:-}" != --inside-netns ]; then
             fi
             say "npm ci (playwright-core only; Debian's chromium is the browser)"
             (cd "$HERE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+            # The page loads the built package (/dist/, `prepare` runs tsc) and cborg beside it.
+            say "npm ci in web/ (builds web/dist)"
+            (cd "$REPO/web" && npm ci --no-audit --no-fund --loglevel=error)
             ;;
         build)
             # localcert (issuer, rp serve) and localcert-device with BlueZ, copied to $OUT/bin.
@@ -65,7 +68,8 @@ if [ "${1:-}" != --inside-netns ]; then
         esac
     done
     ((${#cases[@]})) || exit 0
-    for f in "$OUT/bin/localcert" "$OUT/bin/localcert-device" "$OUT/initramfs.cpio.gz" "$HERE/node_modules/playwright-core"; do
+    for f in "$OUT/bin/localcert" "$OUT/bin/localcert-device" "$OUT/initramfs.cpio.gz" "$HERE/node_modules/playwright-core" \
+        "$REPO/web/dist/index.js" "$REPO/web/node_modules/cborg/cborg.js"; do
         [ -e "$f" ] || { echo "FAIL webbluetooth-vm: no $f (run the setup and build steps)" >&2; exit 2; }
     done
     grep -q 'GATT service registered' "$OUT/bin/localcert-device" ||
@@ -272,17 +276,17 @@ since() { # since FILE LINES-FILE: the lines of FILE after the count in LINES-FI
 }
 
 run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
-    local case=$1 dir=$OUT/cases/$1 t=$SECONDS url chooser=select button=#provision rc verdict line
+    local case=$1 dir=$OUT/cases/$1 t=$SECONDS url chooser=select button=#provision rc verdict line serve=
     mkdir -p "$dir"
     case $case in
     a | b) url="$ORIGIN/example/" ;;
     c) url="$ORIGIN/example/"; chooser=cancel ;;
-    d) url="$EVIL/example/" ;;
+    d) url="$EVIL/hostile/"; serve=$HERE/hostile.html ;;
     smoke) url="http://localhost:8080/index.html?ping=300&retries=2"; button=#go; chooser=${SMOKE_CHOOSER:-select} ;;
     esac
     snapshot "$dir" before
     DBUS_SYSTEM_BUS_ADDRESS="tcp:host=127.0.0.1,port=$DBUS_PORT" NODE_PATH=$HERE/node_modules \
-        URL=$url LOGS=$dir CHOOSER=$chooser BUTTON=$button BACKEND=$BACKEND CDP_PORT=$CDP_PORT \
+        URL=$url SERVE_PAGE=$serve LOGS=$dir CHOOSER=$chooser BUTTON=$button BACKEND=$BACKEND CDP_PORT=$CDP_PORT \
         SESSION_TOKEN=$SESSION_TOKEN COOKIE_HOSTS=vod.example.test,evil.example.test \
         RESOLVER_RULES="$RESOLVER_RULES" timeout 300 node "$HERE/driver.js" >"$dir/driver.log" 2>&1
     rc=$?
