@@ -176,11 +176,15 @@ function recordNetwork(page, out) {
   } finally {
     delete out.chooser.t_click;
     fs.writeFileSync(path.join(LOGS, 'result.json'), JSON.stringify(out, null, 2));
-    if (browser) await browser.close().catch(() => {});
+    // Playwright's close() of a browser it attached to only disconnects: ask Chromium to quit.
+    if (browser) {
+      await browser.newBrowserCDPSession().then((s) => s.send('Browser.close')).catch((e) => say(`Browser.close: ${e.message}`));
+      await browser.close().catch(() => {});
+    }
     // The next case starts its own Chromium on the same DevTools port: this one must be gone.
     for (let i = 0; i < 50 && proc.exitCode === null && proc.signalCode === null; i++) await sleep(100);
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+    try { fs.rmSync(userDataDir, { recursive: true, force: true }); } catch (e) { say(`profile not removed: ${e.message}`); }
   }
 })().then((rc) => process.exit(rc), (e) => {
   say(`driver error: ${e.stack || e}`);

@@ -7,7 +7,6 @@
 # Usage:  tests/webbluetooth-vm/run.sh [setup] [build] [CASE...]   (default: setup build a b c d)
 #         a  provision at ATT MTU 517, then fetch() the device     c  the user cancels the chooser
 #         b  the same at ATT MTU 23                                d  another origin is refused
-#         smoke (opt-in): GET_INFO only, the page in smoke/ (no backend, no issuer)
 # Env:    LOCALCERT_WBVM_OUT (scratch, default tests/webbluetooth-vm/out), SKIP_APT=1, ACCEL,
 #         MEM (MiB, 2048), SMP (2), VM_TIMEOUT (s per VM, 600)
 # Needs:  root, Debian 12, the Rust toolchain, a C compiler. Everything after the build runs in a
@@ -30,7 +29,7 @@ DBUS_PORT=15555
 DEVICE_PORT=8443
 CDP_PORT=9222
 # Every name the test uses goes to loopback, anything else fails to resolve.
-RESOLVER_RULES="MAP vod.example.test 127.0.0.1, MAP evil.example.test 127.0.0.1, MAP *.local 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost"
+RESOLVER_RULES="MAP vod.example.test 127.0.0.1, MAP evil.example.test 127.0.0.1, MAP *.local 127.0.0.1, MAP * ~NOTFOUND"
 
 # ------------------------------------------------------------------ outside: install and build
 if [ "${1:-}" != --inside-netns ]; then
@@ -63,8 +62,8 @@ if [ "${1:-}" != --inside-netns ]; then
             # localcert (issuer, rp serve) and localcert-device with BlueZ, copied to $OUT/bin.
             LOCALCERT_BZVM_OUT=$OUT bash "$REPO/tests/bluez-vm/run.sh" build
             ;;
-        a | b | c | d | smoke) cases+=("$step") ;;
-        *) echo "unknown step $step (setup build a b c d smoke)" >&2; exit 2 ;;
+        a | b | c | d) cases+=("$step") ;;
+        *) echo "unknown step $step (setup build a b c d)" >&2; exit 2 ;;
         esac
     done
     ((${#cases[@]})) || exit 0
@@ -121,9 +120,6 @@ wait_for() { # wait_for FILE PATTERN SECONDS
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ip link set lo up
-
-NEED_BACKEND=
-for c in "${CASES[@]}"; do [ "$c" = smoke ] || NEED_BACKEND=1; done
 
 # --- the origins' TLS certificate: a throwaway CA constrained to the two test origins ----------
 pki=$RUN/pki
@@ -183,7 +179,7 @@ EOF
 
 # --- the RP backend on the host: https://vod.example.test (and the same server as evil) -------
 SESSION_TOKEN=$(openssl rand -hex 16)
-if [ -n "$NEED_BACKEND" ]; then
+{
     # The EAB credentials go from `rp add`'s output straight into rp.toml (0600), never argv.
     umask 077
     (cd "$ISSUER_DIR" && "$BIN/localcert" issuer rp add "$ORIGIN") >"$RUN/rp-add.txt" 2>&1 ||
@@ -199,11 +195,7 @@ if [ -n "$NEED_BACKEND" ]; then
     PIDS+=($!)
     for _ in $(seq 150); do port_open 443 && break; sleep 0.2; done
     port_open 443 || setup_fail "localcert rp serve did not listen on 443: $(tail -n3 "$RUN/rp.log")"
-else
-    : >"$RUN/rp.log"
-    python3 -m http.server 8080 --bind 127.0.0.1 -d "$HERE/smoke" >"$RUN/http.log" 2>&1 &
-    PIDS+=($!)
-fi
+}
 
 # --- trust: a fresh NSS db in a throwaway HOME (Chromium on Linux reads $HOME/.pki/nssdb) -------
 export HOME=$RUN/home
@@ -218,10 +210,9 @@ say "issuer, backend and NSS db ready; the device will be $NAME:$DEVICE_PORT"
 
 # --- the VM ---------------------------------------------------------------------------------------
 VMLOGS=
-REQ=0
 ask() { # ask WORD: a request to the guest (see guest.sh); prints the path of its answer
-    REQ=$((REQ + 1))
-    local tag=$VMLOGS/req/$REQ t=$SECONDS
+    # A unique tag: ask runs in command substitutions, so a counter here would not survive.
+    local tag=$VMLOGS/req/${EPOCHREALTIME/./}-$BASHPID t=$SECONDS
     echo "$1" >"$tag.tmp" && mv "$tag.tmp" "$tag.cmd"
     while [ ! -e "$tag.done" ] && [ $((SECONDS - t)) -lt 60 ]; do sleep 0.2; done
     echo "$tag.out"
@@ -236,7 +227,6 @@ boot() { # boot MTU: starts the VM, returns once the guest is ready (or 1)
     [ "$accel" = tcg ] && accel=tcg,thread=multi
     VMLOGS=$OUT/vm-$mtu
     rm -rf "$VMLOGS" && mkdir -p "$VMLOGS"
-    REQ=0
     local append="console=ttyS0 panic=-1 quiet loglevel=3 guestinit=$HERE/guest.sh wvmtu=$mtu wvrepo=$REPO"
     append+=" wvout=$OUT wvlogs=$VMLOGS wvport=$DEVICE_PORT wvroots=$ISSUER_ROOT wvlabel=$LABEL wvwait=${VM_TIMEOUT:-600}"
     qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "${SMP:-2}" -m "${MEM:-2048}" -nographic -no-reboot \
@@ -266,7 +256,7 @@ halt() { # halt: asks the guest to power off, then makes sure QEMU is gone
 
 snapshot() { # snapshot CASEDIR WHEN: the device's bindings and the issuer's orders
     cp "$(ask status)" "$1/status-$2.json"
-    [ -n "$NEED_BACKEND" ] && python3 "$HERE/check.py" orders "$ISSUER_DB" >"$1/orders-$2.json"
+    python3 "$HERE/check.py" orders "$ISSUER_DB" >"$1/orders-$2.json"
     wc -l <"$VMLOGS/device.log" >"$1/device-lines-$2" 2>/dev/null || echo 0 >"$1/device-lines-$2"
     wc -l <"$RUN/rp.log" >"$1/rp-lines-$2" 2>/dev/null || echo 0 >"$1/rp-lines-$2"
 }
@@ -282,7 +272,6 @@ run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
     a | b) url="$ORIGIN/example/" ;;
     c) url="$ORIGIN/example/"; chooser=cancel ;;
     d) url="$EVIL/hostile/"; serve=$HERE/hostile.html ;;
-    smoke) url="http://localhost:8080/index.html?ping=300&retries=2"; button=#go; chooser=${SMOKE_CHOOSER:-select} ;;
     esac
     snapshot "$dir" before
     DBUS_SYSTEM_BUS_ADDRESS="tcp:host=127.0.0.1,port=$DBUS_PORT" NODE_PATH=$HERE/node_modules \
@@ -294,10 +283,7 @@ run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
     since "$VMLOGS/device.log" "$dir/device-lines-before" >"$dir/device.log"
     since "$RUN/rp.log" "$dir/rp-lines-before" >"$dir/rp.log"
     cp "$(ask mtu)" "$dir/mtu.txt"
-    if [ "$case" = smoke ]; then
-        verdict=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); p=r.get("result") or {}; print(("ok " if r.get("title")=="DONE" and p.get("ok") else "not ok ")+json.dumps({k: p.get(k) for k in ("info","connect_attempts","marks","error")})[:600])' "$dir/result.json" 2>&1)
-        [[ $verdict == ok* ]] && rc=0 || rc=1
-    elif [ $rc = 0 ]; then
+    if [ $rc = 0 ]; then
         verdict=$(python3 "$HERE/check.py" "$case" "$dir" "$ORIGIN" "$NAME" "$DEVICE_PORT") || rc=1
     else
         verdict="driver rc=$rc: $(grep -E 'driver error|did not finish' "$dir/driver.log" | head -n2 | tr '\n' ' ')"
@@ -339,7 +325,7 @@ T0=$SECONDS
 want() { local c; for c in "${CASES[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
 # One VM per ATT MTU: (c) and (d) first, so that (a) finds the device unprovisioned after them.
 g517=() g23=()
-for c in smoke c d a; do want $c && g517+=($c); done
+for c in c d a; do want $c && g517+=($c); done
 want b && g23+=(b)
 group 517 "${g517[@]}"
 group 23 "${g23[@]}"
