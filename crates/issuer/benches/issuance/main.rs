@@ -3,7 +3,7 @@
 //! new accounts; then the same against a database already holding a million certificates.
 //!
 //! Printed per run: issuances/s, p50 and p99 latency of a whole issuance, the server's CPU ms
-//! and fsyncs per issuance (strace counts every fsync/fdatasync of the server process), the
+//! and fsyncs per issuance (`perf stat` counts the server's fsync/fdatasync calls), the
 //! P-256 verifications and signatures the server did per issuance (its own counters), and the
 //! crypto bound measured in the same run: cores / (verifies x verify cost + signs x sign cost),
 //! with the ratio of the measured rate to it.
@@ -149,6 +149,7 @@ async fn run(
     } else {
         accounts.resize_with(clients, || None);
     }
+    let fsync_count = server.count_fsyncs(&format!("{clients}-{new_accounts}"));
     let before: Sample = server.sample()?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -190,9 +191,8 @@ async fn run(
         chain = chain.or(c);
     }
     let elapsed = start.elapsed();
-    // Let strace's log catch up with the last fsyncs.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let after = server.sample()?;
+    let fsyncs = fsync_count.and_then(server::FsyncCount::stop);
     if let Some(first) = errors.first() {
         eprintln!("  {} failed issuance(s), first: {first}", errors.len());
     }
@@ -215,10 +215,7 @@ async fn run(
             p50: pick(0.50),
             p99: pick(0.99),
             cpu_ms: per(after.cpu_ms - before.cpu_ms),
-            fsyncs: after
-                .fsyncs
-                .zip(before.fsyncs)
-                .map(|(a, b)| per((a - b) as f64)),
+            fsyncs: fsyncs.map(|f| per(f as f64)),
             verifies: per(
                 (after.counters.signatures_verified - before.counters.signatures_verified) as f64,
             ),
@@ -232,7 +229,7 @@ async fn run(
 
 fn print_header() {
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>8} {:>6}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7} {:>8} {:>6}",
         "clients",
         "accounts",
         "issued",
@@ -244,6 +241,8 @@ fn print_header() {
         "fsyncs/i",
         "verif/i",
         "sign/i",
+        "verify us",
+        "sign us",
         "bound/s",
         "ratio"
     );
@@ -253,7 +252,7 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
     let crypto = r.verifies * verify.as_secs_f64() + r.signs * sign.as_secs_f64();
     let bound = if crypto > 0.0 { cores / crypto } else { 0.0 };
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>8.0} {:>6.3}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>9.1} {:>7.1} {:>8.0} {:>6.3}",
         r.clients,
         if r.new_accounts { "new" } else { "reused" },
         r.issued,
@@ -266,6 +265,8 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
             .map_or_else(|| "n/a".to_owned(), |f| format!("{f:.2}")),
         r.verifies,
         r.signs,
+        verify.as_secs_f64() * 1e6,
+        sign.as_secs_f64() * 1e6,
         bound,
         if bound > 0.0 { r.rate / bound } else { 0.0 },
     );
@@ -278,9 +279,9 @@ async fn series(
     label: &str,
     runs: &[(usize, bool)],
     secs: u64,
-    costs: (Duration, Duration, f64),
+    cores: f64,
 ) -> BoxResult<Vec<f64>> {
-    let mut server = ServerProcess::start(setup.dir.path(), db, &format!("{label}.strace"))?;
+    let mut server = ServerProcess::start(setup.dir.path(), db)?;
     println!(
         "\n{label}: server pid {} on port {}",
         server.pid, server.port
@@ -288,8 +289,10 @@ async fn series(
     print_header();
     let mut rates = Vec::new();
     for &(clients, new_accounts) in runs {
+        // The crypto costs are measured again next to each run: the machine's load changes.
+        let (verify, sign) = crypto_costs();
         let (r, chain) = run(&mut server, setup, clients, new_accounts, secs).await?;
-        rates.push(print_run(&r, costs.0, costs.1, costs.2));
+        rates.push(print_run(&r, verify, sign, cores));
         if setup.chain_pem.is_empty() {
             setup.chain_pem = chain.unwrap_or_default();
         }
@@ -313,21 +316,17 @@ fn main() -> BoxResult<()> {
     let max_clients = clients.iter().copied().max().unwrap_or(1);
     let mut setup = setup(max_clients)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let (verify, sign) = crypto_costs();
     println!(
-        "crypto (ring, this run): P-256 verify {:.1} us, sign {:.1} us; {cores} cores",
-        verify.as_secs_f64() * 1e6,
-        sign.as_secs_f64() * 1e6
+        "{cores} cores; bound/s = cores / (verif/i x verify + sign/i x sign), both measured with ring just before each run"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let costs = (verify, sign, cores);
         let mut runs: Vec<(usize, bool)> = clients.iter().map(|&c| (c, false)).collect();
         runs.extend(clients.iter().map(|&c| (c, true)));
         let fresh_db = setup.dir.path().join("fresh.sqlite");
-        let fresh = series(&mut setup, &fresh_db, "fresh", &runs, secs, costs).await?;
+        let fresh = series(&mut setup, &fresh_db, "fresh", &runs, secs, cores).await?;
         if million == 0 {
             return Ok(());
         }
@@ -345,7 +344,7 @@ fn main() -> BoxResult<()> {
             .filter(|&&c| c == 8 || c == 128)
             .map(|&c| (c, false))
             .collect();
-        let big = series(&mut setup, &big_db, "million", &big_runs, secs, costs).await?;
+        let big = series(&mut setup, &big_db, "million", &big_runs, secs, cores).await?;
         for ((clients, _), rate) in big_runs.iter().zip(&big) {
             if let Some(i) = runs.iter().position(|r| *r == (*clients, false)) {
                 println!(

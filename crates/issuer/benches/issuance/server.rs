@@ -77,7 +77,8 @@ pub struct ServerProcess {
     pub pid: u32,
     /// Its HTTPS port.
     pub port: u16,
-    fsync_log: Option<PathBuf>,
+    perf: bool,
+    dir: PathBuf,
 }
 
 /// What the server has done so far: CPU, fsyncs, and its own counters.
@@ -85,39 +86,67 @@ pub struct ServerProcess {
 pub struct Sample {
     /// User + system CPU time, milliseconds.
     pub cpu_ms: f64,
-    /// fsync + fdatasync calls, if strace counts them.
-    pub fsyncs: Option<u64>,
     /// The server's counters.
     pub counters: Counters,
 }
 
-fn strace_available() -> bool {
-    Command::new("strace")
-        .arg("-V")
+fn perf_available() -> bool {
+    Command::new("perf")
+        .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
+/// Counts the server's fsync and fdatasync calls over one run with `perf stat` on the syscall
+/// tracepoints: counted in the kernel, without stopping the server (strace's ptrace stops
+/// slowed it several times over). It attaches to the threads alive at its start, which
+/// include SQLite's database thread, the only one that syncs.
+pub struct FsyncCount {
+    perf: Child,
+    output: PathBuf,
+}
+
+impl FsyncCount {
+    /// Starts counting, if `perf` is installed and may trace.
+    pub fn start(pid: u32, output: PathBuf) -> Option<Self> {
+        let perf = Command::new("perf")
+            .args(["stat", "-x", ",", "-e"])
+            .arg("syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync")
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&output)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf needs a moment to attach before the run starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Self { perf, output })
+    }
+
+    /// Stops counting; the number of calls.
+    pub fn stop(mut self) -> Option<u64> {
+        let pid = self.perf.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().ok()?;
+        self.perf.wait().ok()?;
+        let text = std::fs::read_to_string(&self.output).ok()?;
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains("syscalls:sys_enter_"))
+            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+            .collect();
+        (counts.len() == 2).then(|| counts.iter().sum())
+    }
+}
+
 impl ServerProcess {
-    /// Starts the server on `db`, under `strace` (fsync and fdatasync only, filtered in the
-    /// kernel with seccomp-bpf) when it is installed, so that every fsync is counted.
-    pub fn start(dir: &Path, db: &Path, log_name: &str) -> BoxResult<Self> {
+    /// Starts the server on `db`.
+    pub fn start(dir: &Path, db: &Path) -> BoxResult<Self> {
         let exe = std::env::current_exe()?;
-        let fsync_log = strace_available().then(|| dir.join(log_name));
-        let mut command = match &fsync_log {
-            Some(log) => {
-                let mut c = Command::new("strace");
-                c.args(["-f", "-qq", "--seccomp-bpf", "-e", "signal=none"])
-                    .args(["-e", "trace=fsync,fdatasync", "-o"])
-                    .arg(log)
-                    .arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let mut child = command
+        let mut child = Command::new(&exe)
             .env(SERVER_ENV, dir)
             .env(DB_ENV, db)
             .stdin(Stdio::piped())
@@ -139,7 +168,8 @@ impl ServerProcess {
             stdout,
             pid,
             port,
-            fsync_log,
+            perf: perf_available(),
+            dir: dir.to_owned(),
         })
     }
 
@@ -160,7 +190,6 @@ impl ServerProcess {
         };
         Ok(Sample {
             cpu_ms: cpu_ms(self.pid)?,
-            fsyncs: self.fsyncs()?,
             counters: Counters {
                 requests,
                 signatures_verified,
@@ -169,18 +198,12 @@ impl ServerProcess {
         })
     }
 
-    fn fsyncs(&self) -> BoxResult<Option<u64>> {
-        let Some(log) = &self.fsync_log else {
-            return Ok(None);
-        };
-        // strace writes a line per call as it starts ("unfinished" when another thread's line
-        // interleaves; the "resumed" line is not counted again).
-        let text = std::fs::read_to_string(log)?;
-        Ok(Some(
-            text.lines()
-                .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
-                .count() as u64,
-        ))
+    /// Starts counting its fsyncs (None without perf).
+    pub fn count_fsyncs(&self, run: &str) -> Option<FsyncCount> {
+        if !self.perf {
+            return None;
+        }
+        FsyncCount::start(self.pid, self.dir.join(format!("{run}.perf")))
     }
 
     /// Stops the server and waits for it.
