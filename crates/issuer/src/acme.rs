@@ -354,10 +354,7 @@ impl AcmeServer {
                 if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
                     != Some("application/jose+json")
                 {
-                    return Err(Refusal::Malformed(
-                        "Content-Type must be application/jose+json".into(),
-                    )
-                    .into());
+                    return Err(Refusal::UnsupportedMediaType.into());
                 }
                 let auth = self.authenticate(path, body, now)?;
                 *origin = auth.account.as_ref().map(|a| a.origin.clone());
@@ -369,7 +366,7 @@ impl AcmeServer {
                     ["acme", "account", id, "orders"] => self.orders(&auth, id),
                     ["acme", "order", id] => self.order(&auth, id, now),
                     ["acme", "order", id, "finalize"] => self.finalize(&auth, id, now),
-                    ["acme", "authz", id] => self.authz(&auth, id),
+                    ["acme", "authz", id] => self.authz(&auth, id, now),
                     ["acme", "chall", id] => self.challenge(&auth, id, now),
                     ["acme", "cert", id] => self.certificate(&auth, id),
                     // POST-as-GET of the STAR URL (RFC 8739 §3.3): the same public content.

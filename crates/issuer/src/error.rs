@@ -222,6 +222,12 @@ pub enum Refusal {
     /// The request body is larger than the limit.
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
+    /// A POST whose Content-Type is not `application/jose+json` (RFC 8555 §6.2).
+    #[error("Content-Type must be application/jose+json")]
+    UnsupportedMediaType,
+    /// The certificate to revoke belongs to another account.
+    #[error("the certificate was issued to another account")]
+    NotYourCertificate,
     /// The nonce is unknown, used or expired.
     #[error("unknown, used or expired nonce")]
     BadNonce,
@@ -301,6 +307,7 @@ impl Refusal {
             Self::UnsupportedIdentifier(_) => ProblemType::UnsupportedIdentifier,
             Self::Malformed(_)
             | Self::TooLarge(_)
+            | Self::UnsupportedMediaType
             | Self::NotFound
             | Self::AutoRenewal(_)
             | Self::OrderExpired => ProblemType::Malformed,
@@ -309,6 +316,7 @@ impl Refusal {
             Self::BadSignature
             | Self::UrlMismatch
             | Self::ExternalAccountBinding(_)
+            | Self::NotYourCertificate
             | Self::AccountNotValid => ProblemType::Unauthorized,
             Self::ExternalAccountRequired => ProblemType::ExternalAccountRequired,
             Self::AccountDoesNotExist => ProblemType::AccountDoesNotExist,
@@ -326,6 +334,9 @@ impl Refusal {
         match self {
             Self::NotFound => 404,
             Self::TooLarge(_) => 413,
+            Self::UnsupportedMediaType => 415,
+            // RFC 8555 §7.4: finalizing an order that is not ready is forbidden.
+            Self::OrderNotReady(_) => 403,
             _ => self.problem_type().http_status(),
         }
     }

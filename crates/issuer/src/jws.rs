@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Refusal;
 
+/// The JWS algorithms accepted for account keys (listed in `badSignatureAlgorithm` problems).
+pub const ALGORITHMS: &[&str] = &["ES256", "EdDSA"];
+
 /// Decodes unpadded base64url, refusing anything else.
 pub fn b64_decode(what: &'static str, s: &str) -> Result<Vec<u8>, Refusal> {
     URL_SAFE_NO_PAD

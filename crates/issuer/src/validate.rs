@@ -141,6 +141,13 @@ pub struct ChallengeContext<'a> {
     pub already_answered: bool,
 }
 
+/// The largest attestation object accepted, in bytes.
+pub const MAX_ATTESTATION_BYTES: usize = 4096;
+/// The largest certificate in an attestation chain, in bytes.
+pub const MAX_ATTESTATION_CERTIFICATE_BYTES: usize = 2048;
+/// The most certificates in an attestation chain.
+pub const MAX_ATTESTATION_CERTIFICATES: usize = 3;
+
 /// What a valid attestation established.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttestedDevice {
@@ -169,8 +176,31 @@ pub fn check_attestation(
     if now >= ctx.expires {
         return Err(Refusal::ChallengeExpired);
     }
+    // The limits of SPEC §5, enforced here rather than trusted to the device's side.
+    if att_obj.len() > MAX_ATTESTATION_BYTES {
+        return Err(Refusal::AttestationMalformed(format!(
+            "{} bytes, over the limit of {MAX_ATTESTATION_BYTES}",
+            att_obj.len()
+        )));
+    }
     let object = AttestationObject::decode(att_obj)
         .map_err(|e| Refusal::AttestationMalformed(e.to_string()))?;
+    if object.x5c.len() > MAX_ATTESTATION_CERTIFICATES {
+        return Err(Refusal::AttestationMalformed(format!(
+            "{} certificates, over the limit of {MAX_ATTESTATION_CERTIFICATES}",
+            object.x5c.len()
+        )));
+    }
+    if let Some(big) = object
+        .x5c
+        .iter()
+        .find(|c| c.len() > MAX_ATTESTATION_CERTIFICATE_BYTES)
+    {
+        return Err(Refusal::AttestationMalformed(format!(
+            "a certificate of {} bytes, over the limit of {MAX_ATTESTATION_CERTIFICATE_BYTES}",
+            big.len()
+        )));
+    }
     let (device_der, intermediates) = object
         .x5c
         .split_first()

@@ -41,13 +41,18 @@ impl AcmeServer {
         value
     }
 
-    pub(super) fn authz(&self, auth: &Authenticated, id: &str) -> Outcome {
+    pub(super) fn authz(&self, auth: &Authenticated, id: &str, now: SystemTime) -> Outcome {
         let (authz, _) = self.owned_authz(auth.account()?, id)?;
+        // RFC 8555 §7.1.6: a pending authorization past its expiry is expired.
+        let status = match authz.status {
+            AuthzStatus::Pending if now >= authz.expires => "expired",
+            status => status.as_str(),
+        };
         Ok(Response::json(
             200,
             &json!({
                 "identifier": {"type": "dns", "value": authz.name.as_str()},
-                "status": authz.status.as_str(),
+                "status": status,
                 "expires": rfc3339(authz.expires),
                 "challenges": [self.challenge_json(&authz)],
             }),

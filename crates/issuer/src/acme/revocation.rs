@@ -26,10 +26,14 @@ impl AcmeServer {
             .store
             .certificate_by_serial(&serial)?
             .ok_or(Refusal::NotFound)?;
-        self.owned_order(account, &record.order_id)?;
         let issued_der = ca::pem_blocks(record.chain_pem.as_bytes(), "CERTIFICATE")?;
         if issued_der.first() != Some(&der) {
             return Err(Refusal::NotFound.into());
+        }
+        // RFC 8555 §7.6: only the account that ordered it may revoke by account key.
+        match self.store.order(&record.order_id)? {
+            Some(order) if order.account_id == account.id => {}
+            _ => return Err(Refusal::NotYourCertificate.into()),
         }
         let audit = Self::entry(
             now,

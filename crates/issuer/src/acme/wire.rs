@@ -52,7 +52,11 @@ impl Response {
     }
 
     pub(super) fn problem_of(kind: ProblemType, status: u16, detail: &str) -> Self {
-        let body = json!({"type": kind.urn(), "detail": detail, "status": status});
+        let mut body = json!({"type": kind.urn(), "detail": detail, "status": status});
+        if kind == ProblemType::BadSignatureAlgorithm {
+            // RFC 8555 §6.2: the problem lists the algorithms the server accepts.
+            body["algorithms"] = json!(crate::jws::ALGORITHMS);
+        }
         Self {
             status,
             headers: vec![("content-type", "application/problem+json".into())],
