@@ -1,0 +1,262 @@
+//! The issuer process killed with SIGKILL at random points under load, 100 times: every
+//! certificate a client received is in the database, and no order was issued twice.
+//!
+//! Ignored by a plain `cargo test` (about a minute in release mode); run with
+//! `cargo test --release -p localcert-issuer --test crash -- --ignored`. The issuer runs in a
+//! child process: this test binary again, told by `CRASH_SERVER_DIR` to serve instead of test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::borrow::Cow;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::{Manufacturer, TlsKey};
+use instant_acme::{
+    Account, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, RetryPolicy,
+};
+use localcert_issuer::acme::{AcmeServer, Policy};
+use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
+use localcert_issuer::serve;
+use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_issuer::validate::TrustConfig;
+use localcert_proto::origin::Origin;
+use ring::rand::{SecureRandom, SystemRandom};
+
+const KID: &str = "kid-crash";
+const HMAC: &[u8] = &[9; 32];
+const ROUNDS: usize = 100;
+const CLIENTS: usize = 8;
+const SERVER_ENV: &str = "CRASH_SERVER_DIR";
+
+/// The child: serves until killed.
+#[test]
+#[ignore = "run by the crash test in a child process"]
+fn crash_server_child() {
+    let Ok(dir) = std::env::var(SERVER_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ca = IssuingCa::load(&CaFiles::in_dir(dir)).unwrap();
+        let root = std::fs::read(dir.join("manufacturer-root.der")).unwrap();
+        let trust = TrustConfig::new(&[root], []).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.join("issuer.sqlite")).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let base = format!("https://localhost:{port}");
+        let server = Arc::new(AcmeServer::new(store, ca, trust, Policy::default(), &base));
+        let tls_files = TlsFiles::in_dir(dir);
+        let tls = serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
+        println!("ready {port}");
+        serve::serve(
+            listener,
+            tls,
+            server,
+            Duration::from_secs(3600),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    });
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new().fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes) % n
+}
+
+#[test]
+#[ignore = "about a minute in release mode: cargo test --release --test crash -- --ignored"]
+fn kill_9_under_load_loses_no_acknowledged_issuance() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    ca::init_ca(&CaFiles::in_dir(dir.path()), "crash", now).unwrap();
+    let tls_files = TlsFiles::in_dir(dir.path());
+    ca::init_tls(&tls_files, now).unwrap();
+    let origin = Origin::parse("https://vod.example.com").unwrap();
+    SqliteStore::open(&dir.path().join("issuer.sqlite"))
+        .unwrap()
+        .add_relying_party(&RelyingParty {
+            origin: origin.clone(),
+            eab_kid: KID.into(),
+            eab_hmac_key: HMAC.to_vec(),
+            status: RelyingPartyStatus::Active,
+            created: now,
+        })
+        .unwrap();
+    let maker = Manufacturer::new("Crash TVs");
+    std::fs::write(dir.path().join("manufacturer-root.der"), &maker.root_der).unwrap();
+    let devices: Vec<_> = (0..CLIENTS)
+        .map(|i| Arc::new(maker.device(&format!("{i:04}"))))
+        .collect();
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args(["--ignored", "--exact", "crash_server_child", "--nocapture"])
+            .env(SERVER_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = loop {
+            let line = lines.next().expect("server ended before ready").unwrap();
+            if let Some(port) = line.strip_prefix("ready ") {
+                break port.trim().parse().unwrap();
+            }
+        };
+        let directory = format!("https://localhost:{port}/acme/directory");
+        let kill_after = Duration::from_millis(100 + random_below(900));
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for device in &devices {
+                let (device, origin, received) = (device.clone(), origin.clone(), received.clone());
+                let (directory, root) = (directory.clone(), tls_files.cert.clone());
+                tasks.push(tokio::spawn(async move {
+                    // Until the server dies: each certificate received is recorded with its order.
+                    let Ok(account) = new_account(&root, &directory).await else {
+                        return;
+                    };
+                    let name = device.name("tv", &origin);
+                    let tls = TlsKey::new();
+                    loop {
+                        let identifiers = [Identifier::Dns(name.to_string())];
+                        let Ok(mut order) = account.new_order(&NewOrder::new(&identifiers)).await
+                        else {
+                            return;
+                        };
+                        let mut authorizations = order.authorizations();
+                        while let Some(Ok(mut authz)) = authorizations.next().await {
+                            let Some(mut challenge) =
+                                authz.challenge(ChallengeType::DeviceAttest01)
+                            else {
+                                return;
+                            };
+                            let att = device.attest(
+                                challenge.key_authorization().as_str(),
+                                &origin,
+                                b"user",
+                                &tls.spki(),
+                                std::slice::from_ref(&name),
+                            );
+                            let sent = challenge
+                                .send_device_attestation(&DeviceAttestation {
+                                    att_obj: Cow::Owned(att),
+                                })
+                                .await;
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        let retry = RetryPolicy::new().initial_delay(Duration::ZERO);
+                        if order.poll_ready(&retry).await.is_err()
+                            || order
+                                .finalize_csr(&tls.csr(&[name.as_str()]))
+                                .await
+                                .is_err()
+                        {
+                            return;
+                        }
+                        let Ok(chain) = order.poll_certificate(&retry).await else {
+                            return;
+                        };
+                        let url = order.url().to_owned();
+                        received.lock().unwrap().push((url, chain));
+                    }
+                }));
+            }
+            tokio::time::sleep(kill_after).await;
+            child.kill().unwrap();
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        child.wait().unwrap();
+        eprintln!(
+            "round {round}: killed after {kill_after:?}, {} certificates received so far",
+            received.lock().unwrap().len()
+        );
+    }
+
+    // Every certificate a client received is in the database, under the order it came from,
+    // and no order has more than one certificate.
+    let store = SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap();
+    let received = received.lock().unwrap();
+    assert!(
+        received.len() >= ROUNDS,
+        "too few issuances to mean anything: {}",
+        received.len()
+    );
+    let mut orders = std::collections::HashSet::new();
+    for (order_url, chain) in received.iter() {
+        let leaf = ca::pem_blocks(chain.as_bytes(), "CERTIFICATE")
+            .unwrap()
+            .remove(0);
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let serial = hex::encode(parsed.raw_serial());
+        let record = store
+            .certificate_by_serial(&serial)
+            .unwrap()
+            .unwrap_or_else(|| panic!("certificate {serial} was handed out but not recorded"));
+        assert_eq!(record.chain_pem, *chain);
+        let order_id = order_url.rsplit('/').next().unwrap();
+        assert_eq!(record.order_id, order_id);
+        assert!(
+            orders.insert(order_id.to_owned()),
+            "order {order_id} issued twice"
+        );
+        let order = store.order(order_id).unwrap().unwrap();
+        assert_eq!(order.certificate_id.as_deref(), Some(record.id.as_str()));
+    }
+    let db = rusqlite::Connection::open(dir.path().join("issuer.sqlite")).unwrap();
+    let twice: i64 = db
+        .query_row(
+            "SELECT count(*) FROM (SELECT order_id FROM certificates
+                 GROUP BY order_id HAVING count(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "orders with two certificates in the database");
+    let issued = store
+        .audit_log(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "issued")
+        .count();
+    assert!(
+        issued >= received.len(),
+        "{issued} issued, {} received",
+        received.len()
+    );
+    eprintln!(
+        "{} certificates received in {ROUNDS} crashes, all recorded once; {issued} recorded",
+        received.len()
+    );
+}
+
+async fn new_account(root: &Path, directory: &str) -> Result<Account, instant_acme::Error> {
+    let (account, _) = Account::builder_with_root(root)?
+        .create(
+            &NewAccount {
+                contact: &[],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            directory.to_owned(),
+            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
+        )
+        .await?;
+    Ok(account)
+}
