@@ -1,18 +1,16 @@
 //! BLE backend with bluer (feature `bluez`, Linux): registers the localcert GATT service and an
-//! advertisement on one adapter, feeds control-point writes to the engine and notifies what it
-//! answers on the status characteristic.
+//! advertisement on one adapter, and adapts BlueZ's callbacks to the session driver
+//! ([`crate::gatt::GattServer`]: one central at a time, idle takeover, the ATT MTU BlueZ
+//! reports with each write): control-point writes go in, a refused write is an ATT "in
+//! progress" error, and what the engine answers is notified on the status characteristic.
 //!
-//! One central at a time: BlueZ sends a D-Bus characteristic's notifications to every
-//! subscriber, so sessions of two centrals could not be kept apart. A write from another
-//! central while one is active is refused with an ATT "in progress" error; a central that has
-//! been idle for [`IDLE_TAKEOVER`] (no write, nothing waiting for the user) loses its session to
-//! the next one, so an idle or hostile central cannot block provisioning. When the central
-//! disconnects or unsubscribes, its session (and any half-sent message or request waiting for
-//! the user) is dropped; pending keys stay until they expire, as the INSTALL may come later.
-//! The ATT MTU BlueZ reports with each write sizes the fragments.
+//! BlueZ sends a D-Bus characteristic's notifications to every subscriber and starts and stops
+//! notifying once for all of them, so the subscription belongs to the service, not to a
+//! central: when the last central unsubscribes, the session ends; when a central disconnects,
+//! its session ends.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bluer::adv::{Advertisement, AdvertisementHandle};
 use bluer::gatt::local::{
@@ -22,12 +20,13 @@ use bluer::gatt::local::{
 };
 use bluer::{Address, DeviceEvent, DeviceProperty, Uuid};
 use futures_util::{FutureExt, StreamExt};
-use localcert_proto::gatt::{CONTROL_POINT_UUID, GattInfo, INFO_UUID, SERVICE_UUID, STATUS_UUID};
+use localcert_proto::gatt::{CONTROL_POINT_UUID, INFO_UUID, SERVICE_UUID, STATUS_UUID};
+use localcert_proto::peripheral::WriteRefused;
 use tokio::sync::Mutex;
 
 use crate::agent::Agent;
-use crate::engine::SessionId;
 use crate::error::Error;
+use crate::gatt::{GattServer, Written};
 
 /// The longest control-point write bluetoothd 5.66 accepts: it refuses 512-byte values
 /// (ATT error 0x0D with response; silently dropped without), found in the BlueZ VM suite. The
@@ -72,33 +71,14 @@ impl Drop for BleHandle {
     }
 }
 
-/// How long a central may stay idle before another central can take over the session.
-pub const IDLE_TAKEOVER: Duration = Duration::from_secs(30);
+/// The BlueZ central's session driver: centrals are Bluetooth addresses.
+type Server = GattServer<Address>;
 
-#[derive(Default)]
-struct Link {
-    session: Option<(Address, SessionId)>,
-    last_write: Option<Instant>,
-    notifier: Option<CharacteristicNotifier>,
-}
+/// The status characteristic's notifier, while any central is subscribed.
+type Notifier = Mutex<Option<CharacteristicNotifier>>;
 
 fn ble_error(e: bluer::Error) -> Error {
     Error::Service(format!("BlueZ: {e}"))
-}
-
-async fn end_session(agent: &Agent, link: &Mutex<Link>, address: Option<Address>) {
-    let mut l = link.lock().await;
-    let Some((current, id)) = l.session else {
-        l.notifier = None;
-        return;
-    };
-    if address.is_some_and(|a| a != current) {
-        return;
-    }
-    agent.with_device(|d| d.disconnect(id));
-    l.session = None;
-    l.notifier = None;
-    tracing::info!(central = %current, "BLE session ended");
 }
 
 /// Registers the GATT application and advertisement, and starts sending notifications.
@@ -110,10 +90,10 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
     }
     .map_err(ble_error)?;
     adapter.set_powered(true).await.map_err(ble_error)?;
-    let link = Arc::new(Mutex::new(Link::default()));
+    let server = Arc::new(Server::new(agent.clone()).with_max_fragment_len(BLUEZ_MAX_WRITE));
+    let notifier: Arc<Notifier> = Arc::new(Mutex::new(None));
 
-    let write_agent = agent.clone();
-    let write_link = link.clone();
+    let write_server = server.clone();
     let write_adapter = adapter.clone();
     let control_point = Characteristic {
         uuid: Uuid::from_u128(CONTROL_POINT_UUID),
@@ -121,44 +101,18 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
             write: true,
             write_without_response: true,
             method: CharacteristicWriteMethod::Fun(Box::new(move |value, request| {
-                let agent = write_agent.clone();
-                let link = write_link.clone();
+                let server = write_server.clone();
                 let adapter = write_adapter.clone();
                 async move {
                     let address = request.device_address;
-                    let now = Instant::now();
-                    let id = {
-                        let mut l = link.lock().await;
-                        if let Some((current, old)) = l.session {
-                            let idle = l
-                                .last_write
-                                .is_none_or(|t| now.duration_since(t) >= IDLE_TAKEOVER);
-                            let busy = agent.with_device(|d| d.is_busy(old));
-                            if current != address && idle && !busy {
-                                tracing::info!(idle = %current, new = %address, "idle BLE session taken over");
-                                agent.with_device(|d| d.disconnect(old));
-                                l.session = None;
-                                l.notifier = None;
-                            }
+                    match server.write(address, Instant::now(), request.mtu, &value) {
+                        Ok(Written::Continued) => {}
+                        Ok(Written::Started | Written::TookOver(_)) => {
+                            watch_disconnect(server, &adapter, address);
                         }
-                        l.last_write = Some(now);
-                        match l.session {
-                            Some((current, id)) if current == address => id,
-                            Some(_) => return Err(ReqError::InProgress),
-                            None => {
-                                let id = agent.with_device(|d| d.connect(request.mtu));
-                                l.session = Some((address, id));
-                                tracing::info!(central = %address, mtu = request.mtu, "BLE session started");
-                                watch_disconnect(agent.clone(), link.clone(), &adapter, address);
-                                id
-                            }
-                        }
-                    };
-                    agent.with_device(|d| {
-                        d.set_mtu(id, request.mtu);
-                        d.handle_fragment(id, now, &value);
-                    });
-                    agent.kick();
+                        Err(WriteRefused::Busy) => return Err(ReqError::InProgress),
+                        Err(_) => return Err(ReqError::Failed),
+                    }
                     Ok(())
                 }
                 .boxed()
@@ -168,23 +122,23 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
         ..Default::default()
     };
 
-    let notify_link = link.clone();
-    let notify_agent = agent.clone();
+    let notify_server = server.clone();
+    let notify_slot = notifier.clone();
     let status = Characteristic {
         uuid: Uuid::from_u128(STATUS_UUID),
         notify: Some(CharacteristicNotify {
             notify: true,
-            method: CharacteristicNotifyMethod::Fun(Box::new(move |notifier| {
-                let link = notify_link.clone();
-                let agent = notify_agent.clone();
+            method: CharacteristicNotifyMethod::Fun(Box::new(move |new| {
+                let server = notify_server.clone();
+                let slot = notify_slot.clone();
                 async move {
-                    let stopped = notifier.stopped();
-                    link.lock().await.notifier = Some(notifier);
-                    agent.kick();
-                    let link = link.clone();
+                    let stopped = new.stopped();
+                    *slot.lock().await = Some(new);
+                    server.agent().kick();
                     tokio::spawn(async move {
                         stopped.await;
-                        end_session(&agent, &link, None).await;
+                        *slot.lock().await = None;
+                        server.end_session();
                     });
                 }
                 .boxed()
@@ -194,17 +148,14 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
         ..Default::default()
     };
 
+    let info_server = server.clone();
     let info = Characteristic {
         uuid: Uuid::from_u128(INFO_UUID),
         read: Some(CharacteristicRead {
             read: true,
-            fun: Box::new(|request| {
-                async move {
-                    let mut info = GattInfo::for_mtu(request.mtu);
-                    info.max_fragment_len = info.max_fragment_len.min(BLUEZ_MAX_WRITE);
-                    Ok(info.encode())
-                }
-                .boxed()
+            fun: Box::new(move |request| {
+                let value = info_server.info(request.mtu);
+                async move { Ok(value) }.boxed()
             }),
             ..Default::default()
         }),
@@ -231,7 +182,7 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
         ..Default::default()
     };
     let adv_handle = adapter.advertise(advertisement).await.map_err(ble_error)?;
-    let flusher = tokio::spawn(flush(agent, link));
+    let flusher = tokio::spawn(flush(server, notifier));
     tracing::info!(
         adapter = adapter.name(),
         "GATT service registered and advertising"
@@ -244,13 +195,8 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
     })
 }
 
-/// Ends the session when the central disconnects.
-fn watch_disconnect(
-    agent: Arc<Agent>,
-    link: Arc<Mutex<Link>>,
-    adapter: &bluer::Adapter,
-    address: Address,
-) {
+/// Ends the session of `address` when it disconnects.
+fn watch_disconnect(server: Arc<Server>, adapter: &bluer::Adapter, address: Address) {
     let device = adapter.device(address);
     tokio::spawn(async move {
         let Ok(device) = device else {
@@ -267,25 +213,23 @@ fn watch_disconnect(
                 break;
             }
         }
-        end_session(&agent, &link, Some(address)).await;
+        server.disconnect(address);
     });
 }
 
-/// Sends the engine's fragments as notifications whenever the outbox may have changed.
-async fn flush(agent: Arc<Agent>, link: Arc<Mutex<Link>>) {
-    let mut changed = agent.outbox_changed();
+/// Notifies the session's fragments whenever the outbox may have changed.
+async fn flush(server: Arc<Server>, notifier: Arc<Notifier>) {
+    let mut changed = server.agent().outbox_changed();
     loop {
         {
-            let mut guard = link.lock().await;
-            let l = &mut *guard;
+            let mut slot = notifier.lock().await;
             // Without a subscriber the fragments stay queued in the engine.
-            if let (Some((_, id)), Some(notifier)) = (l.session, l.notifier.as_mut()) {
-                let fragments: Vec<Vec<u8>> =
-                    agent.with_device(|d| std::iter::from_fn(|| d.poll_fragment(id)).collect());
-                for fragment in fragments {
-                    if let Err(e) = notifier.notify(fragment).await {
+            if let Some(n) = slot.as_mut() {
+                let fragments = server.take_notifications().map(|(_, f)| f);
+                for fragment in fragments.into_iter().flatten() {
+                    if let Err(e) = n.notify(fragment).await {
                         tracing::warn!(error = %e, "notification failed");
-                        l.notifier = None;
+                        *slot = None;
                         break;
                     }
                 }
