@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Writes fuzz/seeds/<target>/ from protocol/vectors/*.json (run after the vectors change).
+
+Each seed is in the input format the target's check documents (crates/proto/tests/fuzz_checks).
+The seeds are committed: they are small, change only with the vectors, and the ordinary test
+`cargo test -p localcert-proto --test fuzz_regressions` runs every one through its check.
+"""
+import json, os, shutil, struct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VECTORS = os.path.join(ROOT, "protocol", "vectors")
+SEEDS = os.path.join(ROOT, "fuzz", "seeds")
+COMMANDS = {"PING": 0, "KEEPALIVE": 1, "MSG": 2, "CANCEL": 3, "ERROR": 4}
+
+
+def load(name):
+    with open(os.path.join(VECTORS, name + ".json")) as f:
+        return json.load(f)
+
+
+def steps(fragments, advance=0):
+    """Reassembler input: each fragment after `advance` * 50 ms."""
+    out = b""
+    for frag in fragments:
+        out += bytes([advance]) + struct.pack(">H", len(frag)) + frag
+    return out
+
+
+def fragments(cmd, data, fragment_len):
+    """SPEC §3: an initial fragment, then continuations with wrapping sequence numbers."""
+    out = [bytes([cmd]) + struct.pack(">H", len(data)) + data[:fragment_len - 3]]
+    data, seq = data[fragment_len - 3:], 0
+    while data:
+        out.append(bytes([seq]) + data[:fragment_len - 1])
+        data, seq = data[fragment_len - 1:], (seq + 1) % 0x80
+    return out
+
+
+def engine_steps(fragments):
+    """device_engine input: the writes, then the central reads its notifications."""
+    return b"".join(b"\x00" + struct.pack(">H", len(f)) + f for f in fragments) + b"\x40"
+
+
+def main():
+    seeds = {t: {} for t in ["frame_reassembler", "frame_round_trip", "message",
+                             "attestation_object", "names", "origin_binding", "device_engine"]}
+    for case in load("framing")["cases"]:
+        frags = [bytes.fromhex(h) for h in case["fragments"]]
+        data = bytes.fromhex(case["data"])
+        name = "%s_%d_%d" % (case["command"].lower(), case["fragment_len"], len(data))
+        seeds["frame_reassembler"][name] = steps(frags)
+        sel = COMMANDS[case["command"]]
+        seeds["frame_round_trip"][name] = bytes([sel]) + struct.pack(">H", case["fragment_len"]) + data
+    # Timeouts: a poll at exactly 5 s, and a late continuation.
+    seeds["frame_reassembler"]["timeout_poll"] = steps([b"\x83\x00\x40\x01"]) + bytes([0x80 | 100])
+    seeds["frame_reassembler"]["late_continuation"] = steps([b"\x83\x00\x04\x01"]) + steps([b"\x00\x02"], 100)
+    seeds["frame_reassembler"]["cancel_mid_frame"] = steps([b"\x83\x00\x04\x01", b"\xbe\x00\x00"])
+    for case in load("messages")["cases"]:
+        sel = 0 if case["kind"] == "request" else case["operation"]
+        seeds["message"][case["name"]] = bytes([sel]) + bytes.fromhex(case["hex"])
+        if case["kind"] == "request":
+            msg = bytes.fromhex(case["hex"])
+            seeds["device_engine"][case["name"]] = engine_steps(fragments(0x83, msg, 180))
+    seeds["device_engine"]["ping_then_timeout"] = engine_steps(fragments(0x81, b"ping", 180)) + b"\x94\x40"
+    seeds["device_engine"]["cancel"] = engine_steps(fragments(0xbe, b"", 180))
+    seeds["device_engine"]["interrupted_at_mtu_23"] = b"\xc0" + engine_steps(
+        fragments(0x83, bytes(40), 18)[:1] + fragments(0x81, b"x", 18))
+    for i, info in enumerate(load("objects")["info"]):
+        seeds["message"]["info_%d" % i] = b"\x06" + bytes.fromhex(info["hex"])
+    objects = load("objects")
+    seeds["attestation_object"]["vector"] = bytes.fromhex(objects["attestation_object"]["hex"])
+    seeds["origin_binding"]["vector"] = bytes.fromhex(objects["origin_binding"]["der"])
+    for case in load("names")["cases"]:
+        cert = bytes.fromhex(case["device_certificate"])
+        text = "\n".join([case["origin"], case["label_text"], case["name"]]).encode()
+        seeds["names"][case["name"]] = text
+        seeds["names"][case["name"] + "_cert"] = "\n".join(
+            [case["origin"], case["label_text"], ""]).encode() + cert
+    targets = {"request": ("message", 0), "info": ("message", 6), "attestation": ("attestation_object", None),
+               "extension": ("origin_binding", None), "frames": ("frame_reassembler", None)}
+    for case in load("malformed")["cases"]:
+        t, name = case["target"], case["name"]
+        if t == "frames":
+            seeds["frame_reassembler"][name] = steps([bytes.fromhex(h) for h in case["input"]])
+        elif t.startswith("response:"):
+            op = {"info": 1, "attest": 2, "install": 3, "list": 4, "remove": 5}[t.split(":")[1]]
+            seeds["message"][name] = bytes([op]) + bytes.fromhex(case["input"])
+        elif t in ("origin", "label", "name"):
+            parts = ["https://vod.example.com", "tv", "tv.local"]
+            parts[["origin", "label", "name"].index(t)] = case["input"]
+            seeds["names"][name] = "\n".join(parts).encode()
+        else:
+            target, sel = targets[t]
+            prefix = b"" if sel is None else bytes([sel])
+            seeds[target][name] = prefix + bytes.fromhex(case["input"])
+    shutil.rmtree(SEEDS, ignore_errors=True)
+    for target, files in seeds.items():
+        os.makedirs(os.path.join(SEEDS, target))
+        for name, data in files.items():
+            with open(os.path.join(SEEDS, target, name), "wb") as f:
+                f.write(data)
+    print({t: len(f) for t, f in seeds.items()})
+
+
+if __name__ == "__main__":
+    main()
