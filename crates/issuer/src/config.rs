@@ -12,6 +12,7 @@
 //! # kind = "postgres"                  # several replicas on one database
 //! # url = "postgresql://localcert@127.0.0.1:5432/localcert"   # no password here
 //! # password_file = "pg.password"      # mode 0600; or env LOCALCERT_POSTGRES_PASSWORD
+//! # nonce_key_file = "nonce.key"       # mode 0600, >= 32 bytes, the same on every replica
 //! # pool_size = 16
 //!
 //! [ca]
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::acme::Policy;
 use crate::ca::{CaFiles, TlsFiles, pem_blocks};
 use crate::error::Error;
+use crate::nonce::NonceKey;
 use crate::store::PgOptions;
 use crate::validate::TrustConfig;
 
@@ -86,6 +88,9 @@ pub struct Config {
 /// The environment variable that holds the PostgreSQL password (it wins over `password_file`).
 pub const POSTGRES_PASSWORD_ENV: &str = "LOCALCERT_POSTGRES_PASSWORD";
 
+/// The shortest nonce key accepted, in bytes.
+pub const MIN_NONCE_KEY_BYTES: usize = 32;
+
 /// `[store]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -102,6 +107,10 @@ pub enum StoreSection {
         /// Most connections one replica opens.
         #[serde(default = "default_pool_size")]
         pool_size: usize,
+        /// A file (mode 0600) holding the key the replicas share to mint and accept each
+        /// other's nonces; without it each replica has its own and refuses the others'.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce_key_file: Option<PathBuf>,
     },
 }
 
@@ -308,6 +317,7 @@ impl Config {
             url,
             password_file,
             pool_size,
+            ..
         }) = &self.store
         else {
             return Ok(None);
@@ -322,6 +332,27 @@ impl Config {
             password,
             pool_size: *pool_size,
         }))
+    }
+
+    /// The nonce key shared by the replicas (`[store] nonce_key_file`), if configured.
+    pub fn nonce_key(&self) -> Result<Option<NonceKey>, Error> {
+        let Some(StoreSection::Postgres {
+            nonce_key_file: Some(file),
+            ..
+        }) = &self.store
+        else {
+            return Ok(None);
+        };
+        let path = self.resolve(file);
+        let secret = read_secret(&path)?;
+        if secret.len() < MIN_NONCE_KEY_BYTES {
+            return Err(Error::Config(format!(
+                "{} holds {} bytes; a nonce key needs at least {MIN_NONCE_KEY_BYTES}",
+                path.display(),
+                secret.len()
+            )));
+        }
+        Ok(Some(NonceKey::from_bytes(secret.as_bytes())))
     }
 
     /// The database file.
@@ -387,7 +418,7 @@ impl Config {
 fn read_secret(path: &Path) -> Result<String, Error> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| Error::Io {
-        context: "reading the PostgreSQL password",
+        context: "reading the secret",
         path: path.to_owned(),
         source,
     };
@@ -450,6 +481,56 @@ mod tests {
             "ab".repeat(32)
         ));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_shared_nonce_key_from_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let parse = |s: &str| {
+            toml::from_str::<Config>(s)
+                .map_err(|e| Error::Config(e.to_string()))
+                .and_then(|c| c.check().map(|()| c))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = parse(
+            "state_dir = \"s\"\n[store]\nkind = \"postgres\"\n\
+             url = \"postgresql://localcert@127.0.0.1:5432/localcert\"\n\
+             nonce_key_file = \"nonce.key\"",
+        )
+        .unwrap();
+        config.base_dir = dir.path().to_owned();
+        let file = dir.path().join("nonce.key");
+        assert!(config.nonce_key().is_err(), "missing file");
+        std::fs::write(&file, "k".repeat(40)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = config.nonce_key();
+        assert!(
+            matches!(&open, Err(Error::Config(m)) if m.contains("chmod 600")),
+            "{open:?}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&file, "short").unwrap();
+        let short = config.nonce_key();
+        assert!(
+            matches!(&short, Err(Error::Config(m)) if m.contains("at least 32")),
+            "{short:?}"
+        );
+        std::fs::write(&file, "k".repeat(40)).unwrap();
+        // Two replicas reading the same file accept each other's nonces.
+        let (a, b) = (
+            config.nonce_key().unwrap().unwrap(),
+            config.nonce_key().unwrap().unwrap(),
+        );
+        let now = std::time::SystemTime::now();
+        let nonce = a.mint(now + std::time::Duration::from_secs(60)).unwrap();
+        assert!(b.check(&nonce, now).is_some());
+        assert!(
+            parse("state_dir = \"s\"")
+                .unwrap()
+                .nonce_key()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -225,7 +225,10 @@ impl Bound {
             (None, Ok(addr)) => format!("https://localhost:{}", addr.port()),
             _ => config.base_url(),
         };
-        let server = AcmeServer::new(store, ca, trust, config.policy(), &base_url);
+        let mut server = AcmeServer::new(store, ca, trust, config.policy(), &base_url);
+        if let Some(key) = config.nonce_key()? {
+            server = server.with_nonce_key(key);
+        }
         Ok(Self {
             listener,
             tls,
