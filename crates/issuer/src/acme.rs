@@ -349,6 +349,7 @@ impl AcmeServer {
                 body: Vec::new(),
             }),
             ("GET", ["acme", "star", order_id]) => self.star_certificate(order_id, now),
+            ("GET", ["acme", "renewal-info", cert_id]) => self.renewal_info(cert_id, now),
             ("GET", ["crl"]) => self.crl(now),
             ("POST", ["acme", ..]) => {
                 if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
@@ -387,6 +388,7 @@ impl AcmeServer {
                 "newAccount": self.url("/acme/new-account"),
                 "newOrder": self.url("/acme/new-order"),
                 "revokeCert": self.url("/acme/revoke-cert"),
+                "renewalInfo": self.url("/acme/renewal-info"),
                 "meta": {
                     "externalAccountRequired": true,
                     "profiles": {

@@ -2,7 +2,8 @@
 //! Content-Type (§6.2), `badSignatureAlgorithm` listing the accepted algorithms (§6.2), 403
 //! `orderNotReady` for finalizing an order that is not ready (§7.4), `expired` / `invalid`
 //! past expiry (§7.1.6), 403 `unauthorized` for revoking another account's certificate
-//! (§7.6), and the attestation object's limits enforced by the issuer itself (SPEC §5).
+//! (§7.6), the attestation object's limits enforced by the issuer itself (SPEC §5), and ACME
+//! Renewal Information (RFC 9773) for certificates that are not STAR.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -252,4 +253,66 @@ fn the_issuer_enforces_the_attestation_limits_itself() {
         Some(&json!({"attObj": b64(&good.encode())})),
     );
     assert_eq!(fine.status, 200, "{}", String::from_utf8_lossy(&fine.body));
+}
+
+#[test]
+fn renewal_info_suggests_a_window_and_now_once_revoked() {
+    let w = World::new();
+    let client = w.account();
+    let leaf = w.issue(&client);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let aki = parsed
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let cert_id = format!("{}.{}", b64(&aki), b64(parsed.raw_serial()));
+    let directory = body(&w.server.handle("GET", "/acme/directory", None, b"", w.now));
+    assert_eq!(
+        directory["renewalInfo"],
+        format!("{BASE}/acme/renewal-info")
+    );
+    let get = |id: &str| {
+        w.server
+            .handle("GET", &format!("/acme/renewal-info/{id}"), None, b"", w.now)
+    };
+    let info = get(&cert_id);
+    assert_eq!(info.status, 200);
+    assert!(info.header("retry-after").is_some());
+    let window = &body(&info)["suggestedWindow"];
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let (start, end) = (parse(&window["start"]), parse(&window["end"]));
+    let validity = parsed.validity();
+    assert!(validity.not_before.to_datetime() < start && start < end);
+    assert!(end < validity.not_after.to_datetime());
+    // Unknown serial, another CA's key identifier, a malformed id.
+    assert_eq!(
+        get(&format!("{}.{}", b64(&aki), b64(&[1, 2, 3]))).status,
+        404
+    );
+    assert_eq!(
+        get(&format!("{}.{}", b64(&[0; 20]), b64(parsed.raw_serial()))).status,
+        404
+    );
+    assert_eq!(problem(&get("no-dot")), "malformed");
+    // Revoked: renew now.
+    let request = json!({"certificate": b64(&leaf), "reason": 1});
+    assert_eq!(
+        w.post(&client, "/acme/revoke-cert", Some(&request)).status,
+        200
+    );
+    let revoked = body(&get(&cert_id));
+    let end = parse(&revoked["suggestedWindow"]["end"]);
+    assert!(end <= time::OffsetDateTime::from(w.now) + time::Duration::seconds(1));
 }

@@ -2,9 +2,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::json;
+
 use super::wire::{Response, rfc3339};
 use super::{AcmeServer, Authenticated, Outcome};
 use crate::error::{Error, Refusal};
+use crate::jws;
 use crate::store::{CertRecord, IssueOutcome, OrderStatus};
 
 impl AcmeServer {
@@ -29,6 +32,47 @@ impl AcmeServer {
         Ok(pem_chain(&cert)
             .with("cert-not-before", rfc3339(cert.not_before))
             .with("cert-not-after", rfc3339(cert.not_after)))
+    }
+
+    /// ACME Renewal Information (RFC 9773) for a certificate that is not STAR (STAR
+    /// certificates are renewed by the server): `cert_id` is base64url(the AKI key identifier)
+    /// "." base64url(the serial). The suggested window runs from two thirds to five sixths of
+    /// the certificate's lifetime, or ends now if the certificate was revoked.
+    pub(super) fn renewal_info(&self, cert_id: &str, now: SystemTime) -> Outcome {
+        let (aki, serial) = cert_id
+            .split_once('.')
+            .ok_or(Refusal::Malformed("a certificate id is AKI.serial".into()))?;
+        if jws::b64_decode("AKI", aki)? != self.ca.key_identifier() {
+            return Err(Refusal::NotFound.into());
+        }
+        let serial = hex::encode(jws::b64_decode("serial", serial)?);
+        let cert = self
+            .store
+            .certificate_by_serial(&serial)?
+            .ok_or(Refusal::NotFound)?;
+        let order = self.store.order(&cert.order_id)?.ok_or(Refusal::NotFound)?;
+        if order.star.is_some() {
+            return Err(Refusal::NotFound.into());
+        }
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or(Duration::ZERO);
+        let (start, end) = match cert.revoked {
+            Some(_) => (
+                now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
+                now,
+            ),
+            None => (
+                cert.not_before + lifetime * 2 / 3,
+                cert.not_before + lifetime * 5 / 6,
+            ),
+        };
+        Ok(Response::json(
+            200,
+            &json!({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}),
+        )
+        .with("retry-after", "21600".into()))
     }
 
     /// Issues the next certificate of every STAR order due at `now` (half of the current
