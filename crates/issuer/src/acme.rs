@@ -283,6 +283,9 @@ impl AcmeServer {
     fn finish(&self, response: Response, now: SystemTime) -> Response {
         let response = response.with("link", format!("<{}>;rel=\"index\"", self.directory_url()));
         let response = response.with("cache-control", "no-store".into());
+        if response.header("replay-nonce").is_some() {
+            return response;
+        }
         match self.new_nonce(now) {
             Ok(nonce) => response.with("replay-nonce", nonce),
             Err(error) => {
@@ -343,9 +346,11 @@ impl AcmeServer {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             ("GET", ["acme", "directory"]) => Ok(self.directory()),
+            // The one response whose point is its nonce: if none can be made, it is an error
+            // (503 while the store is away), never a success without one.
             ("GET" | "HEAD", ["acme", "new-nonce"]) => Ok(Response {
                 status: if method == "HEAD" { 200 } else { 204 },
-                headers: Vec::new(),
+                headers: vec![("replay-nonce", self.new_nonce(now)?)],
                 body: Vec::new(),
             }),
             ("GET", ["acme", "star", order_id]) => self.star_certificate(order_id, now),
