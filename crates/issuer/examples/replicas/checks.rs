@@ -22,10 +22,7 @@ pub(crate) async fn connect() -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
-async fn rows(
-    db: &tokio_postgres::Client,
-    sql: &str,
-) -> Result<Vec<tokio_postgres::Row>, String> {
+async fn rows(db: &tokio_postgres::Client, sql: &str) -> Result<Vec<tokio_postgres::Row>, String> {
     db.query(sql, &[]).await.map_err(|e| format!("{sql}: {e}"))
 }
 
@@ -53,7 +50,9 @@ pub(crate) async fn issuances(acked: &[(String, String, String)]) -> Result<Stri
             None => problems.push(format!("acknowledged certificate {cert_id} is lost")),
             Some((stored_order, chain)) => {
                 if stored_order != order_id {
-                    problems.push(format!("{cert_id} belongs to {stored_order}, not {order_id}"));
+                    problems.push(format!(
+                        "{cert_id} belongs to {stored_order}, not {order_id}"
+                    ));
                 }
                 if leaf_sha256(chain).as_deref() != Some(sha256.as_str()) {
                     problems.push(format!("{cert_id} is not the certificate the client got"));
@@ -82,7 +81,10 @@ pub(crate) async fn issuances(acked: &[(String, String, String)]) -> Result<Stri
     )
     .await?;
     for row in &dangling {
-        problems.push(format!("valid order {} has no certificate", row.get::<_, String>(0)));
+        problems.push(format!(
+            "valid order {} has no certificate",
+            row.get::<_, String>(0)
+        ));
     }
     let unpointed = rows(
         &db,
@@ -112,7 +114,10 @@ pub(crate) async fn issuances(acked: &[(String, String, String)]) -> Result<Stri
 
 /// Each STAR order's certificates form one chain: every renewal replaced the latest
 /// certificate exactly once, and each order was renewed at least `min_renewals` times.
-pub(crate) async fn star_renewals(orders: &[String], min_renewals: usize) -> Result<String, String> {
+pub(crate) async fn star_renewals(
+    orders: &[String],
+    min_renewals: usize,
+) -> Result<String, String> {
     let db = connect().await?;
     let mut problems = Vec::new();
     let mut total = 0;
@@ -144,10 +149,14 @@ pub(crate) async fn star_renewals(orders: &[String], min_renewals: usize) -> Res
         }
         let ids: Vec<String> = certs.iter().map(|r| r.get(0)).collect();
         if replaced.keys().any(|old| !ids.contains(old)) {
-            problems.push(format!("order {order}: a renewal replaced another order's certificate"));
+            problems.push(format!(
+                "order {order}: a renewal replaced another order's certificate"
+            ));
         }
         if renewals < min_renewals {
-            problems.push(format!("order {order}: {renewals} renewals, fewer than {min_renewals}"));
+            problems.push(format!(
+                "order {order}: {renewals} renewals, fewer than {min_renewals}"
+            ));
         }
     }
     if problems.is_empty() {

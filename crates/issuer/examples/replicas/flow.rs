@@ -195,7 +195,12 @@ pub(crate) async fn complete(
     Err(format!("gave up after {ATTEMPTS} attempts: {last_error}"))
 }
 
-fn acked(order: &mut Order, chain: &str, names: &[LocalName], spki: &[u8]) -> Result<Acked, String> {
+fn acked(
+    order: &mut Order,
+    chain: &str,
+    names: &[LocalName],
+    spki: &[u8],
+) -> Result<Acked, String> {
     let leaf = pem::parse_many(chain)
         .map_err(|e| e.to_string())?
         .into_iter()
@@ -215,7 +220,11 @@ fn acked(order: &mut Order, chain: &str, names: &[LocalName], spki: &[u8]) -> Re
     if !names.iter().all(|n| san.contains(n.as_str())) {
         return Err(format!("the certificate names {san}, not {names:?}"));
     }
-    let cert_url = order.state().certificate.clone().ok_or("no certificate URL")?;
+    let cert_url = order
+        .state()
+        .certificate
+        .clone()
+        .ok_or("no certificate URL")?;
     Ok(Acked {
         order_id: last_segment(order.url()),
         cert_id: last_segment(&cert_url),

@@ -6,7 +6,8 @@
 //! replicas COMMAND --replicas localhost:P1,localhost:P2 --service https://localhost:P0 \
 //!     --tls-cert state/tls.pem --device fixtures/devices/device-1 --origin https://… [options]
 //!   account --credentials FILE              EAB from LOCALCERT_EAB_KID / LOCALCERT_EAB_KEY
-//!   issue --clients N --each M --tag T --acked FILE [--expect-unavailable]
+//!   issue --clients N --each M --tag T --acked FILE [--min-seconds S]
+//!         [--expect-unavailable] [--expect-connection-errors]
 //!   check --acked FILE[,FILE…]              every acknowledged issuance stored exactly once
 //!   nonce                                   a nonce from one replica is spent on another, once
 //!   star --orders K --lifetime SECS --watch SECS --min-renewals N
@@ -65,14 +66,18 @@ impl Setup {
     /// The account the `account` command created (one per EAB key).
     pub(crate) async fn account(&self) -> Result<(Account, serde_json::Value), String> {
         let path = PathBuf::from(self.arg("credentials")?);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let credentials: AccountCredentials =
             serde_json::from_str(&text).map_err(|e| e.to_string())?;
         let account = Account::builder_with_http(Box::new(self.rr.clone()))
             .from_credentials(credentials)
             .await
             .map_err(|e| format!("account: {e}"))?;
-        Ok((account, serde_json::from_str(&text).map_err(|e| e.to_string())?))
+        Ok((
+            account,
+            serde_json::from_str(&text).map_err(|e| e.to_string())?,
+        ))
     }
 }
 
@@ -84,8 +89,11 @@ fn parse_args(args: &[String]) -> Result<HashMap<String, String>, String> {
             .strip_prefix("--")
             .ok_or_else(|| format!("unexpected argument {arg}"))?;
         let value = match name {
-            "expect-unavailable" => "yes".to_owned(),
-            _ => iter.next().ok_or_else(|| format!("--{name} needs a value"))?.clone(),
+            "expect-unavailable" | "expect-connection-errors" => "yes".to_owned(),
+            _ => iter
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?
+                .clone(),
         };
         map.insert(name.to_owned(), value);
     }

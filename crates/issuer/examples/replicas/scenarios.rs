@@ -35,6 +35,12 @@ pub(crate) async fn issue(setup: &Setup) -> Result<String, String> {
     let setup_device = Arc::new(flow::FixtureDevice::load(&std::path::PathBuf::from(
         setup.arg("device")?,
     ))?);
+    // Keep the load on for at least this long, so that what a scenario does meanwhile (kill a
+    // replica, restart the database) happens under load.
+    let min_time = match setup.args.get("min-seconds") {
+        Some(s) => Duration::from_secs(s.parse().map_err(|e| format!("--min-seconds: {e}"))?),
+        None => Duration::ZERO,
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -46,7 +52,9 @@ pub(crate) async fn issue(setup: &Setup) -> Result<String, String> {
         );
         tasks.push(tokio::spawn(async move {
             let mut done = Vec::new();
-            for n in 0..each {
+            let mut n = 0;
+            while n < each || started.elapsed() < min_time {
+                n += 1;
                 let begun = Instant::now();
                 let label = format!("{tag}c{client}n{n}");
                 let outcome = flow::issue(&account, &device, &origin, &label).await;
@@ -73,10 +81,11 @@ pub(crate) async fn issue(setup: &Setup) -> Result<String, String> {
     let lines: Vec<String> = acked.iter().map(Acked::line).collect();
     std::fs::write(&acked_path, lines.join("\n") + "\n").map_err(|e| e.to_string())?;
     latencies.sort();
+    let attempted = acked.len() + failures.len();
     let report = format!(
         "{} of {} issuances acknowledged in {:.1} s ({:.1}/s, p50 {} ms, p99 {} ms)",
         acked.len(),
-        clients * each,
+        attempted,
         elapsed.as_secs_f64(),
         acked.len() as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.5).as_millis(),
@@ -92,7 +101,14 @@ pub(crate) async fn issue(setup: &Setup) -> Result<String, String> {
         return Err(format!("{report}; a 5xx other than 503 with Retry-After"));
     }
     if setup.args.contains_key("expect-unavailable") && unavailable == 0 {
-        return Err(format!("{report}; the database was never seen away (no 503)"));
+        return Err(format!(
+            "{report}; the database was never seen away (no 503)"
+        ));
+    }
+    if setup.args.contains_key("expect-connection-errors")
+        && Stats::get(&stats.connection_errors) == 0
+    {
+        return Err(format!("{report}; no replica was ever seen gone"));
     }
     Ok(report)
 }
@@ -102,9 +118,11 @@ pub(crate) async fn check(setup: &Setup) -> Result<String, String> {
     let mut acked = Vec::new();
     for path in setup.arg("acked")?.split(',') {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        acked.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| {
-            Acked::parse(l).ok_or_else(|| format!("{path}: bad line {l:?}"))
-        }));
+        acked.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Acked::parse(l).ok_or_else(|| format!("{path}: bad line {l:?}"))),
+        );
     }
     let acked = acked.into_iter().collect::<Result<Vec<_>, _>>()?;
     checks::issuances(&acked).await
@@ -124,7 +142,10 @@ fn raw_client(credentials: &serde_json::Value, with_kid: bool) -> Result<Client,
 }
 
 async fn nonce_from(setup: &Setup, replica: usize) -> Result<String, String> {
-    let answer = setup.rr.raw(replica, "HEAD", "/acme/new-nonce", None, Vec::new()).await?;
+    let answer = setup
+        .rr
+        .raw(replica, "HEAD", "/acme/new-nonce", None, Vec::new())
+        .await?;
     answer
         .header("replay-nonce")
         .map(str::to_owned)
@@ -139,10 +160,20 @@ async fn lookup_account(
     replica: usize,
 ) -> Result<crate::transport::Answer, String> {
     let url = format!("{}/acme/new-account", setup.service);
-    let body = client.jws(&url, nonce, json!({"onlyReturnExisting": true}).to_string().as_bytes());
+    let body = client.jws(
+        &url,
+        nonce,
+        json!({"onlyReturnExisting": true}).to_string().as_bytes(),
+    );
     setup
         .rr
-        .raw(replica, "POST", "/acme/new-account", Some("application/jose+json"), body)
+        .raw(
+            replica,
+            "POST",
+            "/acme/new-account",
+            Some("application/jose+json"),
+            body,
+        )
         .await
 }
 
@@ -169,7 +200,8 @@ pub(crate) async fn nonce(setup: &Setup) -> Result<String, String> {
         // Replayed on every replica, including the one that made it: refused everywhere.
         for again in 0..n {
             let replay = lookup_account(setup, &client, &nonce, again).await?;
-            if replay.status != 400 || replay.json()["type"] != "urn:ietf:params:acme:error:badNonce"
+            if replay.status != 400
+                || replay.json()["type"] != "urn:ietf:params:acme:error:badNonce"
             {
                 return Err(format!(
                     "nonce from replica {from}, spent on {to}, replayed on {again}: {} {}",
@@ -212,11 +244,23 @@ pub(crate) async fn star(setup: &Setup) -> Result<String, String> {
         let body = client.jws(&url, &nonce, request.to_string().as_bytes());
         let created = setup
             .rr
-            .raw(replica, "POST", "/acme/new-order", Some("application/jose+json"), body)
+            .raw(
+                replica,
+                "POST",
+                "/acme/new-order",
+                Some("application/jose+json"),
+                body,
+            )
             .await?;
         let location = created
             .header("location")
-            .ok_or_else(|| format!("STAR newOrder: {} {}", created.status, String::from_utf8_lossy(&created.body)))?
+            .ok_or_else(|| {
+                format!(
+                    "STAR newOrder: {} {}",
+                    created.status,
+                    String::from_utf8_lossy(&created.body)
+                )
+            })?
             .to_owned();
         let order = account.order(location).await.map_err(|e| e.to_string())?;
         let acked = flow::complete(order, &setup.device, &setup.origin, &[name]).await?;
@@ -227,13 +271,27 @@ pub(crate) async fn star(setup: &Setup) -> Result<String, String> {
     for id in &ids {
         let nonce = nonce_from(setup, 0).await?;
         let url = format!("{}/acme/order/{id}", setup.service);
-        let body = client.jws(&url, &nonce, json!({"status": "canceled"}).to_string().as_bytes());
+        let body = client.jws(
+            &url,
+            &nonce,
+            json!({"status": "canceled"}).to_string().as_bytes(),
+        );
         let canceled = setup
             .rr
-            .raw(0, "POST", &format!("/acme/order/{id}"), Some("application/jose+json"), body)
+            .raw(
+                0,
+                "POST",
+                &format!("/acme/order/{id}"),
+                Some("application/jose+json"),
+                body,
+            )
             .await?;
         if canceled.status != 200 {
-            return Err(format!("cancel {id}: {} {}", canceled.status, String::from_utf8_lossy(&canceled.body)));
+            return Err(format!(
+                "cancel {id}: {} {}",
+                canceled.status,
+                String::from_utf8_lossy(&canceled.body)
+            ));
         }
     }
     // A renewal that had read the order before the cancel may still commit; let it.
@@ -247,7 +305,9 @@ fn crl_entries(der: &[u8]) -> Result<BTreeSet<(String, i64, Option<String>)>, St
         .iter_revoked_certificates()
         .map(|r| {
             (
-                hex::encode(r.raw_serial()).trim_start_matches("00").to_owned(),
+                hex::encode(r.raw_serial())
+                    .trim_start_matches("00")
+                    .to_owned(),
                 r.revocation_date.timestamp(),
                 r.reason_code().map(|(_, reason)| reason.0.to_string()),
             )
@@ -263,8 +323,13 @@ pub(crate) async fn crl(setup: &Setup) -> Result<String, String> {
     let mut serials = BTreeSet::new();
     for i in 0..revoke {
         let acked = flow::issue(&account, &setup.device, &setup.origin, &format!("crl{i}")).await?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&acked.leaf_der).map_err(|e| e.to_string())?;
-        serials.insert(hex::encode(cert.raw_serial()).trim_start_matches("00").to_owned());
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&acked.leaf_der).map_err(|e| e.to_string())?;
+        serials.insert(
+            hex::encode(cert.raw_serial())
+                .trim_start_matches("00")
+                .to_owned(),
+        );
         account
             .revoke(&RevocationRequest {
                 certificate: &CertificateDer::from(acked.leaf_der.clone()),
@@ -275,7 +340,10 @@ pub(crate) async fn crl(setup: &Setup) -> Result<String, String> {
     }
     let mut lists = Vec::new();
     for replica in 0..setup.rr.replicas() {
-        let answer = setup.rr.raw(replica, "GET", "/crl", None, Vec::new()).await?;
+        let answer = setup
+            .rr
+            .raw(replica, "GET", "/crl", None, Vec::new())
+            .await?;
         if answer.status != 200 {
             return Err(format!("replica {replica}: CRL {}", answer.status));
         }

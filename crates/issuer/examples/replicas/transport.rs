@@ -156,7 +156,11 @@ impl RoundRobin {
         let mut response = HttpClient::request(&self.inner, request)
             .await
             .map_err(|e| format!("replica {replica}: {e}"))?;
-        let body = response.body.into_bytes().await.map_err(|e| e.to_string())?;
+        let body = response
+            .body
+            .into_bytes()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Answer {
             status: response.parts.status.as_u16(),
             headers: response.parts.headers,
@@ -210,8 +214,9 @@ impl RoundRobin {
                 .map(Duration::from_secs);
             let bytes = response.body.into_bytes().await.map_err(Error::Other)?;
             let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let server_internal =
-                problem["type"] == "urn:ietf:params:acme:error:serverInternal";
+            // A HEAD answer has no body to name the problem (new-nonce is asked with HEAD).
+            let server_internal = problem["type"] == "urn:ietf:params:acme:error:serverInternal"
+                || (parts.method == hyper::Method::HEAD && bytes.is_empty());
             match pause {
                 Some(_) if server_internal => Stats::bump(&self.stats.unavailable),
                 _ => Stats::bump(&self.stats.bad_unavailable),
