@@ -289,7 +289,7 @@ impl AcmeServer {
         match self.new_nonce(now) {
             Ok(nonce) => response.with("replay-nonce", nonce),
             Err(error) => {
-                tracing::error!(%error, "cannot store a nonce");
+                tracing::error!(%error, "cannot mint a nonce");
                 response
             }
         }
@@ -346,8 +346,8 @@ impl AcmeServer {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             ("GET", ["acme", "directory"]) => Ok(self.directory()),
-            // The one response whose point is its nonce: if none can be made, it is an error
-            // (503 while the store is away), never a success without one.
+            // The one response whose point is its nonce: if none can be minted, it is an
+            // error, never a success without one.
             ("GET" | "HEAD", ["acme", "new-nonce"]) => Ok(Response {
                 status: if method == "HEAD" { 200 } else { 204 },
                 headers: vec![("replay-nonce", self.new_nonce(now)?)],

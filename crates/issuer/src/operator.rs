@@ -228,6 +228,10 @@ impl Bound {
         let mut server = AcmeServer::new(store, ca, trust, config.policy(), &base_url);
         if let Some(key) = config.nonce_key()? {
             server = server.with_nonce_key(key);
+        } else if config.postgres()?.is_some() {
+            tracing::warn!(
+                "[store] nonce_key_file is not set: other replicas will refuse this one's nonces"
+            );
         }
         Ok(Self {
             listener,

@@ -1,6 +1,6 @@
 //! A store that is away (a PostgreSQL restart, a failover) is not a server fault: every request
-//! that needs it gets 503 `serverInternal` with `Retry-After`, the new-nonce endpoint never
-//! answers success without a nonce, and once the store is back the same client carries on.
+//! that needs it gets 503 `serverInternal` with `Retry-After`, nothing is spent or changed, and
+//! once the store is back the same client carries on.
 //! tests/postgres/run.sh shows the same with a real PostgreSQL restarted under load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,9 +15,10 @@ use common::client::{BASE, Client, body, nonce, post};
 use localcert_issuer::Error;
 use localcert_issuer::acme::{AcmeServer, Policy, RETRY_AFTER_SECS, Response};
 use localcert_issuer::ca::{self, CaFiles, IssuingCa};
+use localcert_issuer::nonce::NonceId;
 use localcert_issuer::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, NewCert,
-    Order, OrderStatus, RelyingParty, RelyingPartyStatus, RevocationSummary, SqliteStore, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
+    OrderStatus, RelyingParty, RelyingPartyStatus, RevocationSummary, SqliteStore, Store,
 };
 use localcert_issuer::validate::TrustConfig;
 use localcert_proto::origin::Origin;
@@ -59,14 +60,11 @@ impl Store for Switchable {
     ) -> Result<Option<RevocationSummary>, Error> {
         self.up()?.revoke_relying_party(origin, now)
     }
-    fn put_nonce(&self, nonce: &str, expires: SystemTime) -> Result<(), Error> {
-        self.up()?.put_nonce(nonce, expires)
+    fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error> {
+        self.up()?.consume_nonce(nonce, now)
     }
-    fn take_nonce(&self, nonce: &str, now: SystemTime) -> Result<bool, Error> {
-        self.up()?.take_nonce(nonce, now)
-    }
-    fn create_account(&self, account: &Account) -> Result<(), Error> {
-        self.up()?.create_account(account)
+    fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error> {
+        self.up()?.create_account(account, audit)
     }
     fn account(&self, id: &str) -> Result<Option<Account>, Error> {
         self.up()?.account(id)
@@ -74,11 +72,21 @@ impl Store for Switchable {
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error> {
         self.up()?.account_by_thumbprint(thumbprint)
     }
-    fn set_account_status(&self, id: &str, status: AccountStatus) -> Result<(), Error> {
-        self.up()?.set_account_status(id, status)
+    fn set_account_status(
+        &self,
+        id: &str,
+        status: AccountStatus,
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
+        self.up()?.set_account_status(id, status, audit)
     }
-    fn create_order(&self, order: &Order, authorizations: &[Authorization]) -> Result<(), Error> {
-        self.up()?.create_order(order, authorizations)
+    fn create_order(
+        &self,
+        order: &Order,
+        authorizations: &[Authorization],
+        audit: &AuditEntry,
+    ) -> Result<(), Error> {
+        self.up()?.create_order(order, authorizations, audit)
     }
     fn order(&self, id: &str) -> Result<Option<Order>, Error> {
         self.up()?.order(id)
@@ -92,11 +100,16 @@ impl Store for Switchable {
     fn authorization(&self, id: &str) -> Result<Option<Authorization>, Error> {
         self.up()?.authorization(id)
     }
-    fn record_attestation(&self, authz_id: &str, attested: &Attested) -> Result<bool, Error> {
-        self.up()?.record_attestation(authz_id, attested)
+    fn record_attestation(
+        &self,
+        authz_id: &str,
+        attested: &Attested,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
+        self.up()?.record_attestation(authz_id, attested, audit)
     }
-    fn cancel_order(&self, id: &str) -> Result<(), Error> {
-        self.up()?.cancel_order(id)
+    fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error> {
+        self.up()?.cancel_order_audited(id, audit)
     }
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error> {
         self.up()?.star_orders_due(now)
@@ -106,12 +119,10 @@ impl Store for Switchable {
         order_id: &str,
         expected: OrderStatus,
         replaces: Option<&str>,
-        new_id: &str,
-        now: SystemTime,
-        sign: &mut dyn FnMut() -> Result<NewCert, Error>,
+        cert: &CertRecord,
+        audit: &AuditEntry,
     ) -> Result<IssueOutcome, Error> {
-        self.up()?
-            .issue(order_id, expected, replaces, new_id, now, sign)
+        self.up()?.issue(order_id, expected, replaces, cert, audit)
     }
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, Error> {
         self.up()?.certificate(id)
@@ -119,8 +130,14 @@ impl Store for Switchable {
     fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertRecord>, Error> {
         self.up()?.certificate_by_serial(serial)
     }
-    fn revoke_certificate(&self, id: &str, reason: u8, now: SystemTime) -> Result<bool, Error> {
-        self.up()?.revoke_certificate(id, reason, now)
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: u8,
+        now: SystemTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, Error> {
+        self.up()?.revoke_certificate(id, reason, now, audit)
     }
     fn revoked_unexpired(&self, now: SystemTime) -> Result<Vec<CertRecord>, Error> {
         self.up()?.revoked_unexpired(now)
@@ -148,7 +165,8 @@ fn assert_unavailable(response: &Response) {
         body(response)["type"],
         "urn:ietf:params:acme:error:serverInternal"
     );
-    assert_eq!(response.header("replay-nonce"), None);
+    // Nonces need no store: the answer carries a fresh one for the retry (RFC 8555 §6.5).
+    assert!(response.header("replay-nonce").is_some());
 }
 
 #[test]
@@ -184,7 +202,10 @@ fn a_store_that_is_away_gets_503_with_retry_after_then_service_resumes() {
     let early = nonce(&server, now);
 
     store.down.store(true, Ordering::SeqCst);
-    assert_unavailable(&server.handle("HEAD", "/acme/new-nonce", None, b"", now));
+    // Nonces are minted without the store: a client can get one, and spend it later.
+    let minted = server.handle("HEAD", "/acme/new-nonce", None, b"", now);
+    assert_eq!(minted.status, 200);
+    assert!(minted.header("replay-nonce").is_some());
     assert_unavailable(&server.handle("GET", "/crl", None, b"", now));
     let jws = client.jws(
         &format!("{BASE}/acme/new-account"),
