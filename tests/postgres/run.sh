@@ -100,7 +100,9 @@ fi
 # ---- three replicas: one state directory (CA, TLS), one database, one service URL.
 SERVICE_PORT=$(free_port)
 cp "$PG/localcert.password" "$OUT/pg.password"
-chmod 0600 "$OUT/pg.password"
+# The key with which every replica mints and checks nonces (each accepts the others').
+head -c 48 /dev/urandom | base64 -w0 >"$OUT/nonce.key"
+chmod 0600 "$OUT/pg.password" "$OUT/nonce.key"
 PORTS=()
 for i in $(seq 1 $REPLICAS); do
     PORTS+=("$(free_port)")
@@ -115,6 +117,7 @@ star_renew_check_secs = 1
 kind = "postgres"
 url = "$PG_URL"
 password_file = "pg.password"
+nonce_key_file = "nonce.key"
 pool_size = 12
 
 [policy]
