@@ -81,13 +81,14 @@ fn signed(fields: &[u8]) {
     let eab_protected = b64(json!({"alg": "HS256", "kid": kid, "url": NEW_ACCOUNT_URL})
         .to_string()
         .as_bytes());
-    let eab_payload = b64(jwk.to_string().as_bytes());
+    let account_json = jwk.to_string();
+    let eab_payload = b64(account_json.as_bytes());
     let mut eab = json!({"protected": eab_protected, "payload": eab_payload,
         "signature": hs256(&eab_protected, &eab_payload)});
     assert_eq!(eab_kid(&eab).as_deref().ok(), Some(kid));
     verify_eab(&eab, kid, HMAC_KEY, NEW_ACCOUNT_URL, &account).expect("a valid EAB");
     assert!(verify_eab(&eab, kid, b"another key", NEW_ACCOUNT_URL, &account).is_err());
-    if url != jwk.to_string() {
+    if url != account_json {
         eab["payload"] = json!(b64(url.as_bytes()));
         assert!(
             verify_eab(&eab, kid, HMAC_KEY, NEW_ACCOUNT_URL, &account).is_err(),
