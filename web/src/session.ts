@@ -166,7 +166,13 @@ export class Session {
   }
 
   private enqueueWrite(f: Uint8Array): void {
-    this.writes = this.writes.then(() => (this.closed ? undefined : this.link.write(f))).catch((e) => {
+    this.writes = this.writes.then(async () => {
+      if (this.closed) return;
+      await this.link.write(f);
+      // A fragment the link took is progress: the response timeout counts from the last one
+      // (at MTU 23 an INSTALL is ~120 writes, which may take longer than the timeout itself).
+      this.armResponseTimer();
+    }).catch((e) => {
       this.pending?.reject(e instanceof LocalcertError ? e : new DisconnectedError('a write to the control point failed', { cause: e }));
     });
   }

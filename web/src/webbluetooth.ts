@@ -89,9 +89,28 @@ export async function connect(device: BluetoothDeviceLike, options: ConnectOptio
         try { gatt.disconnect(); } catch { /* already down */ }
         throw new DisconnectedError(`could not reach the localcert service (attempt ${attempt} of ${attempts}): ${(e as Error).message}`, { cause: e });
       }
+      // Connect again only once the browser has seen the link go down (under load Chromium's
+      // Disconnect may take seconds), so the next connect() does not meet the old link.
+      await linkDown(device, gatt, DROP_WAIT_MS);
       await new Promise((r) => setTimeout(r, options.retryDelayMs ?? 1000));
     }
   }
+}
+
+/** How long a reconnect waits at most for the dropped link's `gattserverdisconnected`. */
+const DROP_WAIT_MS = 5000;
+
+function linkDown(device: BluetoothDeviceLike, gatt: { connected?: boolean }, maxMs: number): Promise<void> {
+  if (gatt.connected === false) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      device.removeEventListener('gattserverdisconnected', done);
+      resolve();
+    };
+    const timer = setTimeout(done, maxMs);
+    device.addEventListener('gattserverdisconnected', done);
+  });
 }
 
 /** A Link over Web Bluetooth characteristics. */

@@ -243,3 +243,32 @@ test('USER_DENIED from the device is a UserDeniedError', async () => {
   link.onWrite = (f) => { if (f[0] === 0x83) link.notify(...msg(Uint8Array.of(0x12))); };
   await assert.rejects(session.request({ kind: 'list' }), UserDeniedError);
 });
+
+test('the response timeout counts from the last fragment written, not from the first', async () => {
+  // A slow link: each write takes 1 s (at MTU 23 an INSTALL is ~120 writes).
+  const clock = new ManualClock();
+  class SlowLink extends FakeLink {
+    override async write(f: Uint8Array): Promise<void> {
+      await new Promise<void>((r) => clock.setTimeout(r, 1000));
+      await super.write(f);
+    }
+  }
+  const link = new SlowLink();
+  const { session } = await open(link, clock);
+  const origin = `https://${'a'.repeat(60)}.${'b'.repeat(60)}.example`;
+  const p = session.request({ kind: 'remove', value: { origin } });
+  let outcome: unknown;
+  p.then((r) => { outcome = r; }, (e) => { outcome = e; });
+  const fragments = () => link.writes.filter((w) => w[0] !== 0xbe).length;
+  for (let i = 0; i < 20 && fragments() < 8; i++) {
+    await settle();
+    clock.advance(1000);
+  }
+  await settle();
+  assert.ok(fragments() >= 8, `${fragments()} fragments written over ${fragments()} s`);
+  assert.equal(outcome, undefined, 'still waiting: no timeout while the request was being written');
+  assert.ok(!link.writes.some((w) => w[0] === 0xbe), 'no CANCEL');
+  clock.advance(4000);
+  link.notify(...msg(encodeResponse({ kind: 'remove', value: { name: 'tv.local' } })));
+  assert.equal((await p).response.kind, 'remove');
+});

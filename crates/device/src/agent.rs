@@ -358,7 +358,11 @@ mod tests {
         let sites = Sites::new();
         let agent = Agent::new(device, sites.clone(), None, None);
         tokio::spawn(agent.clone().run());
-        let id = agent.with_device(|d| d.connect(185));
+        let id = agent.with_device(|d| {
+            let id = d.connect(185);
+            d.set_subscribed(id, true);
+            id
+        });
 
         let (origin, name, spki) = attest_tv(&agent, id);
         let now = time::OffsetDateTime::now_utc();
@@ -540,7 +544,11 @@ mod tests {
             time.clone(),
         );
         tokio::spawn(agent.clone().run());
-        let id = agent.with_device(|d| d.connect(247));
+        let id = agent.with_device(|d| {
+            let id = d.connect(247);
+            d.set_subscribed(id, true);
+            id
+        });
 
         let (origin, name, spki) = attest_tv(&agent, id);
         let at = |secs: u64| time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();

@@ -134,10 +134,12 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
                 async move {
                     let stopped = new.stopped();
                     *slot.lock().await = Some(new);
+                    server.set_notifying(true);
                     server.agent().kick();
                     tokio::spawn(async move {
                         stopped.await;
                         *slot.lock().await = None;
+                        server.set_notifying(false);
                         server.end_session();
                     });
                 }

@@ -27,6 +27,7 @@ use localcert_proto::transcript::Transcript;
 use rcgen::PublicKeyData;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::outbox::Outbox;
 use crate::pki::{self, SecretKey};
 use crate::presence::{PendingPresence, PresenceCheck, PresenceRequest, UserPresence};
 use crate::signer::AttestationSigner;
@@ -160,7 +161,7 @@ struct AwaitingUser {
 struct Session {
     mtu: u16,
     reassembler: Reassembler,
-    outbox: VecDeque<Vec<u8>>,
+    outbox: Outbox,
     awaiting: Option<AwaitingUser>,
 }
 
@@ -253,7 +254,7 @@ impl Device {
             Session {
                 mtu: att_mtu,
                 reassembler: Reassembler::new(),
-                outbox: VecDeque::new(),
+                outbox: Outbox::default(),
                 awaiting: None,
             },
         );
@@ -265,6 +266,21 @@ impl Device {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.mtu = att_mtu;
         }
+    }
+
+    /// The central subscribed to the status characteristic (or left it). Until it does,
+    /// nothing is queued for it: answers nobody can receive are dropped.
+    pub fn set_subscribed(&mut self, id: SessionId, subscribed: bool) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.outbox.set_subscribed(subscribed);
+        }
+    }
+
+    /// Bytes queued for connection `id`; never over [`crate::outbox::MAX_QUEUED_BYTES`].
+    pub fn queued_bytes(&self, id: SessionId) -> usize {
+        self.sessions
+            .get(&id)
+            .map_or(0, |s| s.outbox.queued_bytes())
     }
 
     /// The value of the info characteristic for this connection.
@@ -309,7 +325,7 @@ impl Device {
 
     /// The next fragment to notify on connection `id`.
     pub fn poll_fragment(&mut self, id: SessionId) -> Option<Vec<u8>> {
-        self.sessions.get_mut(&id)?.outbox.pop_front()
+        self.sessions.get_mut(&id)?.outbox.pop()
     }
 
     /// The next event for the daemon.
@@ -361,9 +377,14 @@ impl Device {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        match frame.fragments(fragment_len(session.mtu)) {
-            Ok(fragments) => session.outbox.extend(fragments),
-            Err(e) => tracing::error!(error = %e, "response does not fit in a frame"),
+        if session
+            .outbox
+            .push(frame, fragment_len(session.mtu))
+            .is_err()
+        {
+            // It makes the device answer faster than it reads: a flood, not a UA.
+            tracing::warn!("central answered again while an answer was queued; session dropped");
+            self.sessions.remove(&id);
         }
     }
 

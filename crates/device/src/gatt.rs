@@ -11,6 +11,7 @@
 //! dropped; pending keys stay until they expire, as the INSTALL may come later. The ATT MTU
 //! reported with each write sizes the fragments.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,10 @@ pub struct GattServer<C> {
     agent: Arc<Agent>,
     max_fragment_len: u64,
     active: Mutex<Option<Active<C>>>,
+    /// Whether a central is subscribed to the status characteristic. BlueZ notifies once for
+    /// every subscriber, so this belongs to the service; the session of the central being
+    /// served follows it.
+    notifying: AtomicBool,
 }
 
 impl<C> core::fmt::Debug for GattServer<C> {
@@ -63,6 +68,7 @@ impl<C: Copy + Eq + core::fmt::Display> GattServer<C> {
             agent,
             max_fragment_len: MAX_VALUE_LEN as u64,
             active: Mutex::new(None),
+            notifying: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +86,15 @@ impl<C: Copy + Eq + core::fmt::Display> GattServer<C> {
 
     fn lock(&self) -> MutexGuard<'_, Option<Active<C>>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notifications on the status characteristic started or stopped. Without them the
+    /// engine queues nothing for the session (anyone in range may write without reading).
+    pub fn set_notifying(&self, notifying: bool) {
+        self.notifying.store(notifying, Ordering::SeqCst);
+        if let Some(id) = self.lock().as_ref().map(|a| a.id) {
+            self.agent.with_device(|d| d.set_subscribed(id, notifying));
+        }
     }
 
     /// The value of the info characteristic for a connection with this ATT MTU.
@@ -118,23 +133,45 @@ impl<C: Copy + Eq + core::fmt::Display> GattServer<C> {
                     written = Written::Started;
                 }
                 tracing::info!(%central, mtu = att_mtu, "BLE session started");
+                let notifying = self.notifying.load(Ordering::SeqCst);
+                let id = self.agent.with_device(|d| {
+                    let id = d.connect(att_mtu);
+                    d.set_subscribed(id, notifying);
+                    id
+                });
                 Active {
                     central,
-                    id: self.agent.with_device(|d| d.connect(att_mtu)),
+                    id,
                     last_write: now,
                 }
             });
             session.last_write = now;
             let id = session.id;
-            self.agent.with_device(|d| {
+            let dropped = self.agent.with_device(|d| {
                 d.set_mtu(id, att_mtu);
                 d.handle_fragment(id, now, value);
+                !d.is_connected(id)
             });
+            if dropped {
+                // The engine dropped a flooding central: the session is free for the next one.
+                tracing::warn!(%central, "BLE session dropped: the central does not read its answers");
+                *active = None;
+                drop(active);
+                self.agent.pump();
+                return Err(WriteRefused::Dropped);
+            }
             written
         };
         self.agent.pump();
         self.agent.kick();
         Ok(written)
+    }
+
+    /// Bytes queued for the session being served (bounded by
+    /// [`crate::outbox::MAX_QUEUED_BYTES`]).
+    pub fn queued_bytes(&self) -> usize {
+        let id = self.lock().as_ref().map(|a| a.id);
+        id.map_or(0, |id| self.agent.with_device(|d| d.queued_bytes(id)))
     }
 
     /// The next fragment to notify to `central`, if it holds the session.
@@ -240,9 +277,15 @@ impl<C: Copy + Eq + core::fmt::Display> GattPeripheral for Connection<C> {
 
     fn subscribe(&mut self) {
         self.subscribed = true;
+        self.server.set_notifying(true);
     }
 
     fn write(&mut self, now: Instant, att_mtu: u16, value: &[u8]) -> Result<(), WriteRefused> {
+        // The service notifies whoever is subscribed: a subscribed central that starts a
+        // session after another one left (and so stopped the notifications) turns them on.
+        if self.subscribed && !self.server.notifying.load(Ordering::SeqCst) {
+            self.server.set_notifying(true);
+        }
         self.server
             .write(self.central, now, att_mtu, value)
             .map(drop)
@@ -265,7 +308,9 @@ impl<C: Copy + Eq + core::fmt::Display> GattPeripheral for Connection<C> {
 
     fn disconnect(&mut self) {
         self.subscribed = false;
-        self.server.disconnect(self.central);
+        if self.server.disconnect(self.central) {
+            self.server.set_notifying(false);
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub mod factory;
 pub mod gatt;
 pub mod https;
 pub mod mdns;
+pub mod outbox;
 pub mod pki;
 pub mod presence;
 pub mod signer;

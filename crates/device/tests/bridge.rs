@@ -174,7 +174,7 @@ fn get_info_over_the_line_protocol_with_https_up() {
 }
 
 #[test]
-fn the_mtu_sizes_info_and_notifications_and_writes_wait_for_the_subscription() {
+fn the_mtu_sizes_info_and_notifications_and_nothing_is_queued_before_the_subscription() {
     let (_dir, config, _) = config("mtu23");
     let mut bridge = Bridge::spawn(&config, &["--mtu", "23"]);
     bridge.expect("ready");
@@ -187,9 +187,12 @@ fn the_mtu_sizes_info_and_notifications_and_writes_wait_for_the_subscription() {
     for fragment in &fragments {
         bridge.send(&format!("write {}", hex::encode(fragment)));
     }
-    // The response waits in the engine until the central subscribes; then it comes whole,
-    // in fragments of at most 18 bytes.
+    // Without a subscriber the answer is dropped, not kept (anyone in range may write without
+    // reading). Once subscribed, the same request is answered in fragments of at most 18 bytes.
     bridge.send("subscribe");
+    for fragment in &fragments {
+        bridge.send(&format!("write {}", hex::encode(fragment)));
+    }
     let mut reassembler = Reassembler::new();
     let frame = loop {
         let fragment = hex::decode(bridge.expect("notify")).unwrap();

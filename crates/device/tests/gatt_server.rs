@@ -34,7 +34,10 @@ fn server() -> Arc<GattServer<u32>> {
         Box::new(MemoryStore::new()),
     );
     let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
-    Arc::new(GattServer::new(agent))
+    let server = Arc::new(GattServer::new(agent));
+    // A central has subscribed to the status characteristic (BlueZ: the service's notifier).
+    server.set_notifying(true);
+    server
 }
 
 fn fragments(request: &Request, att_mtu: u16) -> Vec<Vec<u8>> {
@@ -187,15 +190,82 @@ fn a_disconnect_ends_the_session_and_only_its_own() {
 fn a_connection_notifies_only_once_subscribed_and_dropping_it_disconnects() {
     let server = server();
     let now = Instant::now();
+    server.set_notifying(false);
     let mut connection = server.connection(7);
     for fragment in fragments(&Request::GetInfo, 23) {
         connection.write(now, 23, &fragment).unwrap();
     }
     assert_eq!(connection.poll_notification(), None, "not subscribed yet");
     connection.subscribe();
+    assert_eq!(
+        connection.poll_notification(),
+        None,
+        "nothing was kept for later"
+    );
+    for fragment in fragments(&Request::GetInfo, 23) {
+        connection.write(now, 23, &fragment).unwrap();
+    }
     assert!(connection.poll_notification().is_some());
     let [first] = fragments(&Request::GetInfo, 23).try_into().unwrap();
     assert_eq!(server.write(8, now, 23, &first), Err(WriteRefused::Busy));
     drop(connection);
     assert_eq!(server.write(8, now, 23, &first), Ok(Written::Started));
+}
+
+fn ping(len: usize) -> Vec<u8> {
+    let frame = Frame {
+        cmd: Command::Ping,
+        data: vec![0x5a; len],
+    };
+    let [fragment] = frame
+        .fragments(512)
+        .unwrap()
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    fragment
+}
+
+#[test]
+fn without_a_subscriber_a_flood_queues_nothing() {
+    let server = server();
+    server.set_notifying(false);
+    let now = Instant::now();
+    let mut garbage = vec![0xff, 0xff];
+    for i in 0..200_000u32 {
+        // PINGs to echo and fragments that each earn an ERROR frame.
+        let value = if i % 2 == 0 {
+            ping(500)
+        } else {
+            garbage.clone()
+        };
+        assert!(server.write(1, now, 517, &value).is_ok());
+        garbage[1] = garbage[1].wrapping_add(1);
+    }
+    assert_eq!(server.queued_bytes(), 0);
+    assert_eq!(server.poll_notification(1), None);
+}
+
+#[test]
+fn a_central_that_does_not_read_its_answers_is_dropped() {
+    let server = server();
+    let now = Instant::now();
+    assert_eq!(server.write(1, now, 517, &ping(500)), Ok(Written::Started));
+    let queued = server.queued_bytes();
+    assert!(
+        (500..=510).contains(&queued),
+        "one PING echo, exactly sized: {queued}"
+    );
+    // A second answer while the first is unread: a flood.
+    assert_eq!(
+        server.write(1, now, 517, &ping(500)),
+        Err(WriteRefused::Dropped)
+    );
+    assert_eq!(server.queued_bytes(), 0);
+    // The session is free at once for another central; no idle wait.
+    assert_eq!(
+        server.write(2, now, 23, &fragments(&Request::GetInfo, 23)[0]),
+        Ok(Written::Started)
+    );
+    assert!(server.queued_bytes() <= localcert_device::outbox::MAX_QUEUED_BYTES);
 }

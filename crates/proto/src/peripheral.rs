@@ -15,12 +15,15 @@ use std::time::Instant;
 pub enum WriteRefused {
     /// Another central holds the device's only session (ATT "procedure already in progress").
     Busy,
+    /// The device dropped this central's session: it wrote faster than it read the answers.
+    Dropped,
 }
 
 impl core::fmt::Display for WriteRefused {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Busy => f.write_str("another central holds the session (ATT in progress)"),
+            Self::Dropped => f.write_str("the device dropped the session: answers were not read"),
         }
     }
 }
@@ -32,7 +35,7 @@ pub trait GattPeripheral {
     /// The value of the info characteristic for a connection with this ATT MTU.
     fn read_info(&mut self, att_mtu: u16) -> Vec<u8>;
     /// The central enabled notifications on the status characteristic; before that the
-    /// peripheral keeps its fragments.
+    /// peripheral queues nothing for it (what it would answer is dropped).
     fn subscribe(&mut self);
     /// A fragment written to the control point on a connection with this ATT MTU.
     fn write(&mut self, now: Instant, att_mtu: u16, value: &[u8]) -> Result<(), WriteRefused>;

@@ -44,6 +44,13 @@ fn signer() -> (FileSigner, Vec<Vec<u8>>) {
     (FileSigner::new(&device.key, device.chain).unwrap(), chain)
 }
 
+/// A connection whose central has subscribed to the status characteristic.
+fn subscribed(dev: &mut Device, att_mtu: u16) -> SessionId {
+    let id = dev.connect(att_mtu);
+    dev.set_subscribed(id, true);
+    id
+}
+
 fn harness_with(
     presence: Box<dyn UserPresence>,
     edit: impl FnOnce(&mut DeviceConfig, &TestCa),
@@ -62,7 +69,7 @@ fn harness_with(
         Box::new(MemoryStore::new()),
     )
     .with_clock(Box::new(clock));
-    let id = dev.connect(247);
+    let id = subscribed(&mut dev, 247);
     Harness {
         dev,
         id,
@@ -667,7 +674,7 @@ fn works_at_the_smallest_and_largest_mtu() {
     for mtu in [23, 517] {
         let mut h = harness();
         h.dev.disconnect(h.id);
-        h.id = h.dev.connect(mtu);
+        h.id = subscribed(&mut h.dev, mtu);
         h.mtu = mtu;
         let info = GattInfo::decode(&h.dev.gatt_info(h.id)).unwrap();
         assert_eq!(info.max_fragment_len as usize, fragment_len(mtu));
@@ -684,7 +691,7 @@ fn sessions_are_independent_and_pending_keys_survive_disconnect() {
     // A half-sent message on the first connection does not disturb a second one.
     h.send_raw(&[0x83, 0, 10, 1]);
     h.dev.disconnect(first);
-    h.id = h.dev.connect(185);
+    h.id = subscribed(&mut h.dev, 185);
     h.mtu = 185;
     assert!(matches!(h.install(chain), Response::Install(_)));
 }
@@ -871,7 +878,7 @@ mod arbitrary_input {
                 Box::new(DenyAll),
                 Box::new(MemoryStore::new()),
             );
-            let id = dev.connect(mtu);
+            let id = subscribed(&mut dev, mtu);
             let mut now = Instant::now();
             for f in &fragments {
                 dev.handle_fragment(id, now, f);
