@@ -54,6 +54,7 @@ fn new_device() -> Device {
 /// Takes everything queued for the session (what a subscribed central receives) and checks
 /// its size against the bound.
 fn drain(device: &mut Device, id: SessionId, step: usize) {
+    let reported = device.queued_bytes(id);
     let mut queued = 0;
     let mut fragments = 0;
     while let Some(fragment) = device.poll_fragment(id) {
@@ -65,6 +66,10 @@ fn drain(device: &mut Device, id: SessionId, step: usize) {
         "step {step}: {queued} bytes in {fragments} fragments queued for one session \
          (bound {MAX_QUEUED_BYTES})"
     );
+    assert_eq!(
+        queued, reported,
+        "step {step}: queued_bytes() and the fragments disagree"
+    );
 }
 
 /// Input: steps. A step is a byte `h`; by its top two bits:
@@ -73,14 +78,19 @@ fn drain(device: &mut Device, id: SessionId, step: usize) {
 /// - `01`: the central reads every queued notification (the memory check runs here);
 /// - `10`: the clock advances `(h & 0x3f) * 250 ms` and the engine handles its timeouts;
 /// - `11`: `h & 0x3f` zero: the central disconnects (after the memory check) and a new one
-///   connects at MTU 23; otherwise the MTU changes to `23 + 8 * (h & 0x3f)`.
+///   connects at MTU 23 and subscribes; one: the central turns status notifications off or
+///   on again; otherwise the MTU changes to `23 + 8 * (h & 0x3f)`.
 ///
-/// The memory check also runs at the end. Between two checks nothing leaves the queue, so the
-/// amount checked is the largest the queue reached.
+/// The central subscribes to status notifications at the start, as a UA does.
+///
+/// The memory check runs after every step (`queued_bytes`), and at each read it also checks
+/// that what the central receives is what `queued_bytes` reported.
 pub(crate) fn device_engine(data: &[u8]) {
     let mut device = new_device();
     let mut now = Instant::now();
     let mut id = device.connect(185);
+    let mut subscribed = true;
+    device.set_subscribed(id, subscribed);
     let mut rest = data;
     let mut step = 0;
     while let Some((&h, tail)) = rest.split_first() {
@@ -106,10 +116,21 @@ pub(crate) fn device_engine(data: &[u8]) {
                 drain(&mut device, id, step);
                 device.disconnect(id);
                 id = device.connect(23);
+                subscribed = true;
+                device.set_subscribed(id, subscribed);
+            }
+            _ if h & 0x3f == 1 => {
+                subscribed = !subscribed;
+                device.set_subscribed(id, subscribed);
             }
             _ => device.set_mtu(id, 23 + 8 * u16::from(h & 0x3f)),
         }
         while device.poll_event().is_some() {}
+        let queued = device.queued_bytes(id);
+        assert!(
+            queued <= MAX_QUEUED_BYTES,
+            "step {step}: {queued} bytes queued"
+        );
         step += 1;
     }
     drain(&mut device, id, step);
