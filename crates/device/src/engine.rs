@@ -14,25 +14,21 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use localcert_proto::ErrorCode;
-use localcert_proto::attestation::AttestationObject;
 use localcert_proto::frame::{Command, Frame, KEEPALIVE_INTERVAL, KeepAliveStatus, Reassembler};
-use localcert_proto::gatt::{GattInfo, PROTOCOL_REVISION, fragment_len};
+use localcert_proto::gatt::{GattInfo, fragment_len};
 use localcert_proto::message::{
-    AttestRequest, AttestResponse, InfoResponse, InstallRequest, InstallResponse, MAX_BINDINGS,
-    MAX_CSR_LEN, MAX_ERROR_MESSAGE_LEN, RemoveRequest, RemoveResponse, Request, Response,
+    AttestRequest, MAX_BINDINGS, MAX_ERROR_MESSAGE_LEN, Request, Response,
 };
 use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
-use localcert_proto::transcript::Transcript;
-use rcgen::PublicKeyData;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::outbox::Outbox;
-use crate::pki::{self, SecretKey};
+use crate::pending::PendingKeys;
 use crate::presence::{PendingPresence, PresenceCheck, PresenceRequest, UserPresence};
 use crate::signer::AttestationSigner;
 use crate::store::{Binding, BindingStore};
-use crate::verify::{self, Expected, Refused, refused};
+use crate::verify::{Refused, refused};
 
 /// How long a pending key waits for its INSTALL (Matter-style fail-safe; SPEC §5.2).
 pub const DEFAULT_PENDING_LIFETIME: Duration = localcert_proto::message::PENDING_LIFETIME;
@@ -139,16 +135,6 @@ pub enum Event {
 }
 
 #[derive(Debug)]
-struct PendingKey {
-    origin: Origin,
-    user_handle_digest: [u8; 32],
-    names: Vec<LocalName>,
-    key: SecretKey,
-    spki: Vec<u8>,
-    expires: Instant,
-}
-
-#[derive(Debug)]
 struct AwaitingUser {
     request: AttestRequest,
     presence: PendingPresence,
@@ -176,7 +162,7 @@ pub struct Device {
     device_tag: DeviceTag,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
-    pending: Vec<PendingKey>,
+    pending: PendingKeys,
     events: VecDeque<Event>,
 }
 
@@ -203,6 +189,7 @@ impl Device {
         );
         let mut config = config;
         config.max_bindings = config.max_bindings.min(MAX_BINDINGS);
+        let pending = PendingKeys::new(config.pending_lifetime, config.max_pending);
         Self {
             config,
             signer,
@@ -213,7 +200,7 @@ impl Device {
             device_tag,
             sessions: BTreeMap::new(),
             next_session: 0,
-            pending: Vec::new(),
+            pending,
             events: VecDeque::new(),
         }
     }
@@ -342,8 +329,7 @@ impl Device {
                 .map(|a| a.deadline.min(a.next_keepalive).min(a.next_poll));
             [s.reassembler.poll_timeout(), awaiting]
         });
-        let pending = self.pending.iter().map(|p| Some(p.expires));
-        sessions.chain(pending).flatten().min()
+        sessions.chain([self.pending.next_expiry()]).flatten().min()
     }
 
     /// Runs everything due at `now`: fragment timeouts, presence answers, KEEPALIVEs, user
@@ -363,13 +349,8 @@ impl Device {
     }
 
     fn expire_pending(&mut self, now: Instant) {
-        let (expired, kept): (Vec<_>, Vec<_>) =
-            self.pending.drain(..).partition(|p| now >= p.expires);
-        self.pending = kept;
-        for p in expired {
-            for name in p.names {
-                self.events.push_back(Event::PendingDropped { name });
-            }
+        for name in self.pending.expire(now) {
+            self.events.push_back(Event::PendingDropped { name });
         }
     }
 
@@ -447,22 +428,6 @@ impl Device {
         }
     }
 
-    fn info(&self) -> Response {
-        Response::Info(InfoResponse {
-            revision: PROTOCOL_REVISION,
-            product: self.config.product.clone(),
-            device_label: self.config.device_label.clone(),
-            attestation_chain: self.signer.chain().to_vec(),
-            presence: self.presence.method(),
-            bindings: self.store.bindings().len() as u64,
-            max_bindings: self.config.max_bindings as u64,
-        })
-    }
-
-    fn has_room_for(&self, origin: &Origin) -> bool {
-        self.store.get(origin).is_some() || self.store.bindings().len() < self.config.max_bindings
-    }
-
     fn start_attest(&mut self, id: SessionId, now: Instant, request: AttestRequest) {
         // SPEC §5.2 order: presence first, then room, then the key.
         let check = self.presence.check(&PresenceRequest {
@@ -530,254 +495,8 @@ impl Device {
             Err(r) => self.send_refusal(id, r),
         }
     }
-
-    fn attest(&mut self, now: Instant, request: &AttestRequest) -> Result<AttestResponse, Refused> {
-        let internal = |reason| refused(ErrorCode::Other, reason);
-        if !self.has_room_for(&request.origin) {
-            return Err(refused(
-                ErrorCode::StorageFull,
-                "no room for another origin binding",
-            ));
-        }
-        let name = LocalName::derive(&request.device_label, &request.origin, &self.device_tag);
-        let names = vec![name.clone()];
-        let key =
-            pki::generate_p256(self.rng.as_ref()).map_err(|_| internal("key generation failed"))?;
-        let rcgen_key = pki::rcgen_key(&key).map_err(|_| internal("key generation failed"))?;
-        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
-            .map_err(|_| internal("CSR generation failed"))?;
-        // The issuer decides what the certificate says; the CSR only proves the key.
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name.as_str());
-        let csr = params
-            .serialize_request(&rcgen_key)
-            .map_err(|_| internal("CSR generation failed"))?
-            .der()
-            .to_vec();
-        if csr.len() > MAX_CSR_LEN {
-            return Err(internal("CSR too long"));
-        }
-        let spki = rcgen_key.subject_public_key_info();
-        let transcript = Transcript {
-            key_authorization: &request.key_authorization,
-            origin: &request.origin,
-            user_handle: &request.user_handle,
-            csr_spki: &spki,
-            names: &names,
-        };
-        let sig = self
-            .signer
-            .sign(&transcript.to_bytes(), self.rng.as_ref())
-            .map_err(|_| internal("attestation signing failed"))?;
-        let attestation_object = AttestationObject {
-            sig,
-            x5c: self.signer.chain().to_vec(),
-            spki: spki.clone(),
-            user_handle: request.user_handle.clone(),
-        }
-        .encode();
-
-        // One pending key per origin: a new ATTEST replaces the old one.
-        let mut dropped: Vec<PendingKey> = Vec::new();
-        let (same, kept): (Vec<_>, Vec<_>) = self
-            .pending
-            .drain(..)
-            .partition(|p| p.origin == request.origin);
-        dropped.extend(same);
-        self.pending = kept;
-        while self.pending.len() >= self.config.max_pending.max(1) {
-            dropped.push(self.pending.remove(0));
-        }
-        for p in dropped {
-            for name in p.names {
-                self.events.push_back(Event::PendingDropped { name });
-            }
-        }
-        self.pending.push(PendingKey {
-            origin: request.origin.clone(),
-            user_handle_digest: pki::sha256(&request.user_handle),
-            names,
-            key,
-            spki,
-            expires: now + self.config.pending_lifetime,
-        });
-        self.events.push_back(Event::Pending {
-            origin: request.origin.clone(),
-            name,
-        });
-        Ok(AttestResponse {
-            csr,
-            attestation_object,
-        })
-    }
-
-    /// The issuer certificates a chain must lead to.
-    fn anchors(&self) -> &[Vec<u8>] {
-        match &self.config.trust {
-            IssuerTrust::Roots(roots) => roots,
-        }
-    }
-
-    fn install(&mut self, request: &InstallRequest) -> Result<Response, Refused> {
-        let leaf = request
-            .chain
-            .first()
-            .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
-        let claims = verify::leaf_claims(leaf)?;
-        // SPEC §5.3: a pending key whose origin or name the leaf claims, else NO_PENDING; one
-        // that is not the leaf's key is a CHAIN_MISMATCH.
-        let index = self
-            .pending
-            .iter()
-            .position(|p| p.spki == claims.spki)
-            .or_else(|| {
-                self.pending.iter().position(|p| {
-                    claims.origin.as_ref() == Some(&p.origin)
-                        || claims
-                            .names
-                            .iter()
-                            .any(|n| p.names.iter().any(|m| m.as_str() == n))
-                })
-            })
-            .ok_or(refused(
-                ErrorCode::NoPending,
-                "no pending ATTEST for this origin or name (or it expired)",
-            ))?;
-        let pending = self
-            .pending
-            .get(index)
-            .ok_or(refused(ErrorCode::NoPending, "no pending ATTEST"))?;
-        let leaf_info = verify::check_leaf(
-            leaf,
-            &Expected {
-                spki: &pending.spki,
-                names: &pending.names,
-                origin: &pending.origin,
-                user_handle_digest: &pending.user_handle_digest,
-            },
-        )?;
-        verify::check_chain(
-            &request.chain,
-            self.anchors(),
-            &pending.names,
-            self.clock.unix_time(),
-        )?;
-        if !self.has_room_for(&pending.origin) {
-            return Err(refused(
-                ErrorCode::StorageFull,
-                "no room for another origin binding",
-            ));
-        }
-        let name = pending
-            .names
-            .first()
-            .cloned()
-            .ok_or(refused(ErrorCode::Other, "pending key has no name"))?;
-        let binding = Binding {
-            origin: pending.origin.clone(),
-            name: name.clone(),
-            key: pending.key.clone(),
-            chain: request.chain.clone(),
-            cors: request.cors.clone(),
-            star_url: request.star_url.clone(),
-            user_handle_digest: pending.user_handle_digest,
-            not_after: leaf_info.not_after,
-        };
-        let replaced_name = self
-            .store
-            .get(&binding.origin)
-            .map(|b| b.name.clone())
-            .filter(|old| old != &name);
-        // Persist before forgetting the pending key: a failed write leaves INSTALL retryable.
-        self.store.put(binding.clone()).map_err(|e| {
-            tracing::error!(error = %e, "storing the binding failed");
-            refused(ErrorCode::Other, "storage failed")
-        })?;
-        self.pending.remove(index);
-        if let Some(old) = replaced_name {
-            // The origin's earlier binding had another name (another label): stop serving it.
-            self.events.push_back(Event::Removed {
-                origin: binding.origin.clone(),
-                name: old,
-            });
-        }
-        tracing::info!(origin = %binding.origin, name = %name, "binding installed");
-        self.events.push_back(Event::Installed(Box::new(binding)));
-        Ok(Response::Install(InstallResponse {
-            name,
-            https_port: self.config.https_port,
-            fingerprint: leaf_info.fingerprint,
-        }))
-    }
-
-    fn remove(&mut self, request: &RemoveRequest) -> Result<Response, Refused> {
-        let removed = self.store.remove(&request.origin).map_err(|e| {
-            tracing::error!(error = %e, "removing the binding failed");
-            refused(ErrorCode::Other, "storage failed")
-        })?;
-        let binding = removed.ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
-        self.events.push_back(Event::Removed {
-            origin: binding.origin.clone(),
-            name: binding.name.clone(),
-        });
-        Ok(Response::Remove(RemoveResponse { name: binding.name }))
-    }
-
-    /// Installs a renewed chain (STAR) for an existing binding: same key, same names, same
-    /// origin binding, and it must lead to the same trusted issuer.
-    pub fn renew(&mut self, origin: &Origin, chain: Vec<Vec<u8>>) -> Result<(), Refused> {
-        let current = self
-            .store
-            .get(origin)
-            .ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
-        let spki = current
-            .chain
-            .first()
-            .map(|leaf| verify::leaf_spki(leaf))
-            .transpose()?
-            .unwrap_or_default();
-        let leaf = chain
-            .first()
-            .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
-        let names = vec![current.name.clone()];
-        let leaf_info = verify::check_leaf(
-            leaf,
-            &Expected {
-                spki: &spki,
-                names: &names,
-                origin: &current.origin,
-                user_handle_digest: &current.user_handle_digest,
-            },
-        )?;
-        verify::check_chain(&chain, self.anchors(), &names, self.clock.unix_time())?;
-        let mut binding = current.clone();
-        binding.chain = chain;
-        binding.not_after = leaf_info.not_after;
-        self.store.put(binding.clone()).map_err(|e| {
-            tracing::error!(error = %e, "storing the renewed binding failed");
-            refused(ErrorCode::Other, "storage failed")
-        })?;
-        self.events.push_back(Event::Installed(Box::new(binding)));
-        Ok(())
-    }
-
-    /// Stops STAR renewal for a binding (the delegation was cancelled); it is served until it
-    /// expires.
-    pub fn end_renewal(&mut self, origin: &Origin) -> Result<(), Refused> {
-        let mut binding = self
-            .store
-            .get(origin)
-            .cloned()
-            .ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
-        binding.star_url = None;
-        self.store.put(binding).map_err(|e| {
-            tracing::error!(error = %e, "storing the binding failed");
-            refused(ErrorCode::Other, "storage failed")
-        })
-    }
 }
 
+mod requests;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod files;
+mod pending;
 #[cfg(test)]
 mod test_pki;
 mod verify;

@@ -3,19 +3,28 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use localcert_proto::attestation::AttestationObject;
 use localcert_proto::binding::OriginBinding;
 use localcert_proto::frame::{FRAGMENT_TIMEOUT, KEEPALIVE_INTERVAL};
-use localcert_proto::message::{CorsPolicy, Operation, PresenceMethod};
+use localcert_proto::gatt::PROTOCOL_REVISION;
+use localcert_proto::message::{
+    AttestResponse, CorsPolicy, InstallRequest, Operation, PresenceMethod, RemoveRequest,
+    RemoveResponse,
+};
+use localcert_proto::transcript::Transcript;
+use rcgen::PublicKeyData;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use time::{Duration as TimeDuration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
 use super::*;
 use crate::factory;
+use crate::pki;
 use crate::presence::{AutoApprove, ButtonPresence, DenyAll, PinPresence, PresenceResponder};
 use crate::signer::FileSigner;
 use crate::store::MemoryStore;
 use crate::test_pki::TestCa;
+use crate::verify;
 
 const NOW_UNIX: u64 = 1_800_000_000;
 
