@@ -4,8 +4,9 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]      (default 60; FUZZ_SECONDS also works)
 #
-# By default: the protocol's targets (this crate, ASan). FUZZ_ROLES=1 adds the targets of
-# roles/ (device engine, issuer JWS), built without a sanitizer: see README.md for times.
+# FUZZ_SET chooses the fuzz crates: `protocol` (default: this crate, ASan), `roles` (roles/:
+# the device engine and CORS layer, the issuer's JWS, validation and ACME handler, built
+# without a sanitizer) or `all` (FUZZ_ROLES=1 also means `all`). See README.md for times.
 #
 # Works with the machine's one stable toolchain: cargo-fuzz passes -Z flags (sanitizer,
 # coverage instrumentation) that stable rustc accepts under RUSTC_BOOTSTRAP=1, and the
@@ -56,8 +57,18 @@ run_crate() {
     done
 }
 
-run_crate "$fuzz_dir" address
+set_="${FUZZ_SET:-protocol}"
 if [[ "${FUZZ_ROLES:-0}" == 1 ]]; then
+    set_=all
+fi
+case "$set_" in
+    protocol | roles | all) ;;
+    *) echo "FUZZ_SET must be protocol, roles or all, not '$set_'" >&2; exit 2 ;;
+esac
+if [[ "$set_" != roles ]]; then
+    run_crate "$fuzz_dir" address
+fi
+if [[ "$set_" != protocol ]]; then
     run_crate "$fuzz_dir/roles" none
 fi
 

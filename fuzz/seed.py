@@ -41,9 +41,56 @@ def engine_steps(fragments):
     return b"".join(b"\x00" + struct.pack(">H", len(f)) + f for f in fragments) + b"\x40"
 
 
+def acme_steps(*steps):
+    """acme_handler input: (operation, flag, chunk) steps."""
+    return b"".join(bytes([op, flag]) + struct.pack(">H", len(chunk)) + chunk for op, flag, chunk in steps)
+
+
+def role_seeds(seeds, objects):
+    """validation, acme_handler and cors (fuzz/roles): input formats in their checks."""
+    att = bytes.fromhex(objects["attestation_object"]["hex"])
+    v = seeds["validation"]
+    v["attestation_vector"] = b"\x00" + att
+    for case in load("malformed")["cases"]:
+        if case["target"] == "attestation":
+            v["attestation_" + case["name"]] = b"\x00" + bytes.fromhex(case["input"])
+    v["attestation_valid"] = b"\x01"
+    v["attestation_signature_bit"] = b"\x01" + bytes([0, 0xff, 0xf0, 0x01])
+    v["csr_valid"] = b"\x03"
+    v["csr_trailing_byte"] = b"\x03" + bytes([1, 0xff, 0xff, 0x00])
+    v["csr_raw_extension"] = b"\x02" + bytes.fromhex(objects["origin_binding"]["der"])
+    a = seeds["acme_handler"]
+    account, order, attest, finalize = (2, 0, b""), (3, 0, b""), (4, 0, b""), (5, 0, b"")
+    a["flow"] = acme_steps(account, order, attest, finalize, (1, 7, b""))
+    a["flow_star"] = acme_steps(account, (3, 1, b""), attest, finalize, (1, 8, b""), (0, 0, b"/acme/star/x"))
+    a["directory"] = acme_steps((0, 0, b"/acme/directory"), (0, 1, b"/acme/new-nonce"))
+    a["raw_attestation_body"] = acme_steps(account, order, (0, 2, b"/acme/chall/x\n" + att))
+    a["nonce_replayed"] = acme_steps(account, (7, 0, b""))
+    a["challenge_expired"] = acme_steps(account, order, (6, 0, b"\x00\x01\x00\x00"), attest)
+    a["wrong_eab"] = acme_steps((2, 2, b""), (2, 5, b""))
+    a["edited_attestation"] = acme_steps(account, order, (4, 1, bytes([0, 0, 0x10, 0x80])))
+    a["edited_csr"] = acme_steps(account, order, attest, (5, 1, bytes([1, 0, 0, 0x30])))
+    a["new_order_payload"] = acme_steps(account, (1, 1, b'{"identifiers":[{"type":"dns","value":"x.local"}]}'))
+    c = seeds["cors"]
+    origins = sorted({case["origin"] for case in load("names")["cases"]})
+    for i, origin in enumerate(origins):
+        c["get_%d" % i] = b"\x00\x01origin: " + origin.encode()
+    c["preflight"] = b"\x01\x01origin: https://vod.example.com\naccess-control-request-method: PUT"
+    c["preflight_other"] = b"\x01\x01origin: https://evil.example\naccess-control-request-method: PUT"
+    c["two_origins_bound_first"] = b"\x00\x01origin: https://vod.example.com\norigin: https://evil.example"
+    c["two_origins_bound_second"] = b"\x00\x01origin: https://evil.example\norigin: https://vod.example.com"
+    c["careless_handler"] = (b"\x02\x01origin: https://vod.example.com\n--\n"
+                             b"access-control-allow-origin: *\naccess-control-allow-methods: DELETE\nvary: accept")
+    c["not_served"] = b"\x00\x00origin: https://vod.example.com"
+    for case in load("malformed")["cases"]:
+        if case["target"] == "origin":
+            c["origin_" + case["name"]] = b"\x00\x01origin: " + case["input"].encode()
+
+
 def main():
     seeds = {t: {} for t in ["frame_reassembler", "frame_round_trip", "message",
-                             "attestation_object", "names", "origin_binding", "device_engine", "jws"]}
+                             "attestation_object", "names", "origin_binding", "device_engine", "jws",
+                             "validation", "acme_handler", "cors"]}
     for case in load("framing")["cases"]:
         frags = [bytes.fromhex(h) for h in case["fragments"]]
         data = bytes.fromhex(case["data"])
@@ -106,6 +153,7 @@ def main():
     seeds["jws"]["signed_new_order"] = b"\x02" + b"n0nce\nhttps://ca.test/acme/new-order\n" + json.dumps(
         {"identifiers": [{"type": "dns", "value": "tv-vod-example-com-hp65xr-f1jk.local"}]}).encode()
     seeds["jws"]["signed_empty"] = b"\x02"
+    role_seeds(seeds, objects)
     shutil.rmtree(SEEDS, ignore_errors=True)
     for target, files in seeds.items():
         os.makedirs(os.path.join(SEEDS, target))

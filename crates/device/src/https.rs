@@ -192,11 +192,8 @@ where
                 .server_name()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            let service = hyper_util::service::TowerToHyperService::new(Cors {
-                inner: handler,
-                sites,
-                name,
-            });
+            let service =
+                hyper_util::service::TowerToHyperService::new(Cors::new(handler, sites, &name));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -211,12 +208,24 @@ where
 }
 
 /// The CORS layer for one connection: the policy of the binding the client asked for by SNI,
-/// read per request so a policy change applies at once.
+/// read per request so a policy change applies at once. [`serve`] puts it in front of the
+/// firmware's handler; it is public so it can be driven without sockets (the fuzz target).
 #[derive(Clone, Debug)]
-struct Cors<S> {
+pub struct Cors<S> {
     inner: S,
     sites: Arc<Sites>,
     name: String,
+}
+
+impl<S> Cors<S> {
+    /// `inner` behind the CORS policy of the binding served as `server_name` (the SNI name).
+    pub fn new(inner: S, sites: Arc<Sites>, server_name: &str) -> Self {
+        Self {
+            inner,
+            sites,
+            name: server_name.to_ascii_lowercase(),
+        }
+    }
 }
 
 fn empty_body() -> HttpBody {
@@ -273,12 +282,13 @@ fn add_vary_origin(headers: &mut HeaderMap) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-impl<S, B> tower::Service<Request<Incoming>> for Cors<S>
+impl<S, B, RB> tower::Service<Request<RB>> for Cors<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<RB>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
+    RB: Send + 'static,
     S::Future: Send + 'static,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -294,7 +304,7 @@ where
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<RB>) -> Self::Future {
         let policy = self.sites.cors_for(&self.name);
         let request_origin = single_origin(request.headers());
         let allowed = match (&policy, &request_origin) {
@@ -305,8 +315,10 @@ where
             }
             _ => None,
         };
+        // Any Origin field makes it a preflight, answered here: one the layer will not
+        // allow (two fields included) is refused, never passed to the handler as an OPTIONS.
         let preflight = request.method() == Method::OPTIONS
-            && request_origin.is_some()
+            && request.headers().contains_key(header::ORIGIN)
             && request
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
@@ -335,6 +347,7 @@ where
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
+                header::ACCESS_CONTROL_MAX_AGE,
             ] {
                 parts.headers.remove(name);
             }

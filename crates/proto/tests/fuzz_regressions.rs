@@ -1,73 +1,41 @@
-//! Replays every seed and every crash input of the fuzz targets (`fuzz/seeds/<target>/`,
-//! `fuzz/regressions/<target>/`) through the check the target runs, so that no fuzzing
-//! toolchain is needed to keep a found crash fixed. See `fuzz/README.md`.
+//! Replays every seed and every crash input of the protocol's fuzz targets through the check
+//! the target runs. See `fuzz/README.md`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 mod fuzz_checks;
+#[path = "support/fuzz_replay.rs"]
+mod fuzz_replay;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-/// The files of one corpus directory, sorted; none if it does not exist.
-fn inputs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.is_file() && p.file_name().is_some_and(|n| n != ".gitkeep"));
-    files.sort();
-    files
-}
-
-fn replay(corpus: &str) -> usize {
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for (target, check) in fuzz_checks::TARGETS {
-        for path in inputs(&fuzz_dir().join(corpus).join(target)) {
-            let bytes = std::fs::read(&path).unwrap();
-            count += 1;
-            if catch_unwind(AssertUnwindSafe(|| check(&bytes))).is_err() {
-                failures.push(path.display().to_string());
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "inputs that break their check: {failures:#?}"
-    );
-    count
-}
+use fuzz_replay::replay;
 
 #[test]
 fn seeds_pass_their_checks() {
-    let count = replay("seeds");
+    let count = replay(fuzz_checks::TARGETS, "seeds");
     // Guards against a moved directory making this test vacuous.
     assert!(count >= 60, "only {count} seeds found under fuzz/seeds");
 }
 
 #[test]
 fn crash_inputs_stay_fixed() {
-    replay("regressions");
+    replay(fuzz_checks::TARGETS, "regressions");
 }
 
 #[test]
 fn every_target_has_a_check() {
-    let targets = fuzz_dir().join("fuzz_targets");
-    let mut names: Vec<String> = std::fs::read_dir(&targets)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
-        .collect();
-    names.sort();
     let mut checked: Vec<String> = fuzz_checks::TARGETS
         .iter()
         .map(|t| t.0.to_owned())
         .collect();
     checked.sort();
-    assert_eq!(names, checked, "fuzz/fuzz_targets and fuzz_checks::TARGETS");
+    assert_eq!(
+        fuzz_replay::target_names("."),
+        checked,
+        "fuzz/fuzz_targets and fuzz_checks::TARGETS"
+    );
 }
