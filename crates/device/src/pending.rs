@@ -37,10 +37,10 @@ pub(crate) struct PendingKey {
 pub(crate) struct LeafLookup<'a> {
     /// The leaf's DER SubjectPublicKeyInfo.
     pub(crate) spki: &'a [u8],
-    /// The origin its binding extension names, if it parses.
+    /// The origin its binding extension names (`None` in tests of the other keys).
     pub(crate) origin: Option<&'a Origin>,
     /// Its DNS names.
-    pub(crate) names: &'a [String],
+    pub(crate) names: &'a [LocalName],
 }
 
 /// The pending keys of a device, oldest first.
@@ -128,11 +128,7 @@ impl PendingKeys {
             .find(|p| p.spki == leaf.spki)
             .or_else(|| {
                 self.keys.iter().find(|p| {
-                    leaf.origin == Some(&p.origin)
-                        || leaf
-                            .names
-                            .iter()
-                            .any(|n| p.names.iter().any(|m| m.as_str() == n))
+                    leaf.origin == Some(&p.origin) || leaf.names.iter().any(|n| p.names.contains(n))
                 })
             })
             .ok_or(refused(
@@ -175,7 +171,7 @@ mod tests {
     fn lookup<'a>(
         spki: &'a [u8],
         origin: Option<&'a Origin>,
-        names: &'a [String],
+        names: &'a [LocalName],
     ) -> LeafLookup<'a> {
         LeafLookup {
             spki,
@@ -206,14 +202,14 @@ mod tests {
             a
         );
         // By name.
-        let names = vec![name(B).as_str().to_owned()];
+        let names = vec![name(B)];
         assert_eq!(
             keys.find(lookup(b"other", None, &names)).unwrap().origin,
             origin(B)
         );
         // Nothing matches.
         let c = origin(C);
-        let names = vec![name(C).as_str().to_owned()];
+        let names = vec![name(C)];
         let refusal = keys.find(lookup(b"other", Some(&c), &names)).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::NoPending);
     }

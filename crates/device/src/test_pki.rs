@@ -115,6 +115,21 @@ impl TestCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Vec<Vec<u8>> {
+        let bindings: Vec<(&OriginBinding, bool)> =
+            binding.map(|b| (b, false)).into_iter().collect();
+        self.issue_with_bindings(spki, names, &bindings, not_before, not_after)
+    }
+
+    /// As [`Self::issue`], with each binding extension given as `(value, critical)`: the
+    /// profile's refusals need a repeated or a critical one.
+    pub(crate) fn issue_with_bindings(
+        &self,
+        spki: &[u8],
+        names: &[&str],
+        bindings: &[(&OriginBinding, bool)],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Vec<Vec<u8>> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -124,18 +139,15 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        if let Some(b) = binding {
-            params
-                .custom_extensions
-                .push(CustomExtension::from_oid_content(
-                    &PLACEHOLDER_ARCS,
-                    b.to_der(),
-                ));
+        for (b, critical) in bindings {
+            let mut extension = CustomExtension::from_oid_content(&PLACEHOLDER_ARCS, b.to_der());
+            extension.set_criticality(*critical);
+            params.custom_extensions.push(extension);
         }
         let issuer = Issuer::from_params(&self.inter_params, &self.inter_key);
         let public = SubjectPublicKeyInfo::from_der(spki).unwrap();
         let leaf = params.signed_by(&public, &issuer).unwrap().der().to_vec();
-        let leaf = if binding.is_some() {
+        let leaf = if !bindings.is_empty() {
             self.patch_oid(&leaf)
         } else {
             leaf
@@ -148,11 +160,12 @@ impl TestCa {
         let mut tbs = cert.tbs_certificate.as_ref().to_vec();
         let placeholder = placeholder_der();
         assert_eq!(placeholder.len(), ORIGIN_BINDING_OID_DER.len());
-        let at = tbs
+        while let Some(at) = tbs
             .windows(placeholder.len())
             .position(|w| w == placeholder.as_slice())
-            .unwrap();
-        tbs[at..at + placeholder.len()].copy_from_slice(ORIGIN_BINDING_OID_DER);
+        {
+            tbs[at..at + placeholder.len()].copy_from_slice(ORIGIN_BINDING_OID_DER);
+        }
         let rng = ring::rand::SystemRandom::new();
         let key = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_ASN1_SIGNING,

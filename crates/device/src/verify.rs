@@ -1,15 +1,14 @@
 //! Checks of an issued chain before the device installs it: the leaf is for the pending key,
 //! carries exactly the pending names and the origin binding, and chains to the trusted issuer.
 //!
-//! The leaf's origin-binding OID has a 128-bit arc, so certificates are read with x509-parser
-//! (OIDs as bytes) and verified with rustls-webpki (skips unknown non-critical extensions).
+//! The leaf is read by the protocol's one profile parser (`localcert_proto::profile`) and
+//! verified with rustls-webpki (which skips unknown non-critical extensions).
 
 use localcert_proto::ErrorCode;
-use localcert_proto::binding::{ORIGIN_BINDING_OID_DER, OriginBinding};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
+use localcert_proto::profile::{self, LeafClaims, ProfileError};
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
-use x509_parser::extensions::GeneralName;
 
 use crate::pki;
 
@@ -42,101 +41,61 @@ pub(crate) struct VerifiedLeaf {
     pub fingerprint: [u8; 32],
 }
 
-/// The DER SubjectPublicKeyInfo of a leaf, or a refusal if it cannot be parsed.
-pub(crate) fn leaf_spki(leaf: &[u8]) -> Result<Vec<u8>, Refused> {
-    pki::parse_certificate(leaf, "leaf")
-        .map(|c| c.public_key().raw.to_vec())
-        .map_err(|_| {
-            refused(
-                ErrorCode::CertificateInvalid,
-                "leaf certificate cannot be parsed",
-            )
-        })
-}
-
-/// What a leaf claims: its key, its DNS names and (if the extension parses) its origin.
-#[derive(Debug)]
-pub(crate) struct LeafClaims {
-    pub spki: Vec<u8>,
-    pub names: Vec<String>,
-    pub origin: Option<Origin>,
-}
-
-/// Reads the claims of a leaf, to find the pending key it is meant for.
-pub(crate) fn leaf_claims(leaf: &[u8]) -> Result<LeafClaims, Refused> {
-    let cert = pki::parse_certificate(leaf, "leaf").map_err(|_| {
-        refused(
+/// The profile's refusals as wire codes: what contradicts the pending key is CHAIN_MISMATCH,
+/// what breaks the certificate's own rules is CERTIFICATE_INVALID.
+fn profile_refusal(error: ProfileError) -> Refused {
+    match error {
+        ProfileError::Malformed | ProfileError::TrailingBytes => refused(
             ErrorCode::CertificateInvalid,
             "leaf certificate cannot be parsed",
-        )
-    })?;
-    let names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some((*d).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let origin = cert
-        .extensions()
-        .iter()
-        .find(|e| e.oid.as_bytes() == ORIGIN_BINDING_OID_DER)
-        .and_then(|e| OriginBinding::from_der(e.value).ok())
-        .map(|b| b.origin);
-    Ok(LeafClaims {
-        spki: cert.public_key().raw.to_vec(),
-        names,
-        origin,
-    })
+        ),
+        ProfileError::SubjectAltNameMissing => {
+            refused(ErrorCode::ChainMismatch, "leaf has no subjectAltName")
+        }
+        ProfileError::NonDnsName => refused(
+            ErrorCode::ChainMismatch,
+            "leaf has a non-DNS subjectAltName",
+        ),
+        ProfileError::NotLocalName => refused(
+            ErrorCode::ChainMismatch,
+            "leaf names are not the pending names",
+        ),
+        ProfileError::OriginBindingMissing => refused(
+            ErrorCode::ChainMismatch,
+            "leaf has no origin-binding extension",
+        ),
+        ProfileError::OriginBindingRepeated => refused(
+            ErrorCode::CertificateInvalid,
+            "leaf repeats the origin-binding extension",
+        ),
+        ProfileError::OriginBindingCritical => refused(
+            ErrorCode::CertificateInvalid,
+            "leaf marks the origin-binding extension critical",
+        ),
+        ProfileError::OriginBindingMalformed => refused(
+            ErrorCode::CertificateInvalid,
+            "origin-binding extension is malformed",
+        ),
+        other => refused(ErrorCode::CertificateInvalid, other.reason()),
+    }
+}
+
+/// Reads a leaf's claims through the one profile parser (SPEC §8.4).
+pub(crate) fn leaf_claims(leaf: &[u8]) -> Result<LeafClaims, Refused> {
+    profile::parse_leaf(leaf).map_err(profile_refusal)
 }
 
 /// Checks the leaf's fields against what the device asked for.
 pub(crate) fn check_leaf(leaf: &[u8], expected: &Expected<'_>) -> Result<VerifiedLeaf, Refused> {
-    let cert = pki::parse_certificate(leaf, "leaf").map_err(|_| {
-        refused(
-            ErrorCode::CertificateInvalid,
-            "leaf certificate cannot be parsed",
-        )
-    })?;
-    if cert.public_key().raw != expected.spki {
+    let claims = leaf_claims(leaf)?;
+    if claims.spki != expected.spki {
         return Err(refused(
             ErrorCode::ChainMismatch,
             "leaf key is not the pending key",
         ));
     }
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| {
-            refused(
-                ErrorCode::CertificateInvalid,
-                "leaf subjectAltName is malformed",
-            )
-        })?
-        .ok_or(refused(
-            ErrorCode::ChainMismatch,
-            "leaf has no subjectAltName",
-        ))?;
-    let mut names = Vec::new();
-    for general_name in &san.value.general_names {
-        match general_name {
-            GeneralName::DNSName(n) => names.push(*n),
-            _ => {
-                return Err(refused(
-                    ErrorCode::ChainMismatch,
-                    "leaf has a non-DNS subjectAltName",
-                ));
-            }
-        }
-    }
-    let mut want: Vec<&str> = expected.names.iter().map(LocalName::as_str).collect();
+    let mut names: Vec<&LocalName> = claims.names.iter().collect();
+    let mut want: Vec<&LocalName> = expected.names.iter().collect();
     names.sort_unstable();
     want.sort_unstable();
     if names != want {
@@ -145,41 +104,20 @@ pub(crate) fn check_leaf(leaf: &[u8], expected: &Expected<'_>) -> Result<Verifie
             "leaf names are not the pending names",
         ));
     }
-    let mut bindings = cert
-        .extensions()
-        .iter()
-        .filter(|e| e.oid.as_bytes() == ORIGIN_BINDING_OID_DER);
-    let binding = bindings.next().ok_or(refused(
-        ErrorCode::ChainMismatch,
-        "leaf has no origin-binding extension",
-    ))?;
-    if bindings.next().is_some() {
-        return Err(refused(
-            ErrorCode::CertificateInvalid,
-            "leaf repeats the origin-binding extension",
-        ));
-    }
-    let binding = OriginBinding::from_der(binding.value).map_err(|_| {
-        refused(
-            ErrorCode::CertificateInvalid,
-            "origin-binding extension is malformed",
-        )
-    })?;
-    if &binding.origin != expected.origin {
+    if &claims.binding.origin != expected.origin {
         return Err(refused(
             ErrorCode::ChainMismatch,
             "leaf is bound to another origin",
         ));
     }
-    if &binding.user_handle_digest != expected.user_handle_digest {
+    if &claims.binding.user_handle_digest != expected.user_handle_digest {
         return Err(refused(
             ErrorCode::ChainMismatch,
             "leaf is bound to another user",
         ));
     }
-    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
     Ok(VerifiedLeaf {
-        not_after,
+        not_after: claims.not_after,
         fingerprint: pki::sha256(leaf),
     })
 }
@@ -274,7 +212,8 @@ fn map_webpki(e: webpki::Error) -> Refused {
     }
 }
 
-/// The leaf's validity window `(notBefore, notAfter)` in Unix seconds.
+/// The validity window `(notBefore, notAfter)` of an installed leaf in Unix seconds, for
+/// scheduling (the profile was checked when it was installed).
 pub(crate) fn leaf_window(leaf: &[u8]) -> Option<(u64, u64)> {
     let cert = pki::parse_certificate(leaf, "leaf").ok()?;
     let v = cert.validity();

@@ -5,8 +5,9 @@
 //!   the account's origin namespace, never an IP or a wildcard.
 //! - [`check_attestation`] at the challenge response: the chain to a manufacturer root, the
 //!   revocation list, the signature over the exact transcript, the names of this device.
-//! - [`check_csr`] at finalize: the CSR's own signature, its key equal to the attested key, its
-//!   names equal to the order's identifiers.
+//! - [`check_csr`] at finalize: the CSR (read by `localcert_proto::profile`), its own
+//!   signature, its key equal to the attested key, its names equal to the order's identifiers,
+//!   nothing else asked for.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -16,12 +17,11 @@ use localcert_proto::NameError;
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::name::{DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
+use localcert_proto::profile::{self, ProfileError};
 use localcert_proto::transcript::Transcript;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
-use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
 };
@@ -328,49 +328,38 @@ fn p256_point<'a>(spki: &'a SubjectPublicKeyInfo<'_>) -> Option<&'a [u8]> {
     ok.then_some(point)
 }
 
-/// Checks a finalize CSR (DER) against the order's names and the attested key.
+/// Checks a finalize CSR (DER) against the order's names and the attested key. The CSR is read
+/// by the protocol's one profile parser; a CSR that asks for more than names is refused, since
+/// nothing of it but the attested key reaches the certificate.
 pub fn check_csr(csr_der: &[u8], names: &[LocalName], attested_spki: &[u8]) -> Result<(), Refusal> {
-    let (rest, csr) = X509CertificationRequest::from_der(csr_der)
-        .map_err(|_| Refusal::CsrInvalid("does not parse"))?;
-    if !rest.is_empty() {
-        return Err(Refusal::CsrInvalid("trailing bytes"));
-    }
-    let info = &csr.certification_request_info;
-    if csr.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256 {
+    let csr = profile::parse_csr(csr_der).map_err(|e| match e {
+        ProfileError::NonDnsName => Refusal::CsrNonDnsName,
+        // A name that is not a `.local` name cannot be one of the order's.
+        ProfileError::NotLocalName => Refusal::CsrNamesMismatch,
+        other => Refusal::CsrInvalid(other.reason()),
+    })?;
+    if csr.signature_algorithm != OID_SIG_ECDSA_WITH_SHA256.as_bytes() {
         return Err(Refusal::CsrInvalid(
             "signature algorithm is not ECDSA P-256 SHA-256",
         ));
     }
-    let point = p256_point(&info.subject_pki).ok_or(Refusal::CsrInvalid("key is not P-256"))?;
+    let spki = match SubjectPublicKeyInfo::from_der(&csr.spki) {
+        Ok(([], spki)) => spki,
+        _ => return Err(Refusal::CsrInvalid("key is not P-256")),
+    };
+    let point = p256_point(&spki).ok_or(Refusal::CsrInvalid("key is not P-256"))?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
-        .verify(info.raw, csr.signature_value.data.as_ref())
+        .verify(&csr.signed, &csr.signature)
         .map_err(|_| Refusal::CsrInvalid("invalid signature"))?;
-    if info.subject_pki.raw != attested_spki {
+    if csr.spki != attested_spki {
         return Err(Refusal::CsrKeyMismatch);
     }
-
-    let mut requested: Vec<String> = Vec::new();
-    for extension in csr.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = extension {
-            for name in &san.general_names {
-                match name {
-                    GeneralName::DNSName(dns) => requested.push((*dns).to_owned()),
-                    _ => return Err(Refusal::CsrNonDnsName),
-                }
-            }
-        }
+    if csr.has_extras() {
+        return Err(Refusal::CsrInvalid(
+            "asks for extensions or attributes besides subjectAltName",
+        ));
     }
-    for cn in info.subject.iter_common_name() {
-        let cn = cn
-            .as_str()
-            .map_err(|_| Refusal::CsrInvalid("common name is not text"))?;
-        if !requested.iter().any(|n| n == cn) {
-            requested.push(cn.to_owned());
-        }
-    }
-    let wanted: HashSet<&str> = names.iter().map(LocalName::as_str).collect();
-    let got: HashSet<&str> = requested.iter().map(String::as_str).collect();
-    if wanted != got || requested.len() != got.len() {
+    if !csr.asks_exactly_for(names) {
         return Err(Refusal::CsrNamesMismatch);
     }
     Ok(())

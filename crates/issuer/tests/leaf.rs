@@ -110,6 +110,12 @@ fn leaf_carries_validated_content() {
     assert!(!binding.critical);
     let decoded = OriginBinding::from_der(binding.value).unwrap();
     assert_eq!(decoded.origin.as_str(), "https://vod.example.com");
+    // The profile parser every role uses reads the same claims.
+    let claims = localcert_proto::profile::parse_leaf(&leaf).unwrap();
+    assert_eq!(claims.binding, decoded);
+    assert_eq!(claims.spki, cert.public_key().raw);
+    let names: Vec<&str> = claims.names.iter().map(LocalName::as_str).collect();
+    assert_eq!(names, ["tv-a.local", "tv-b.local"]);
     let ski = cert
         .extensions()
         .iter()

@@ -364,4 +364,23 @@ fn csr_refusals() {
         .push(rcgen::DnType::CommonName, "sneaky.local");
     let csr = params.serialize_request(&f.tls.0).unwrap().der().to_vec();
     assert_eq!(check(&csr), Refusal::CsrNamesMismatch);
+    // The right name and key, and an extension request besides (the profile reports it; the
+    // issuer never copies it, and refuses the CSR).
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![0x05, 0x00],
+        ));
+    let csr = params.serialize_request(&f.tls.0).unwrap().der().to_vec();
+    assert_eq!(
+        check(&csr),
+        Refusal::CsrInvalid("asks for extensions or attributes besides subjectAltName")
+    );
+    // The same CSR without the extension passes.
+    params.custom_extensions.clear();
+    let csr = params.serialize_request(&f.tls.0).unwrap().der().to_vec();
+    validate::check_csr(&csr, &f.names, &spki).unwrap();
 }

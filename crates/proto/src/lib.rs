@@ -1,6 +1,6 @@
 //! The localcert wire protocol, as `protocol/SPEC.md` defines it: GATT constants, framing,
 //! CBOR messages, `.local` names, the attestation transcript and object, and the origin-binding
-//! certificate extension.
+//! certificate extension, and the one parser of the certificate profile.
 //!
 //! This crate does no I/O, reads no clock and draws no randomness: callers pass bytes and `now`
 //! in (sans-IO, as quinn-proto). Every decoder is strict and total: any byte sequence yields a
@@ -20,6 +20,7 @@ pub mod message;
 pub mod name;
 pub mod origin;
 pub mod peripheral;
+pub mod profile;
 pub mod transcript;
 
 pub use error::{DecodeError, Error, ErrorCode, FrameError, NameError, OriginError};

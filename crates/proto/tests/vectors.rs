@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod profile;
 mod samples;
 
 use std::path::PathBuf;

@@ -6,9 +6,9 @@ use localcert_proto::gatt::PROTOCOL_REVISION;
 use localcert_proto::message::{AttestResponse, InfoResponse};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
+use localcert_proto::profile;
 use localcert_proto::transcript::Transcript;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
-use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 /// Checks the device's GET_INFO answer before an order is placed for it: the protocol
 /// revision this code implements, and an attestation certificate to derive the name from.
@@ -26,31 +26,24 @@ pub fn info_device_certificate(info: &InfoResponse) -> Result<&[u8], String> {
         .ok_or_else(|| "GET_INFO carries no attestation certificate".to_owned())
 }
 
-/// Checks a CSR from the device: its only names are `name`; returns its DER SPKI.
+/// Checks a CSR from the device with the protocol's profile parser: it asks for `name` and
+/// nothing else; returns its DER SPKI.
 ///
 /// The CSR's own signature is the issuer's to check; the UA needs the key, to pin the endpoint.
 pub fn csr_spki(csr: &[u8], name: &LocalName) -> Result<Vec<u8>, String> {
-    use x509_parser::prelude::FromDer;
-    let (rest, req) = x509_parser::certification_request::X509CertificationRequest::from_der(csr)
-        .map_err(|_| "the CSR does not parse".to_owned())?;
-    if !rest.is_empty() {
-        return Err("trailing bytes after the CSR".into());
+    let claims = profile::parse_csr(csr).map_err(|e| format!("the CSR: {e}"))?;
+    if !claims.asks_exactly_for(std::slice::from_ref(name)) {
+        let asked: Vec<&str> = claims
+            .requested_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        return Err(format!("the CSR asks for {asked:?}, expected [{name}]"));
     }
-    let mut names = vec![];
-    for ext in req.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext {
-            for general in &san.general_names {
-                match general {
-                    GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
-                    _ => return Err("the CSR asks for a name that is not a DNS name".into()),
-                }
-            }
-        }
+    if claims.has_extras() {
+        return Err("the CSR asks for extensions or attributes besides its name".into());
     }
-    if names != [name.as_str()] {
-        return Err(format!("the CSR asks for {names:?}, expected [{name}]"));
-    }
-    Ok(req.certification_request_info.subject_pki.raw.to_vec())
+    Ok(claims.spki)
 }
 
 /// What the attestation must be about: this flow's order, origin, user and name.
@@ -107,4 +100,40 @@ pub fn attestation(attest: &AttestResponse, expected: &Expected<'_>) -> Result<V
     .verify(&transcript, &object.sig)
     .map_err(|_| "the attestation signature does not cover this order, origin and name")?;
     Ok(spki)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Every CSR of `protocol/vectors/profile.json`: only those that ask for the one name and
+    /// nothing more pass, and they yield the CSR's key.
+    #[test]
+    fn csr_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../protocol/vectors/profile.json"
+        );
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let typical = &file["csrs"]["cases"][0];
+        assert_eq!(typical["name"], "typical");
+        let name = LocalName::parse(typical["claims"]["names"][0].as_str().unwrap()).unwrap();
+        let mut passed = vec![];
+        for case in file["csrs"]["cases"].as_array().unwrap() {
+            let der = hex::decode(case["der"].as_str().unwrap()).unwrap();
+            if let Ok(spki) = csr_spki(&der, &name) {
+                assert_eq!(
+                    hex::encode(spki),
+                    case["claims"]["spki"],
+                    "{}",
+                    case["name"]
+                );
+                passed.push(case["name"].as_str().unwrap());
+            }
+        }
+        assert_eq!(passed, ["typical", "empty_subject", "common_name_only"]);
+    }
 }

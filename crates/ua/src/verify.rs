@@ -9,9 +9,9 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use localcert_proto::binding::{ORIGIN_BINDING_OID_DER, OriginBinding};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
+use localcert_proto::profile;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
 use sha2::{Digest, Sha256};
@@ -172,46 +172,34 @@ async fn connect(
         })
 }
 
-/// Checks the leaf the handshake delivered; returns its fingerprint and notAfter.
+/// Checks the leaf the handshake delivered, through the protocol's one profile parser; returns
+/// its fingerprint and notAfter.
 fn check_leaf(leaf: &[u8], expect: &Expectation) -> Result<([u8; 32], i64), CheckError> {
-    let (rest, cert) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|_| CheckError::Certificate("leaf does not parse"))?;
-    if !rest.is_empty() {
-        return Err(CheckError::Certificate("trailing bytes after the leaf"));
-    }
+    let claims = profile::parse_leaf(leaf).map_err(|e| CheckError::Certificate(e.reason()))?;
     if let Some(pin) = &expect.pinned_spki {
-        if cert.public_key().raw != pin.as_slice() {
+        if &claims.spki != pin {
             return Err(CheckError::Pin);
         }
     }
-    let binding = cert
-        .extensions()
-        .iter()
-        .find(|ext| ext.oid.as_bytes() == ORIGIN_BINDING_OID_DER)
-        .ok_or(CheckError::Certificate("no origin-binding extension"))?;
-    if binding.critical {
+    if claims.names != [expect.name.clone()] {
         return Err(CheckError::Certificate(
-            "origin-binding extension is critical",
+            "certificate names are not exactly the device's name",
         ));
     }
-    let binding = OriginBinding::from_der(binding.value)
-        .map_err(|_| CheckError::Certificate("origin-binding extension does not decode"))?;
-    if binding.origin != expect.origin {
+    if claims.binding.origin != expect.origin {
         return Err(CheckError::Certificate(
             "certificate is bound to another origin",
         ));
     }
     if let Some(handle) = &expect.user_handle {
-        if binding.user_handle_digest != <[u8; 32]>::from(Sha256::digest(handle)) {
+        if claims.binding.user_handle_digest != <[u8; 32]>::from(Sha256::digest(handle)) {
             return Err(CheckError::Certificate(
                 "certificate is bound to another user",
             ));
         }
     }
-    Ok((
-        Sha256::digest(leaf).into(),
-        cert.validity().not_after.timestamp(),
-    ))
+    let not_after = i64::try_from(claims.not_after).unwrap_or(i64::MAX);
+    Ok((Sha256::digest(leaf).into(), not_after))
 }
 
 struct HttpAnswer {
@@ -350,4 +338,82 @@ pub async fn check_any(
         }
     }
     Err(last.unwrap_or(CheckError::Certificate("no address to connect to")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The leaves of `protocol/vectors/profile.json`, by case name.
+    fn vector(name: &str) -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../protocol/vectors/profile.json"
+        );
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let case = file["leaves"]["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap();
+        hex::decode(case["der"].as_str().unwrap()).unwrap()
+    }
+
+    fn expectation() -> Expectation {
+        let typical = profile::parse_leaf(&vector("typical")).unwrap();
+        Expectation {
+            name: typical.names[0].clone(),
+            origin: Origin::parse("https://vod.example.com").unwrap(),
+            issuer_roots: vec![],
+            pinned_spki: Some(typical.spki),
+            user_handle: Some(b"user-42".to_vec()),
+            path: "/".into(),
+            crls: vec![],
+        }
+    }
+
+    #[test]
+    fn the_profile_rules_hold_for_the_ua() {
+        let expect = expectation();
+        assert!(check_leaf(&vector("typical"), &expect).is_ok());
+        for (case, reason) in [
+            (
+                "binding_critical",
+                "the origin-binding extension is critical",
+            ),
+            (
+                "binding_repeated",
+                "the origin-binding extension appears more than once",
+            ),
+            ("binding_missing", "no origin-binding extension"),
+            ("san_ip_address", "a subjectAltName that is not a DNS name"),
+        ] {
+            match check_leaf(&vector(case), &expect) {
+                Err(CheckError::Certificate(r)) => assert_eq!(r, reason, "{case}"),
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+        let mut other_user = expectation();
+        other_user.user_handle = Some(b"user-1".to_vec());
+        assert!(matches!(
+            check_leaf(&vector("typical"), &other_user),
+            Err(CheckError::Certificate(
+                "certificate is bound to another user"
+            ))
+        ));
+        let mut other_key = expectation();
+        other_key.pinned_spki = Some(vec![1, 2, 3]);
+        assert!(matches!(
+            check_leaf(&vector("typical"), &other_key),
+            Err(CheckError::Pin)
+        ));
+        assert!(matches!(
+            check_leaf(&vector("two_names"), &expect),
+            Err(CheckError::Certificate(_))
+        ));
+    }
 }

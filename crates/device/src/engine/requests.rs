@@ -127,7 +127,7 @@ impl Device {
         let claims = verify::leaf_claims(leaf)?;
         let pending = self.pending.find(LeafLookup {
             spki: &claims.spki,
-            origin: claims.origin.as_ref(),
+            origin: Some(&claims.binding.origin),
             names: &claims.names,
         })?;
         let leaf_info = verify::check_leaf(
@@ -216,8 +216,9 @@ impl Device {
         let spki = current
             .chain
             .first()
-            .map(|leaf| verify::leaf_spki(leaf))
+            .map(|leaf| verify::leaf_claims(leaf))
             .transpose()?
+            .map(|claims| claims.spki)
             .unwrap_or_default();
         let leaf = chain
             .first()

@@ -362,6 +362,24 @@ fn install_refusals_leave_the_pending_key_usable() {
         ErrorCode::ChainMismatch,
     );
 
+    // The profile's rules on the origin binding (SPEC §8.4): exactly once, non-critical.
+    let repeated = h.ca.issue_with_bindings(
+        &obj_spki(&att),
+        &[name.as_str()],
+        &[(&binding, false), (&binding, false)],
+        window.0,
+        window.1,
+    );
+    assert_refused(h.install(repeated), ErrorCode::CertificateInvalid);
+    let critical = h.ca.issue_with_bindings(
+        &obj_spki(&att),
+        &[name.as_str()],
+        &[(&binding, true)],
+        window.0,
+        window.1,
+    );
+    assert_refused(h.install(critical), ErrorCode::CertificateInvalid);
+
     // Right fields, wrong issuer.
     let rogue = TestCa::new("Rogue");
     let obj = AttestationObject::decode(&att.attestation_object).unwrap();
@@ -403,6 +421,12 @@ fn install_refusals_leave_the_pending_key_usable() {
         "nothing installed by a refusal"
     );
     assert!(matches!(h.install(good), Response::Install(_)));
+}
+
+fn obj_spki(att: &AttestResponse) -> Vec<u8> {
+    AttestationObject::decode(&att.attestation_object)
+        .unwrap()
+        .spki
 }
 
 #[test]
