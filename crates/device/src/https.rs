@@ -35,6 +35,7 @@ use tower::ServiceExt;
 
 use crate::error::{CredentialError, Error};
 use crate::store::Binding;
+use crate::vary::{Tracked, Turn, VaryOnOwnResponses};
 
 /// The error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,6 +48,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections at most: an embedded device must bound its memory.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request head (request line and headers) accepted, and hyper's read buffer:
+/// a longer head is answered 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
 struct Site {
@@ -192,12 +196,17 @@ where
                 .server_name()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            let service =
-                hyper_util::service::TowerToHyperService::new(Cors::new(handler, sites, &name));
-            let io = hyper_util::rt::TokioIo::new(tls);
+            // hyper's own answers (400, 431, 414) get `Vary: Origin` too: see vary.rs.
+            let turn = Turn::new();
+            let service = hyper_util::service::TowerToHyperService::new(Tracked::new(
+                Cors::new(handler, sites, &name),
+                turn.clone(),
+            ));
+            let io = hyper_util::rt::TokioIo::new(VaryOnOwnResponses::new(tls, turn));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(io, service)
                 .await
             {

@@ -23,6 +23,7 @@ mod files;
 mod pending;
 #[cfg(test)]
 mod test_pki;
+mod vary;
 mod verify;
 
 pub mod agent;

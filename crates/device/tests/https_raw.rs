@@ -1,0 +1,133 @@
+//! Raw HTTP/1.1 over TLS against the device's HTTPS server: the answers hyper writes itself
+//! (400 for a head it cannot parse, 431 for one over `MAX_HEAD_BYTES`) carry `Vary: Origin`
+//! like every answer of the CORS layer, alone or after served requests on the same connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod https_world;
+
+use std::time::Duration;
+
+use https_world::{ORIGIN, start_one, tls_connect};
+use localcert_device::https::MAX_HEAD_BYTES;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GET: &str =
+    "GET /api HTTP/1.1\r\nhost: tv-test.local\r\norigin: https://vod.example.com\r\n\r\n";
+
+/// One response read off the raw stream: status and header lines (name lowercased).
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Raw {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn varies_on_origin_once(&self) -> bool {
+        self.values("vary") == ["Origin"]
+    }
+}
+
+/// Splits everything the server wrote into responses (bodies sized by content-length).
+fn responses(mut bytes: &[u8]) -> Vec<Raw> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(bytes)));
+        let head = std::str::from_utf8(&bytes[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        bytes = &bytes[end + 4 + length..];
+        out.push(Raw { status, headers });
+    }
+    out
+}
+
+/// Sends each part in its own write (a short pause between them), then reads until the server
+/// closes the connection.
+async fn exchange(parts: &[&[u8]]) -> Vec<Raw> {
+    let (addr, root) = start_one().await;
+    let mut tls = tls_connect(addr, "tv-test.local", &root).await.unwrap();
+    for part in parts {
+        tls.write_all(part).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut all))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    responses(&all)
+}
+
+#[tokio::test]
+async fn a_head_hyper_cannot_parse_is_answered_400_with_vary_origin() {
+    for broken in [
+        &b"GET /api HTTP/1.1\r\nbad header line\r\n\r\n"[..],
+        b"G\x01T /api HTTP/1.1\r\n\r\n",
+        b"GET /api HTTP/9.9\r\n\r\n",
+    ] {
+        let got = exchange(&[broken]).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].status, 400);
+        assert!(got[0].varies_on_origin_once(), "{got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_over_the_bound_is_answered_431_with_vary_origin() {
+    let head = format!(
+        "GET /api HTTP/1.1\r\nhost: tv-test.local\r\nx-big: {}\r\n\r\n",
+        "a".repeat(MAX_HEAD_BYTES)
+    );
+    let got = exchange(&[head.as_bytes()]).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].status, 431);
+    assert!(got[0].varies_on_origin_once(), "{got:?}");
+}
+
+#[tokio::test]
+async fn after_served_requests_on_the_same_connection_too() {
+    let broken = b"GET /api HTTP/1.1\r\nbad header line\r\n\r\n";
+    // In separate writes: each served answer is complete before the broken head arrives.
+    let got = exchange(&[GET.as_bytes(), GET.as_bytes(), broken]).await;
+    let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 400]);
+    assert!(got.iter().all(Raw::varies_on_origin_once), "{got:?}");
+    assert_eq!(got[0].values("access-control-allow-origin"), [ORIGIN]);
+
+    // Pipelined in one write: hyper parses the broken head once the first answer is out.
+    let pipelined = [GET.as_bytes(), broken].concat();
+    let got = exchange(&[&pipelined]).await;
+    let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 400]);
+    assert!(got.iter().all(Raw::varies_on_origin_once), "{got:?}");
+}
