@@ -269,3 +269,114 @@ fn a_central_that_does_not_read_its_answers_is_dropped() {
     );
     assert!(server.queued_bytes() <= localcert_device::outbox::MAX_QUEUED_BYTES);
 }
+
+/// The process's resident set size, from /proc (Linux).
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+/// The most the process may grow over the flood, after its warm-up: the engine keeps nothing
+/// per write or per central that came and went.
+const FLOOD_RSS_GROWTH: usize = 2 * 1024 * 1024;
+
+#[test]
+#[ignore = "soak, about 5 s (debug build): run by .ci/run with --ignored"]
+fn soak_a_million_writes_from_flooding_centrals_keep_memory_bounded() {
+    const WRITES: u32 = 1_000_000;
+    let server = server();
+    let mut now = Instant::now();
+    let started = Instant::now();
+    // What flooders send: PINGs to echo, stray continuations that each earn an ERROR, the
+    // start of a largest frame that never ends (the reassembler holds it), CANCELs.
+    let values = [
+        ping(500),
+        vec![0x05, 0xff],
+        [&[0x83u8, 0x20, 0x00][..], &[0xaa; 509]].concat(),
+        vec![0xbe, 0x00, 0x00],
+    ];
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut central = 0u32;
+    let mut link = server.connection(central);
+    link.subscribe();
+    let (mut dropped, mut busy, mut max_queued, mut warm_rss) = (0u32, 0u32, 0usize, 0usize);
+    for i in 0..WRITES {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let value = &values[(rng % 4) as usize];
+        match link.write(now, 517, value) {
+            Ok(()) => {}
+            Err(WriteRefused::Dropped) => dropped += 1,
+            Err(WriteRefused::Busy) => busy += 1,
+            Err(other) => panic!("write {i}: {other:?}"),
+        }
+        let queued = server.queued_bytes();
+        assert!(
+            queued <= localcert_device::outbox::MAX_QUEUED_BYTES,
+            "write {i}: {queued}"
+        );
+        max_queued = max_queued.max(queued);
+        // Now and then: time passes (reassembly timeouts), the central reads what it was sent,
+        // or leaves and a new one comes, subscribed or not.
+        match rng >> 56 {
+            0..=3 => {
+                now += Duration::from_secs(6);
+                link.handle_timeout(now);
+            }
+            4..=9 => while link.poll_notification().is_some() {},
+            // A second central in range writes too: refused while the session is not idle.
+            13..=20 => match server.write(u32::MAX - 1, now, 23, &values[1]) {
+                Ok(_) | Err(WriteRefused::Dropped) => {}
+                Err(WriteRefused::Busy) => busy += 1,
+                Err(other) => panic!("bystander: {other:?}"),
+            },
+            10..=12 => {
+                central += 1;
+                link = server.connection(central);
+                if rng & 1 == 0 {
+                    link.subscribe();
+                }
+            }
+            _ => {}
+        }
+        if i == WRITES / 10 {
+            warm_rss = rss_bytes();
+        }
+    }
+    drop(link);
+    let end_rss = rss_bytes();
+    println!(
+        "{WRITES} BLE writes from {} centrals in {:?}: {dropped} dropped as floods, {busy} refused busy, \
+         at most {max_queued} bytes queued (bound {}), RSS {} KiB after warm-up, {} KiB at the end (bound +{} KiB)",
+        central + 1,
+        started.elapsed(),
+        localcert_device::outbox::MAX_QUEUED_BYTES,
+        warm_rss / 1024,
+        end_rss / 1024,
+        FLOOD_RSS_GROWTH / 1024
+    );
+    assert!(dropped > 0, "the flood was seen as one");
+    assert!(
+        end_rss <= warm_rss + FLOOD_RSS_GROWTH,
+        "RSS grew from {warm_rss} to {end_rss}"
+    );
+    // After the flood a well-behaved central is served.
+    let response = exchange(
+        &server,
+        u32::MAX,
+        now + IDLE_TAKEOVER,
+        247,
+        &Request::GetInfo,
+    )
+    .unwrap();
+    assert!(matches!(response, Response::Info(_)), "{response:?}");
+}
