@@ -207,7 +207,7 @@ READV_PID=$!
 # --- the UA on hci1 ------------------------------------------------------------------------------
 start_ua() { # start_ua TAG: `localcert ua provision` in the background; UA_PID
     "$BIN/localcert" ua provision --issuer "https://localhost:$ISSUER_PORT/acme/directory" \
-        --origin "$ORIGIN" --eab-file "$EAB_FILE" \
+        --origin "$ORIGIN" --eab-file "$EAB_FILE" --account-file "$ISSUER_DIR/ua-account.json" \
         --issuer-root "$ISSUER_DIR/state/root.pem" --acme-root "$ISSUER_DIR/state/tls.pem" \
         --device "$DEVICE_ADDR" --adapter hci1 --label "$LABEL" \
         --resolve "$NAME=127.0.0.1" --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" &

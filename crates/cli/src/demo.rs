@@ -281,6 +281,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         issuer_root,
         eab_kid: eab.kid.clone(),
         eab_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&eab.hmac_key)?,
+        acme_account_file: None,
         origin: origin.clone(),
         user_handle: b"demo-user".to_vec(),
         device_label: None,

@@ -84,6 +84,11 @@ pub(crate) struct ProvisionArgs {
     /// Never on the command line.
     #[arg(long)]
     eab_file: Option<PathBuf>,
+    /// Where the ACME account's key and URL are kept between runs (created mode 0600 at the
+    /// first run). The issuer binds one account to an EAB key: without this file, a second
+    /// run with the same EAB credentials is refused.
+    #[arg(long)]
+    account_file: Option<PathBuf>,
     /// PEM file of the issuer root that signs device certificates (to verify the endpoint).
     #[arg(long)]
     issuer_root: PathBuf,
@@ -312,6 +317,7 @@ async fn provision_cmd(args: ProvisionArgs) -> anyhow::Result<()> {
         issuer_root: read_root(&args.issuer_root)?,
         eab_kid: eab.kid,
         eab_key: eab.key,
+        acme_account_file: args.account_file.clone(),
         origin,
         user_handle: args.user_handle.as_bytes().to_vec(),
         device_label: label,

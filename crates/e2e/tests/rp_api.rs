@@ -40,6 +40,7 @@ async fn backend(world: &World) -> (SocketAddr, tokio::sync::oneshot::Sender<()>
                 kid: common::KID.into(),
                 key: common::HMAC.to_vec(),
             },
+            account_file: Some(world.dir.path().join("account-1.json")),
         },
         limits: Limits::default(),
         cors: localcert_rp::config::default_cors(),

@@ -366,6 +366,7 @@ impl AcmeServer {
                 *origin = auth.account.as_ref().map(|a| a.origin.clone());
                 match segments.as_slice() {
                     ["acme", "new-account"] => self.new_account(&auth, now, origin),
+                    ["acme", "key-change"] => self.key_change(&auth, now),
                     ["acme", "new-order"] => self.new_order(&auth, now),
                     ["acme", "revoke-cert"] => self.revoke_cert(&auth, now),
                     ["acme", "account", id] => self.account(&auth, id, now),
@@ -392,6 +393,7 @@ impl AcmeServer {
                 "newNonce": self.url("/acme/new-nonce"),
                 "newAccount": self.url("/acme/new-account"),
                 "newOrder": self.url("/acme/new-order"),
+                "keyChange": self.url("/acme/key-change"),
                 "revokeCert": self.url("/acme/revoke-cert"),
                 "renewalInfo": self.url("/acme/renewal-info"),
                 "meta": {

@@ -246,6 +246,18 @@ pub enum Refusal {
     /// The External Account Binding is invalid.
     #[error("external account binding is invalid: {0}")]
     ExternalAccountBinding(&'static str),
+    /// newAccount with an EAB key id that already has an account (one account per key id;
+    /// the account key is rotated with keyChange).
+    #[error(
+        "this external account key is already bound to an account; use keyChange to rotate its key"
+    )]
+    EabKeyBound,
+    /// A keyChange whose inner object does not match the account and its current key.
+    #[error("keyChange refused: {0}")]
+    KeyChange(&'static str),
+    /// A keyChange to a key that another account has (sent with 409 and its Location).
+    #[error("the new key is already the key of another account")]
+    KeyInUse,
     /// No account for this key or key id.
     #[error("no account for this key")]
     AccountDoesNotExist,
@@ -317,7 +329,10 @@ impl Refusal {
             | Self::UrlMismatch
             | Self::ExternalAccountBinding(_)
             | Self::NotYourCertificate
+            | Self::EabKeyBound
+            | Self::KeyChange(_)
             | Self::AccountNotValid => ProblemType::Unauthorized,
+            Self::KeyInUse => ProblemType::Malformed,
             Self::ExternalAccountRequired => ProblemType::ExternalAccountRequired,
             Self::AccountDoesNotExist => ProblemType::AccountDoesNotExist,
             Self::OrderNotReady(_) => ProblemType::OrderNotReady,
@@ -337,6 +352,8 @@ impl Refusal {
             Self::UnsupportedMediaType => 415,
             // RFC 8555 §7.4: finalizing an order that is not ready is forbidden.
             Self::OrderNotReady(_) => 403,
+            // RFC 8555 §7.3.5: Conflict, with the other account's URL in Location.
+            Self::KeyInUse => 409,
             _ => self.problem_type().http_status(),
         }
     }

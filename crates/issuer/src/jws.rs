@@ -154,6 +154,32 @@ pub struct Jws {
 impl Jws {
     /// Parses a flattened JWS JSON body.
     pub fn parse(body: &[u8]) -> Result<Self, Refusal> {
+        let (jws, nonce) = Self::decode(body)?;
+        Ok(Self {
+            nonce: nonce.ok_or(Refusal::BadNonce)?,
+            ..jws
+        })
+    }
+
+    /// Parses the inner JWS of a keyChange (RFC 8555 §7.3.5): signed by the new key, given as
+    /// `jwk`, and without a nonce.
+    pub fn parse_key_change(body: &[u8]) -> Result<Self, Refusal> {
+        let (jws, nonce) = Self::decode(body)?;
+        if nonce.is_some() {
+            return Err(Refusal::Malformed(
+                "the inner keyChange JWS must not carry a nonce".into(),
+            ));
+        }
+        if !matches!(jws.signer, Signer::Jwk(_)) {
+            return Err(Refusal::Malformed(
+                "the inner keyChange JWS must carry the new key as jwk".into(),
+            ));
+        }
+        Ok(jws)
+    }
+
+    /// Parses a flattened JWS; the nonce (empty in the result) is returned apart.
+    fn decode(body: &[u8]) -> Result<(Self, Option<String>), Refusal> {
         let flat: Flattened = serde_json::from_slice(body)
             .map_err(|e| Refusal::Malformed(format!("request is not a flattened JWS: {e}")))?;
         let header = b64_decode("protected header", &flat.protected)?;
@@ -177,7 +203,10 @@ impl Jws {
                 "crit and b64 headers are not supported".into(),
             ));
         }
-        let nonce = text("nonce").ok_or(Refusal::BadNonce)?.to_owned();
+        // Present but not a string: an empty nonce, which never authenticates.
+        let nonce = header
+            .get("nonce")
+            .map(|n| n.as_str().unwrap_or_default().to_owned());
         let url = text("url")
             .ok_or(Refusal::Malformed("protected header has no url".into()))?
             .to_owned();
@@ -191,15 +220,16 @@ impl Jws {
             }
         };
         let signing_input = format!("{}.{}", flat.protected, flat.payload).into_bytes();
-        Ok(Self {
+        let jws = Self {
             alg,
-            nonce,
+            nonce: String::new(),
             url,
             signer,
             payload: b64_decode("payload", &flat.payload)?,
             signing_input,
             signature: b64_decode("signature", &flat.signature)?,
-        })
+        };
+        Ok((jws, nonce))
     }
 
     /// Verifies the signature with `key`, whose type must match `alg`.

@@ -260,6 +260,17 @@ pub struct RevocationSummary {
     pub star_orders: usize,
 }
 
+/// What a key change did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The account now has the new key.
+    Changed,
+    /// The account's key was no longer the old key (a concurrent change won): nothing changed.
+    Stale,
+    /// Another account (this id) already has the new key: nothing changed.
+    KeyInUse(String),
+}
+
 /// Why an issuance did not happen.
 #[derive(Debug)]
 pub enum IssueOutcome {
@@ -302,12 +313,23 @@ pub trait Store: Send + Sync {
     /// (on any replica sharing this store).
     fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error>;
 
-    /// Creates an account.
+    /// Creates an account. An EAB key id binds one account: if its relying party already has
+    /// one (whatever its status), nothing is created and the refusal is
+    /// [`crate::error::Refusal::EabKeyBound`].
     fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error>;
     /// The account with this id.
     fn account(&self, id: &str) -> Result<Option<Account>, Error>;
     /// The account with this key thumbprint.
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error>;
+    /// Replaces an account's key (ACME keyChange) if it is still `old_thumbprint`'s.
+    fn change_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        jwk: &str,
+        thumbprint: &str,
+        audit: &AuditEntry,
+    ) -> Result<KeyChange, Error>;
     /// Changes an account's status.
     fn set_account_status(
         &self,
@@ -391,4 +413,8 @@ pub trait Store: Send + Sync {
     fn audit(&self, entry: &AuditEntry) -> Result<(), Error>;
     /// The latest `limit` audit entries, oldest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, Error>;
+    /// Deletes at most `limit` audit entries older than `before` (oldest first), in one
+    /// transaction; returns how many. Callers repeat while it returns `limit`, so that no
+    /// transaction grows with the backlog.
+    fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error>;
 }

@@ -6,169 +6,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::client::{self, BASE, Client, b64, body, path, post, problem};
-use common::{Device, Manufacturer, TlsKey};
-use localcert_issuer::acme::{AcmeServer, Policy, Response, rfc3339};
+use common::{Manufacturer, TlsKey};
+use localcert_issuer::acme::{AcmeServer, Policy, rfc3339};
 use localcert_issuer::ca::{self, CaFiles, IssuingCa};
-use localcert_issuer::store::{
-    AuditEntry, OrderStatus, RelyingParty, RelyingPartyStatus, SqliteStore, Store,
-};
+use localcert_issuer::store::{OrderStatus, Store};
 use localcert_issuer::validate::TrustConfig;
 use localcert_proto::origin::Origin;
 use serde_json::{Value, json};
 
-const KID: &str = "kid-vod";
-const HMAC: &[u8] = &[42; 32];
-const USER: &[u8] = b"user-1";
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
-    server: AcmeServer,
-    maker: Manufacturer,
-    device: Device,
-    origin: Origin,
-    now: SystemTime,
-}
-
-struct PendingOrder {
-    order: String,
-    authz: String,
-    chall: String,
-    token: String,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let files = CaFiles::in_dir(dir.path());
-        ca::init_ca(&files, "test", now).unwrap();
-        let ca = IssuingCa::load(&files).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
-        let origin = Origin::parse("https://vod.example.com").unwrap();
-        store
-            .add_relying_party(&RelyingParty {
-                origin: origin.clone(),
-                eab_kid: KID.into(),
-                eab_hmac_key: HMAC.to_vec(),
-                status: RelyingPartyStatus::Active,
-                created: now,
-            })
-            .unwrap();
-        let maker = Manufacturer::new("Acme TVs");
-        let trust = TrustConfig::new(std::slice::from_ref(&maker.root_der), []).unwrap();
-        let server = AcmeServer::new(store.clone(), ca, trust, Policy::default(), BASE);
-        let device = maker.device("0001");
-        Self {
-            _dir: dir,
-            store,
-            server,
-            maker,
-            device,
-            origin,
-            now,
-        }
-    }
-
-    fn post(&self, client: &Client, path: &str, payload: Option<&Value>) -> Response {
-        post(&self.server, client, path, payload, self.now)
-    }
-
-    fn account(&self) -> Client {
-        let mut client = Client::new();
-        let eab = client.eab(KID, HMAC);
-        let response = self.post(
-            &client,
-            "/acme/new-account",
-            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": eab})),
-        );
-        assert_eq!(
-            response.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        client.kid = Some(response.header("location").unwrap().to_owned());
-        client
-    }
-
-    fn name(&self) -> String {
-        self.device.name("tv", &self.origin).to_string()
-    }
-
-    fn order(&self, client: &Client, extra: Option<(&str, Value)>) -> PendingOrder {
-        let mut payload = json!({"identifiers": [{"type": "dns", "value": self.name()}]});
-        if let Some((key, value)) = extra {
-            payload[key] = value;
-        }
-        let response = self.post(client, "/acme/new-order", Some(&payload));
-        assert_eq!(
-            response.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        let order = path(response.header("location").unwrap());
-        let authz = path(body(&response)["authorizations"][0].as_str().unwrap());
-        let authz_body = body(&self.post(client, &authz, None));
-        let challenge = &authz_body["challenges"][0];
-        assert_eq!(challenge["type"], "device-attest-01");
-        assert_eq!(authz_body["challenges"].as_array().unwrap().len(), 1);
-        PendingOrder {
-            order,
-            authz,
-            chall: path(challenge["url"].as_str().unwrap()),
-            token: challenge["token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    fn att_obj(&self, device: &Device, client: &Client, token: &str, tls: &TlsKey) -> Vec<u8> {
-        let key_authorization = format!("{token}.{}", client.thumbprint());
-        let names = vec![self.device.name("tv", &self.origin)];
-        device.attest(&key_authorization, &self.origin, USER, &tls.spki(), &names)
-    }
-
-    fn answer(&self, client: &Client, chall: &str, att_obj: &[u8]) -> Response {
-        self.post(client, chall, Some(&json!({"attObj": b64(att_obj)})))
-    }
-
-    fn finalize(&self, client: &Client, order: &str, csr: &[u8]) -> Response {
-        self.post(
-            client,
-            &format!("{order}/finalize"),
-            Some(&json!({"csr": b64(csr)})),
-        )
-    }
-
-    fn order_status(&self, client: &Client, order: &str) -> String {
-        body(&self.post(client, order, None))["status"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn last_audit(&self) -> AuditEntry {
-        self.store.audit_log(1).unwrap().pop().unwrap()
-    }
-
-    /// Asserts a refusal: the problem type, an audit entry saying so, the order unchanged.
-    fn assert_refused(&self, response: &Response, kind: &str, client: &Client, order: &str) {
-        assert_eq!(
-            problem(response),
-            kind,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
-        let audit = self.last_audit();
-        assert_eq!(audit.event, "refused");
-        assert_eq!(body(response)["detail"].as_str().unwrap(), audit.detail);
-        assert_eq!(self.order_status(client, order), "pending");
-    }
-}
+use common::harness::{HMAC, Harness, KID};
 
 #[test]
 fn full_flow_with_star_renewal_cancel_and_revocation() {
@@ -271,7 +120,7 @@ fn full_flow_with_star_renewal_cancel_and_revocation() {
     let account_path = path(client.kid.as_deref().unwrap());
     let orders = body(&h.post(&client, &format!("{account_path}/orders"), None));
     assert_eq!(orders["orders"][0], format!("{BASE}{}", p.order));
-    let stranger = h.account();
+    let stranger = h.stranger();
     assert_eq!(
         h.post(&stranger, &format!("{account_path}/orders"), None)
             .status,
@@ -462,7 +311,7 @@ fn nonces_and_jws_are_checked() {
         (413, "malformed")
     );
     // Another account cannot see this order.
-    let other = h.account();
+    let other = h.stranger();
     assert_eq!(h.post(&other, &p.order, None).status, 404);
 }
 

@@ -3,134 +3,28 @@
 //! `orderNotReady` for finalizing an order that is not ready (§7.4), `expired` / `invalid`
 //! past expiry (§7.1.6), 403 `unauthorized` for revoking another account's certificate
 //! (§7.6), the attestation object's limits enforced by the issuer itself (SPEC §5), and ACME
-//! Renewal Information (RFC 9773) for certificates that are not STAR.
+//! Renewal Information (RFC 9773) for certificates that are not STAR, one account per EAB key
+//! id (§7.3.4, as step-ca) and keyChange (§7.3.5).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
+use common::TlsKey;
 use common::client::{self, BASE, Client, b64, body, path, post, problem};
-use common::{Device, Manufacturer, TlsKey};
-use localcert_issuer::acme::{AcmeServer, Policy, Response};
-use localcert_issuer::ca::{self, CaFiles, IssuingCa};
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
-use localcert_issuer::validate::TrustConfig;
+use common::harness::{HMAC, Harness, KID};
+use localcert_issuer::acme::Policy;
+use localcert_issuer::store::Store;
 use localcert_proto::attestation::AttestationObject;
-use localcert_proto::origin::Origin;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
-
-const KID: &str = "kid-vod";
-const HMAC: &[u8] = &[42; 32];
-const USER: &[u8] = b"user-1";
-
-struct World {
-    _dir: tempfile::TempDir,
-    server: AcmeServer,
-    device: Device,
-    origin: Origin,
-    now: SystemTime,
-}
-
-impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let files = CaFiles::in_dir(dir.path());
-        ca::init_ca(&files, "test", now).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
-        let origin = Origin::parse("https://vod.example.com").unwrap();
-        store
-            .add_relying_party(&RelyingParty {
-                origin: origin.clone(),
-                eab_kid: KID.into(),
-                eab_hmac_key: HMAC.to_vec(),
-                status: RelyingPartyStatus::Active,
-                created: now,
-            })
-            .unwrap();
-        let maker = Manufacturer::new("Acme TVs");
-        let trust = TrustConfig::new(std::slice::from_ref(&maker.root_der), []).unwrap();
-        let ca = IssuingCa::load(&files).unwrap();
-        let server = AcmeServer::new(store, ca, trust, Policy::default(), BASE);
-        Self {
-            _dir: dir,
-            server,
-            device: maker.device("0001"),
-            origin,
-            now,
-        }
-    }
-
-    fn post(&self, client: &Client, path: &str, payload: Option<&Value>) -> Response {
-        post(&self.server, client, path, payload, self.now)
-    }
-
-    fn account(&self) -> Client {
-        let mut client = Client::new();
-        let eab = client.eab(KID, HMAC);
-        let response = self.post(
-            &client,
-            "/acme/new-account",
-            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": eab})),
-        );
-        assert_eq!(response.status, 201);
-        client.kid = Some(response.header("location").unwrap().to_owned());
-        client
-    }
-
-    fn name(&self) -> String {
-        self.device.name("tv", &self.origin).to_string()
-    }
-
-    /// A new order: (order path, authz path, challenge path, token).
-    fn order(&self, client: &Client) -> (String, String, String, String) {
-        let payload = json!({"identifiers": [{"type": "dns", "value": self.name()}]});
-        let response = self.post(client, "/acme/new-order", Some(&payload));
-        assert_eq!(response.status, 201);
-        let order = path(response.header("location").unwrap());
-        let authz = path(body(&response)["authorizations"][0].as_str().unwrap());
-        let challenge = body(&self.post(client, &authz, None))["challenges"][0].clone();
-        (
-            order,
-            authz,
-            path(challenge["url"].as_str().unwrap()),
-            challenge["token"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    fn att_obj(&self, client: &Client, token: &str, tls: &TlsKey) -> Vec<u8> {
-        let key_authorization = format!("{token}.{}", client.thumbprint());
-        let names = vec![self.device.name("tv", &self.origin)];
-        self.device
-            .attest(&key_authorization, &self.origin, USER, &tls.spki(), &names)
-    }
-
-    /// A whole issuance; the leaf's DER.
-    fn issue(&self, client: &Client) -> Vec<u8> {
-        let (order, _, chall, token) = self.order(client);
-        let tls = TlsKey::new();
-        let att = self.att_obj(client, &token, &tls);
-        let answered = self.post(client, &chall, Some(&json!({"attObj": b64(&att)})));
-        assert_eq!(answered.status, 200);
-        let csr = json!({"csr": b64(&tls.csr(&[&self.name()]))});
-        let finalized = self.post(client, &format!("{order}/finalize"), Some(&csr));
-        assert_eq!(finalized.status, 200);
-        let cert = path(body(&finalized)["certificate"].as_str().unwrap());
-        let chain = self.post(client, &cert, None);
-        ca::pem_blocks(&chain.body, "CERTIFICATE")
-            .unwrap()
-            .remove(0)
-    }
-}
 
 #[test]
 fn a_jws_with_another_content_type_gets_415() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
-    let (order, ..) = w.order(&client);
+    let order = w.order(&client, None).order;
     let nonce = client::nonce(&w.server, w.now);
     let jws = client.jws(&format!("{BASE}{order}"), &nonce, b"");
     for content_type in [Some("application/json"), Some("text/plain"), None] {
@@ -146,7 +40,7 @@ fn a_jws_with_another_content_type_gets_415() {
 
 #[test]
 fn bad_signature_algorithm_lists_the_accepted_ones() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
     let nonce = client::nonce(&w.server, w.now);
     let protected = json!({"alg": "RS256", "nonce": nonce, "url": format!("{BASE}/acme/new-order"),
@@ -167,9 +61,9 @@ fn bad_signature_algorithm_lists_the_accepted_ones() {
 
 #[test]
 fn finalizing_an_order_that_is_not_ready_gets_403_order_not_ready() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
-    let (order, ..) = w.order(&client);
+    let order = w.order(&client, None).order;
     let csr = json!({"csr": b64(&TlsKey::new().csr(&[&w.name()]))});
     let response = w.post(&client, &format!("{order}/finalize"), Some(&csr));
     assert_eq!(
@@ -181,9 +75,10 @@ fn finalizing_an_order_that_is_not_ready_gets_403_order_not_ready() {
 
 #[test]
 fn authorizations_and_orders_past_their_expiry_read_expired_and_invalid() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
-    let (order, authz, ..) = w.order(&client);
+    let p = w.order(&client, None);
+    let (order, authz) = (p.order, p.authz);
     assert_eq!(body(&w.post(&client, &authz, None))["status"], "pending");
     let late = w.now + Policy::default().order_lifetime;
     let authz_late = body(&post(&w.server, &client, &authz, None, late));
@@ -194,10 +89,10 @@ fn authorizations_and_orders_past_their_expiry_read_expired_and_invalid() {
 
 #[test]
 fn revoking_another_accounts_certificate_gets_403_unauthorized() {
-    let w = World::new();
+    let w = Harness::new();
     let owner = w.account();
     let leaf = w.issue(&owner);
-    let other = w.account();
+    let other = w.stranger();
     let request = json!({"certificate": b64(&leaf), "reason": 1});
     let response = w.post(&other, "/acme/revoke-cert", Some(&request));
     assert_eq!(
@@ -213,11 +108,12 @@ fn revoking_another_accounts_certificate_gets_403_unauthorized() {
 
 #[test]
 fn the_issuer_enforces_the_attestation_limits_itself() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
-    let (order, _, chall, token) = w.order(&client);
+    let p = w.order(&client, None);
+    let (order, chall, token) = (p.order, p.chall, p.token);
     let tls = TlsKey::new();
-    let good = AttestationObject::decode(&w.att_obj(&client, &token, &tls)).unwrap();
+    let good = AttestationObject::decode(&w.att_obj(&w.device, &client, &token, &tls)).unwrap();
     let with_chain = |x5c: Vec<Vec<u8>>| {
         AttestationObject {
             x5c,
@@ -257,7 +153,7 @@ fn the_issuer_enforces_the_attestation_limits_itself() {
 
 #[test]
 fn renewal_info_suggests_a_window_and_now_once_revoked() {
-    let w = World::new();
+    let w = Harness::new();
     let client = w.account();
     let leaf = w.issue(&client);
     let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
@@ -315,4 +211,149 @@ fn renewal_info_suggests_a_window_and_now_once_revoked() {
     let revoked = body(&get(&cert_id));
     let end = parse(&revoked["suggestedWindow"]["end"]);
     assert!(end <= time::OffsetDateTime::from(w.now) + time::Duration::seconds(1));
+}
+
+#[test]
+fn an_eab_key_id_binds_exactly_one_account() {
+    let w = Harness::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+    let created = w.new_account(&Client::from_pkcs8(pkcs8.as_ref()), KID, HMAC);
+    assert_eq!(created.status, 201);
+    // The same account key again: the same account.
+    let again = w.new_account(&Client::from_pkcs8(pkcs8.as_ref()), KID, HMAC);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("location"), created.header("location"));
+    // Another account key with the same EAB key id: refused, and nothing created.
+    let second = w.new_account(&Client::new(), KID, HMAC);
+    assert_eq!(
+        (second.status, problem(&second).as_str()),
+        (403, "unauthorized")
+    );
+    assert!(
+        body(&second)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already bound")
+    );
+    assert_eq!(w.last_audit().event, "refused");
+    let created_events = w.store.audit_log(100).unwrap();
+    let created_events = created_events
+        .iter()
+        .filter(|e| e.event == "account-created")
+        .count();
+    assert_eq!(created_events, 1);
+    // Deactivating the account does not free the key id.
+    let mut owner = Client::from_pkcs8(pkcs8.as_ref());
+    owner.kid = created.header("location").map(str::to_owned);
+    let account = path(owner.kid.as_deref().unwrap());
+    let deactivated = w.post(&owner, &account, Some(&json!({"status": "deactivated"})));
+    assert_eq!(body(&deactivated)["status"], "deactivated");
+    let third = w.new_account(&Client::new(), KID, HMAC);
+    assert_eq!(problem(&third), "unauthorized");
+}
+
+#[test]
+fn key_change_rotates_the_account_key() {
+    let w = Harness::new();
+    let old = w.account();
+    let account_url = old.kid.clone().unwrap();
+    let directory = body(&w.server.handle("GET", "/acme/directory", None, b"", w.now));
+    let url = format!("{BASE}/acme/key-change");
+    assert_eq!(directory["keyChange"], url);
+    let mut new = Client::new();
+    let inner = new.key_change(&url, &account_url, &old.jwk());
+    let changed = w.post(&old, "/acme/key-change", Some(&inner));
+    assert_eq!(
+        changed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&changed.body)
+    );
+    assert_eq!(changed.header("location"), Some(account_url.as_str()));
+    assert_eq!(w.last_audit().event, "account-key-changed");
+    // The old key no longer signs for the account; the new one does, and issues.
+    let account = path(&account_url);
+    assert_eq!(problem(&w.post(&old, &account, None)), "unauthorized");
+    new.kid = Some(account_url.clone());
+    assert_eq!(w.post(&new, &account, None).status, 200);
+    w.issue(&new);
+    // newAccount with the new key finds the same account.
+    let mut again = Client::new();
+    std::mem::swap(&mut again, &mut new);
+    again.kid = None;
+    let found = w.new_account(&again, KID, HMAC);
+    assert_eq!(
+        (found.status, found.header("location")),
+        (200, Some(account_url.as_str()))
+    );
+}
+
+#[test]
+fn bad_key_changes_are_refused_and_change_nothing() {
+    let w = Harness::new();
+    let owner = w.account();
+    let account_url = owner.kid.clone().unwrap();
+    let url = format!("{BASE}/acme/key-change");
+    let new = Client::new();
+    let stranger = w.stranger();
+    let nonce_inner = serde_json::from_slice::<Value>(
+        &new.sign(
+            &json!({"alg": "ES256", "url": url, "jwk": new.jwk(), "nonce": "n"}),
+            json!({"account": account_url, "oldKey": owner.jwk()})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .unwrap();
+    let mut forged = new.key_change(&url, &account_url, &owner.jwk());
+    forged["payload"] = json!(b64(b"{}"));
+    let cases = [
+        (nonce_inner, "malformed", 400),
+        (
+            new.key_change(
+                &format!("{BASE}/acme/new-order"),
+                &account_url,
+                &owner.jwk(),
+            ),
+            "malformed",
+            400,
+        ),
+        (
+            new.key_change(&url, stranger.kid.as_deref().unwrap(), &owner.jwk()),
+            "unauthorized",
+            403,
+        ),
+        (
+            new.key_change(&url, &account_url, &Client::new().jwk()),
+            "unauthorized",
+            403,
+        ),
+        (forged, "unauthorized", 403),
+        // The new key is another account's: 409 with that account's URL.
+        (
+            stranger.key_change(&url, &account_url, &owner.jwk()),
+            "malformed",
+            409,
+        ),
+    ];
+    for (inner, kind, status) in cases {
+        let response = w.post(&owner, "/acme/key-change", Some(&inner));
+        assert_eq!(
+            (response.status, problem(&response).as_str()),
+            (status, kind),
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_eq!(w.last_audit().event, "refused");
+        // The account still answers to its old key.
+        assert_eq!(w.post(&owner, &path(&account_url), None).status, 200);
+    }
+    let conflict = w.post(
+        &owner,
+        "/acme/key-change",
+        Some(&stranger.key_change(&url, &account_url, &owner.jwk())),
+    );
+    assert_eq!(conflict.header("location"), stranger.kid.as_deref());
 }

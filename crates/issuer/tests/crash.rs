@@ -82,17 +82,31 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
     ca::init_ca(&CaFiles::in_dir(dir.path()), "crash", now).unwrap();
     let tls_files = TlsFiles::in_dir(dir.path());
     ca::init_tls(&tls_files, now).unwrap();
-    let origin = Origin::parse("https://vod.example.com").unwrap();
-    SqliteStore::open(&dir.path().join("issuer.sqlite"))
-        .unwrap()
-        .add_relying_party(&RelyingParty {
-            origin: origin.clone(),
-            eab_kid: KID.into(),
-            eab_hmac_key: HMAC.to_vec(),
-            status: RelyingPartyStatus::Active,
-            created: now,
-        })
-        .unwrap();
+    // An EAB key binds one account, and every client makes a new account each round: one
+    // relying party per client and round.
+    let party = |round: usize, client: usize| {
+        (
+            Origin::parse(&format!("https://r{round}c{client}.example.com")).unwrap(),
+            format!("{KID}-{round}-{client}"),
+        )
+    };
+    {
+        let store = SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap();
+        for round in 0..ROUNDS {
+            for client in 0..CLIENTS {
+                let (origin, kid) = party(round, client);
+                store
+                    .add_relying_party(&RelyingParty {
+                        origin,
+                        eab_kid: kid,
+                        eab_hmac_key: HMAC.to_vec(),
+                        status: RelyingPartyStatus::Active,
+                        created: now,
+                    })
+                    .unwrap();
+            }
+        }
+    }
     let maker = Manufacturer::new("Crash TVs");
     std::fs::write(dir.path().join("manufacturer-root.der"), &maker.root_der).unwrap();
     let devices: Vec<_> = (0..CLIENTS)
@@ -120,12 +134,13 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
         let kill_after = Duration::from_millis(100 + random_below(900));
         runtime.block_on(async {
             let mut tasks = Vec::new();
-            for device in &devices {
-                let (device, origin, received) = (device.clone(), origin.clone(), received.clone());
+            for (i, device) in devices.iter().enumerate() {
+                let (origin, kid) = party(round, i);
+                let (device, received) = (device.clone(), received.clone());
                 let (directory, root) = (directory.clone(), tls_files.cert.clone());
                 tasks.push(tokio::spawn(async move {
                     // Until the server dies: each certificate received is recorded with its order.
-                    let Ok(account) = new_account(&root, &directory).await else {
+                    let Ok(account) = new_account(&root, &directory, kid).await else {
                         return;
                     };
                     let name = device.name("tv", &origin);
@@ -246,7 +261,11 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
     );
 }
 
-async fn new_account(root: &Path, directory: &str) -> Result<Account, instant_acme::Error> {
+async fn new_account(
+    root: &Path,
+    directory: &str,
+    kid: String,
+) -> Result<Account, instant_acme::Error> {
     let (account, _) = Account::builder_with_root(root)?
         .create(
             &NewAccount {
@@ -255,7 +274,7 @@ async fn new_account(root: &Path, directory: &str) -> Result<Account, instant_ac
                 only_return_existing: false,
             },
             directory.to_owned(),
-            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
+            Some(&ExternalAccountKey::new(kid, HMAC)),
         )
         .await?;
     Ok(account)

@@ -416,6 +416,55 @@ async fn instant_acme_drives_the_full_flow() {
         "urn:ietf:params:acme:error:malformed"
     );
 
+    // instant-acme rotates the account key (keyChange): the old key no longer signs for the
+    // account, the new one orders.
+    let old_key_order = raw
+        .post(&client, &base, "/acme/new-order", &star_request)
+        .await;
+    assert_eq!(old_key_order.status, 201);
+    let mut account = account;
+    let rotated = serde_json::to_value(account.update_key().await.unwrap()).unwrap();
+    let refused = raw
+        .post(&client, &base, "/acme/new-order", &star_request)
+        .await;
+    assert_eq!(
+        (refused.status, refused.json()["type"].as_str()),
+        (403, Some("urn:ietf:params:acme:error:unauthorized"))
+    );
+    client = Client::from_pkcs8(
+        &URL_SAFE_NO_PAD
+            .decode(rotated["key_pkcs8"].as_str().unwrap())
+            .unwrap(),
+    );
+    client.kid = Some(rotated["id"].as_str().unwrap().to_owned());
+    account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .unwrap();
+    // The EAB key is bound to this account: another account key cannot use it.
+    let second = Account::builder_with_root(&tls_files.cert)
+        .unwrap()
+        .create(
+            &NewAccount {
+                contact: &[],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            server.directory_url(),
+            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
+        )
+        .await;
+    match second {
+        Err(instant_acme::Error::Api(problem)) => {
+            assert_eq!(
+                problem.r#type.as_deref(),
+                Some("urn:ietf:params:acme:error:unauthorized")
+            );
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a second account was created with the same EAB key"),
+    }
+
     // Deactivation ends the account.
     account.deactivate().await.unwrap();
     let response = raw
@@ -441,6 +490,7 @@ async fn instant_acme_drives_the_full_flow() {
         "order-canceled",
         "revoked",
         "refused",
+        "account-key-changed",
         "account-deactivated",
     ] {
         assert!(

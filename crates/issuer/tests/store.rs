@@ -8,6 +8,8 @@
 #[path = "store/backends.rs"]
 #[macro_use]
 mod backends;
+#[path = "store/accounts.rs"]
+mod accounts;
 #[path = "store/races.rs"]
 mod races;
 
@@ -16,6 +18,11 @@ use std::time::{Duration, SystemTime};
 
 use backends::Db;
 
+use accounts::{
+    account_keys_change_only_from_the_current_key, accounts_are_unique_by_key,
+    an_eab_key_id_binds_one_account, audit_is_pruned_oldest_first_in_bounded_batches,
+    is_eab_key_bound,
+};
 use localcert_issuer::nonce::NonceKey;
 use localcert_issuer::store::{
     Account, AccountStatus, Attested, AuditEntry, Authorization, AuthzStatus, CertRecord,
@@ -24,7 +31,8 @@ use localcert_issuer::store::{
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 use races::{
-    attestations_race_to_one_ready_order, finalizes_race_to_one_issuance, nonce_races_to_one_taker,
+    attestations_race_to_one_ready_order, finalizes_race_to_one_issuance,
+    new_accounts_race_to_one_per_eab_key, nonce_races_to_one_taker,
     renewals_race_to_one_certificate,
 };
 
@@ -32,6 +40,9 @@ contract!(
     relying_parties_are_unique,
     nonces_are_single_use_and_expire,
     accounts_are_unique_by_key,
+    an_eab_key_id_binds_one_account,
+    account_keys_change_only_from_the_current_key,
+    audit_is_pruned_oldest_first_in_bounded_batches,
     orders_and_authorizations_keep_their_order,
     attestation_is_recorded_once_and_makes_the_order_ready,
     issuance_is_recorded_exactly_once,
@@ -44,6 +55,7 @@ contract!(
     renewals_race_to_one_certificate,
     attestations_race_to_one_ready_order,
     nonce_races_to_one_taker,
+    new_accounts_race_to_one_per_eab_key,
 );
 
 fn t(secs: u64) -> SystemTime {
@@ -424,51 +436,6 @@ fn order_with(id: &str, labels: &[&str]) -> (Order, Vec<Authorization>) {
         certificate_id: None,
     };
     (order, authorizations)
-}
-
-fn accounts_are_unique_by_key(db: &Db) {
-    let store = seeded(db, false);
-    let stored = store.account("acct-1").unwrap().unwrap();
-    assert_eq!(stored.origin, origin());
-    assert_eq!(
-        store.account_by_thumbprint("thumb-1").unwrap(),
-        Some(stored)
-    );
-    // One account per key: a second account with the same thumbprint is refused.
-    assert!(
-        store
-            .create_account(&account("acct-2", "thumb-1"), &note("account-created"))
-            .is_err()
-    );
-    assert!(store.account("acct-2").unwrap().is_none());
-    // An account must belong to a registered relying party.
-    let mut orphan = account("acct-3", "thumb-3");
-    orphan.eab_kid = "no-such-kid".into();
-    assert!(
-        store
-            .create_account(&orphan, &note("account-created"))
-            .is_err()
-    );
-    store
-        .create_account(&account("acct-4", "thumb-4"), &note("account-created"))
-        .unwrap();
-    store
-        .set_account_status(
-            "acct-4",
-            AccountStatus::Deactivated,
-            &note("account-deactivated"),
-        )
-        .unwrap();
-    assert_eq!(
-        store
-            .account_by_thumbprint("thumb-4")
-            .unwrap()
-            .unwrap()
-            .status,
-        AccountStatus::Deactivated
-    );
-    assert!(store.account("nope").unwrap().is_none());
-    assert!(store.account_by_thumbprint("nope").unwrap().is_none());
 }
 
 fn orders_and_authorizations_keep_their_order(db: &Db) {

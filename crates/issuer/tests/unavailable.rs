@@ -17,8 +17,9 @@ use localcert_issuer::acme::{AcmeServer, Policy, RETRY_AFTER_SECS, Response};
 use localcert_issuer::ca::{self, CaFiles, IssuingCa};
 use localcert_issuer::nonce::NonceId;
 use localcert_issuer::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
-    OrderStatus, RelyingParty, RelyingPartyStatus, RevocationSummary, SqliteStore, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome,
+    KeyChange, Order, OrderStatus, RelyingParty, RelyingPartyStatus, RevocationSummary,
+    SqliteStore, Store,
 };
 use localcert_issuer::validate::TrustConfig;
 use localcert_proto::origin::Origin;
@@ -71,6 +72,17 @@ impl Store for Switchable {
     }
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error> {
         self.up()?.account_by_thumbprint(thumbprint)
+    }
+    fn change_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        jwk: &str,
+        thumbprint: &str,
+        audit: &AuditEntry,
+    ) -> Result<KeyChange, Error> {
+        self.up()?
+            .change_account_key(id, old_thumbprint, jwk, thumbprint, audit)
     }
     fn set_account_status(
         &self,
@@ -147,6 +159,9 @@ impl Store for Switchable {
     }
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, Error> {
         self.up()?.audit_log(limit)
+    }
+    fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error> {
+        self.up()?.prune_audit(before, limit)
     }
 }
 

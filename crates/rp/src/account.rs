@@ -1,8 +1,11 @@
-//! The origin's ACME account at the issuer, made once with its EAB credentials.
+//! The origin's ACME account at the issuer, made once with its EAB credentials. The issuer binds
+//! one account to an EAB key id, so the account's key and URL are kept in a file (mode 0600)
+//! and reused after a restart.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use instant_acme::{Account, ExternalAccountKey, NewAccount};
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use tokio::sync::OnceCell;
 
 use crate::error::FlowError;
@@ -34,6 +37,9 @@ pub struct AcmeSettings {
     pub tls_root: Option<PathBuf>,
     /// The EAB credentials.
     pub eab: Eab,
+    /// Where the account's credentials (its private key and URL) are kept across restarts;
+    /// `None` keeps them in memory only (a second process cannot use the same EAB key).
+    pub account_file: Option<PathBuf>,
 }
 
 /// The origin's account, created at first use and kept for the life of the process.
@@ -60,7 +66,8 @@ impl AcmeAccount {
         }
     }
 
-    /// The account, created now if it is not yet (a failed creation is tried again next time).
+    /// The account, created now if it is not yet (a failed creation is tried again next time):
+    /// loaded from the account file when there is one, else created and saved there.
     pub async fn get(&self) -> Result<&Account, FlowError> {
         self.account
             .get_or_try_init(|| async {
@@ -69,6 +76,15 @@ impl AcmeAccount {
                     None => Account::builder(),
                 }
                 .map_err(FlowError::issuer)?;
+                let file = self.settings.account_file.as_deref();
+                if let Some(credentials) = file.map(load_credentials).transpose()?.flatten() {
+                    let account = builder
+                        .from_credentials(credentials)
+                        .await
+                        .map_err(FlowError::issuer)?;
+                    tracing::info!(account = account.id(), "ACME account loaded");
+                    return Ok(account);
+                }
                 let eab =
                     ExternalAccountKey::new(self.settings.eab.kid.clone(), &self.settings.eab.key);
                 let new_account = NewAccount {
@@ -76,7 +92,7 @@ impl AcmeAccount {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 };
-                let (account, _) = builder
+                let (account, credentials) = builder
                     .create(
                         &new_account,
                         self.settings.directory_url.clone(),
@@ -84,9 +100,48 @@ impl AcmeAccount {
                     )
                     .await
                     .map_err(FlowError::issuer)?;
-                tracing::info!(account = account.id(), "ACME account ready");
+                if let Some(file) = file {
+                    save_credentials(file, &credentials)?;
+                }
+                tracing::info!(account = account.id(), "ACME account created");
                 Ok(account)
             })
             .await
     }
+}
+
+fn account_file_error(path: &Path, what: impl std::fmt::Display) -> FlowError {
+    FlowError::Issuer(format!("ACME account file {}: {what}", path.display()))
+}
+
+/// The saved credentials, if the file exists; it must be readable by its owner only.
+fn load_credentials(path: &Path) -> Result<Option<AccountCredentials>, FlowError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = crate::config::read_private(path).map_err(|e| account_file_error(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| account_file_error(path, e))
+}
+
+/// Writes the credentials to `path`, created 0600 (through a temporary file renamed into
+/// place, so that a crash leaves the old file or the new one, never half of one).
+fn save_credentials(path: &Path, credentials: &AccountCredentials) -> Result<(), FlowError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |e: std::io::Error| account_file_error(path, e);
+    let json = serde_json::to_vec(credentials).map_err(|e| account_file_error(path, e))?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(error)?;
+    file.write_all(&json).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&temporary, path).map_err(error)
 }

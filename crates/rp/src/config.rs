@@ -15,6 +15,9 @@ use crate::account::{AcmeSettings, Eab};
 pub const ENV_EAB_KID: &str = "LOCALCERT_EAB_KID";
 /// Environment variable that overrides the EAB key (base64url).
 pub const ENV_EAB_KEY: &str = "LOCALCERT_EAB_KEY";
+/// Where the ACME account's credentials are kept, beside rp.toml unless `[acme] account_file`
+/// says otherwise (an EAB key binds one account: a restart must reuse it).
+pub const DEFAULT_ACCOUNT_FILE: &str = "rp-account.json";
 /// The default base path of the API.
 pub const DEFAULT_BASE_PATH: &str = "/localcert";
 /// The default request body limit: a GET_INFO answer with three 2048-byte certificates is
@@ -154,6 +157,7 @@ struct RawAcme {
     eab_kid: Option<String>,
     eab_key: Option<String>,
     eab_key_file: Option<PathBuf>,
+    account_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +395,10 @@ impl Config {
                 directory_url: raw.acme.directory,
                 tls_root: raw.acme.tls_root.map(at),
                 eab,
+                account_file: Some(at(raw
+                    .acme
+                    .account_file
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_ACCOUNT_FILE)))),
             },
             limits,
             cors,

@@ -71,6 +71,24 @@ fn relative_paths_are_relative_to_the_file() {
 }
 
 #[test]
+fn the_account_file_is_beside_the_config_unless_set() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(
+        config.acme.account_file.unwrap(),
+        Path::new("/etc/localcert/rp-account.json")
+    );
+    let text = MINIMAL.replace(
+        "eab_kid = \"kid-vod\"",
+        "eab_kid = \"kid-vod\"\naccount_file = \"/var/lib/localcert/account.json\"",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.acme.account_file.unwrap(),
+        Path::new("/var/lib/localcert/account.json")
+    );
+}
+
+#[test]
 fn files_open_to_group_or_others_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for mode in [0o640, 0o604, 0o644] {

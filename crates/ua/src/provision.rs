@@ -112,6 +112,9 @@ pub struct Plan {
     pub eab_kid: String,
     /// EAB HMAC key (raw bytes).
     pub eab_key: Vec<u8>,
+    /// Where the ACME account is kept between runs (an EAB key binds one account); `None`:
+    /// a new account for this run only.
+    pub acme_account_file: Option<std::path::PathBuf>,
     /// Our origin.
     pub origin: Origin,
     /// The user handle.
@@ -303,6 +306,7 @@ pub async fn provision<C: Connector, R: Resolver, P: Progress>(
             kid: plan.eab_kid.clone(),
             key: plan.eab_key.clone(),
         },
+        account_file: plan.acme_account_file.clone(),
     });
     let mut attempt = 1;
     loop {

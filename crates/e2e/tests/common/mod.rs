@@ -195,6 +195,7 @@ impl World {
             origin: Origin::parse(ORIGIN2).unwrap(),
             eab_kid: KID2.into(),
             eab_key: HMAC2.to_vec(),
+            acme_account_file: Some(self.dir.path().join("account-2.json")),
             ..self.plan()
         }
     }
@@ -206,6 +207,8 @@ impl World {
             issuer_root: self.issuer_root.clone(),
             eab_kid: KID.into(),
             eab_key: HMAC.to_vec(),
+            // One account per EAB key at the issuer: every provisioning of the world reuses it.
+            acme_account_file: Some(self.dir.path().join("account-1.json")),
             origin: Origin::parse(ORIGIN).unwrap(),
             user_handle: b"user-1".to_vec(),
             device_label: None,

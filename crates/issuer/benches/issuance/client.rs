@@ -15,16 +15,18 @@ use localcert_proto::origin::Origin;
 
 use crate::BoxResult;
 use crate::common::{Device, TlsKey};
+use crate::parties::Party;
 
-/// The relying party's EAB key.
-pub const KID: &str = "kid-bench";
-/// Its HMAC key.
+/// The relying parties' HMAC key (each has its own key id: one account per EAB key).
 pub const HMAC: &[u8] = &[7; 32];
 const USER: &[u8] = b"bench-user";
 
 /// A device and what its issuances reuse (the TLS key and its CSR).
 pub struct Subject {
-    device: Device,
+    /// The EAB key id of the origin's relying party.
+    pub kid: String,
+    /// The device.
+    pub device: Device,
     origin: Origin,
     name: LocalName,
     spki: Vec<u8>,
@@ -32,12 +34,15 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// A device named `label` in the origin's namespace, with a fresh TLS key.
-    pub fn new(device: Device, origin: &Origin, label: &str) -> Self {
+    /// A device named `label` in the namespace of relying party `party`, with a fresh TLS
+    /// key.
+    pub fn new(device: Device, party: &Party, label: &str) -> Self {
+        let origin = &party.origin;
         let name = device.name(label, origin);
         let key = TlsKey::new();
         let csr = key.csr(&[name.as_str()]);
         Self {
+            kid: party.kid.clone(),
             device,
             origin: origin.clone(),
             name,
@@ -47,8 +52,8 @@ impl Subject {
     }
 }
 
-/// Creates an account with the EAB key (a new HTTPS connection pool of its own).
-pub async fn new_account(tls_root: &Path, directory: &str) -> BoxResult<Account> {
+/// Creates the account of the EAB key `kid` (a new HTTPS connection pool of its own).
+pub async fn new_account(tls_root: &Path, directory: &str, kid: &str) -> BoxResult<Account> {
     let (account, _) = Account::builder_with_root(tls_root)?
         .create(
             &NewAccount {
@@ -57,7 +62,7 @@ pub async fn new_account(tls_root: &Path, directory: &str) -> BoxResult<Account>
                 only_return_existing: false,
             },
             directory.to_owned(),
-            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
+            Some(&ExternalAccountKey::new(kid.into(), HMAC)),
         )
         .await?;
     Ok(account)

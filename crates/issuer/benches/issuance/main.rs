@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p localcert-issuer --bench issuance`; environment: `BENCH_SECS` (per run,
 //! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
-//! big database, default 1000000; 0 skips it).
+//! big database, default 1000000; 0 skips it), `BENCH_POOL` (relying parties for the runs with
+//! new accounts, one per issuance since an EAB key binds one account; default 50000).
 
 #![allow(
     clippy::unwrap_used,
@@ -24,15 +25,16 @@ mod common;
 
 mod client;
 mod million;
+mod parties;
 mod server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use instant_acme::Account;
 use localcert_issuer::ca::{self, CaFiles, TlsFiles};
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
-use localcert_proto::origin::Origin;
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
@@ -44,8 +46,6 @@ use crate::server::{Sample, ServerProcess};
 
 /// The bench's error type.
 pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-const ORIGIN: &str = "https://vod.example.com";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -89,40 +89,35 @@ fn crypto_costs() -> (Duration, Duration) {
 
 struct Setup {
     dir: tempfile::TempDir,
-    origin: Origin,
     subjects: Vec<Arc<Subject>>,
+    /// Relying parties registered for the runs with new accounts, and the next one to use.
+    pool: usize,
+    pool_next: Arc<AtomicUsize>,
     chain_pem: String,
 }
 
-fn setup(max_clients: usize) -> BoxResult<Setup> {
+fn setup(max_clients: usize, pool: usize) -> BoxResult<Setup> {
     let dir = tempfile::tempdir()?;
     let now = SystemTime::now();
     ca::init_ca(&CaFiles::in_dir(dir.path()), "bench", now)?;
     ca::init_tls(&TlsFiles::in_dir(dir.path()), now)?;
-    let origin = Origin::parse(ORIGIN)?;
-    let store = SqliteStore::open(&dir.path().join("fresh.sqlite"))?;
-    store.add_relying_party(&RelyingParty {
-        origin: origin.clone(),
-        eab_kid: client::KID.into(),
-        eab_hmac_key: client::HMAC.to_vec(),
-        status: RelyingPartyStatus::Active,
-        created: now,
-    })?;
+    parties::register(&dir.path().join("fresh.sqlite"), max_clients, pool)?;
     let maker = common::Manufacturer::new("Bench TVs");
     std::fs::write(dir.path().join(server::MANUFACTURER_ROOT), &maker.root_der)?;
     let subjects = (0..max_clients)
         .map(|i| {
             Arc::new(Subject::new(
                 maker.device(&format!("{i:04}")),
-                &origin,
+                &parties::party(false, i),
                 "tv",
             ))
         })
         .collect();
     Ok(Setup {
         dir,
-        origin,
         subjects,
+        pool,
+        pool_next: Arc::default(),
         chain_pem: String::new(),
     })
 }
@@ -145,21 +140,17 @@ struct Run {
 async fn run(
     server: &mut ServerProcess,
     setup: &Setup,
+    accounts: &[Account],
     clients: usize,
     new_accounts: bool,
     secs: u64,
 ) -> BoxResult<(Run, Option<String>)> {
     let tls_root = TlsFiles::in_dir(setup.dir.path()).cert;
     let directory = format!("https://localhost:{}/acme/directory", server.port);
-    // Reused accounts are made before the clock starts.
-    let mut accounts = Vec::new();
-    if !new_accounts {
-        for _ in 0..clients {
-            accounts.push(Some(client::new_account(&tls_root, &directory).await?));
-        }
-    } else {
-        accounts.resize_with(clients, || None);
-    }
+    // Reused accounts were made before the clock started; new ones each take a fresh party.
+    let accounts: Vec<Option<Account>> = (0..clients)
+        .map(|i| (!new_accounts).then(|| accounts[i].clone()))
+        .collect();
     let fsync_count = server.count_fsyncs(&format!("{clients}-{new_accounts}"));
     let before: Sample = server.sample()?;
     let start = Instant::now();
@@ -167,6 +158,7 @@ async fn run(
     let mut tasks = Vec::new();
     for (subject, account) in setup.subjects.iter().cloned().zip(accounts) {
         let (tls_root, directory) = (tls_root.clone(), directory.clone());
+        let (pool, pool_next) = (setup.pool, setup.pool_next.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
@@ -174,11 +166,20 @@ async fn run(
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let outcome = async {
-                    let account = match &account {
-                        Some(account) => account.clone(),
-                        None => client::new_account(&tls_root, &directory).await?,
-                    };
-                    client::issue(&account, &subject).await
+                    match &account {
+                        Some(account) => client::issue(account, &subject).await,
+                        None => {
+                            let n = pool_next.fetch_add(1, Ordering::Relaxed);
+                            if n >= pool {
+                                return Err("BENCH_POOL exhausted".into());
+                            }
+                            let party = parties::party(true, n);
+                            let fresh = Subject::new(subject.device.clone(), &party, "tv");
+                            let account =
+                                client::new_account(&tls_root, &directory, &party.kid).await?;
+                            client::issue(&account, &fresh).await
+                        }
+                    }
                 }
                 .await;
                 match outcome {
@@ -306,11 +307,19 @@ async fn series(
             .join(" ")
     );
     print_header();
+    // One account per client's party, made once: its EAB key binds it.
+    let tls_root = TlsFiles::in_dir(setup.dir.path()).cert;
+    let directory = format!("https://localhost:{}/acme/directory", server.port);
+    let mut accounts = Vec::new();
+    let reused = runs.iter().filter(|r| !r.1).map(|r| r.0).max().unwrap_or(0);
+    for subject in &setup.subjects[..reused] {
+        accounts.push(client::new_account(&tls_root, &directory, &subject.kid).await?);
+    }
     let mut rates = Vec::new();
     for &(clients, new_accounts) in runs {
         // The crypto costs are measured again next to each run: the machine's load changes.
         let (verify, sign) = crypto_costs();
-        let (r, chain) = run(&mut server, setup, clients, new_accounts, secs).await?;
+        let (r, chain) = run(&mut server, setup, &accounts, clients, new_accounts, secs).await?;
         rates.push(print_run(&r, verify, sign, cores));
         if setup.chain_pem.is_empty() {
             setup.chain_pem = chain.unwrap_or_default();
@@ -332,8 +341,9 @@ fn main() -> BoxResult<()> {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let million: u64 = env_or("BENCH_MILLION", 1_000_000);
+    let pool: usize = env_or("BENCH_POOL", 50_000);
     let max_clients = clients.iter().copied().max().unwrap_or(1);
-    let mut setup = setup(max_clients)?;
+    let mut setup = setup(max_clients, pool)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
         "{cores} cores; bound/s = cores / (verif/i x verify + sign/i x sign), the CPU cost of \
@@ -353,7 +363,7 @@ fn main() -> BoxResult<()> {
         }
         let big_db = setup.dir.path().join("million.sqlite");
         let start = Instant::now();
-        million::generate(&big_db, &setup.origin, million, &setup.chain_pem)?;
+        million::generate(&big_db, setup.subjects.len(), million, &setup.chain_pem)?;
         let size = std::fs::metadata(&big_db)?.len();
         println!(
             "\ngenerated {million} issued certificates in {:.1} s ({} MB)",

@@ -1,17 +1,16 @@
 //! A database that already holds many issued certificates, made fast with direct bulk inserts
 //! (one transaction, prepared statements, no journal while generating) into the schema the
 //! store itself creates: each issuance is what the ACME flow leaves behind, an order, its valid
-//! authorization, the certificate and three audit rows.
+//! authorization, the certificate and three audit rows. Each generated account has its own
+//! relying party (an EAB key binds one account).
 
 use std::path::Path;
 use std::time::SystemTime;
 
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
-use localcert_proto::origin::Origin;
 use rusqlite::{Connection, params};
 
 use crate::BoxResult;
-use crate::client::{HMAC, KID};
+use crate::client::HMAC;
 
 /// Issued certificates per account.
 const PER_ACCOUNT: u64 = 100;
@@ -22,26 +21,21 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `count` issued certificates to a new database at `path`, with the bench's relying
-/// party registered.
-pub fn generate(path: &Path, origin: &Origin, count: u64, chain_pem: &str) -> BoxResult<()> {
+/// Writes `count` issued certificates to a new database at `path`, with the bench's `clients`
+/// relying parties registered.
+pub fn generate(path: &Path, clients: usize, count: u64, chain_pem: &str) -> BoxResult<()> {
     let now = SystemTime::now();
-    {
-        let store = SqliteStore::open(path)?;
-        store.add_relying_party(&RelyingParty {
-            origin: origin.clone(),
-            eab_kid: KID.into(),
-            eab_hmac_key: HMAC.to_vec(),
-            status: RelyingPartyStatus::Active,
-            created: now,
-        })?;
-    }
+    crate::parties::register(path, clients, 0)?;
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "OFF")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     let t = unix(now);
     let tx = conn.transaction()?;
     {
+        let mut party = tx.prepare(
+            "INSERT INTO relying_parties (origin, eab_kid, eab_hmac_key, status, created)
+             VALUES (?1, ?2, ?3, 'active', ?4)",
+        )?;
         let mut account = tx.prepare(
             "INSERT INTO accounts (id, eab_kid, jwk, thumbprint, status)
              VALUES (?1, ?2, ?3, ?4, 'valid')",
@@ -65,10 +59,13 @@ pub fn generate(path: &Path, origin: &Origin, count: u64, chain_pem: &str) -> Bo
         let spki = vec![4u8; 91];
         for i in 0..count {
             let account_id = format!("gen-account-{:08}", i / PER_ACCOUNT);
+            let origin = format!("https://gen{}.bench.example", i / PER_ACCOUNT);
+            let kid = format!("gen-kid-{:08}", i / PER_ACCOUNT);
             if i % PER_ACCOUNT == 0 {
+                party.execute(params![origin, kid, HMAC, t])?;
                 account.execute(params![
                     account_id,
-                    KID,
+                    kid,
                     "{}",
                     format!("gen-thumbprint-{:08}", i / PER_ACCOUNT)
                 ])?;
@@ -101,7 +98,7 @@ pub fn generate(path: &Path, origin: &Origin, count: u64, chain_pem: &str) -> Bo
                 ("attested", "by device certificate"),
                 ("issued", "serial"),
             ] {
-                audit.execute(params![at, event, origin.as_str(), order_id, detail])?;
+                audit.execute(params![at, event, origin, order_id, detail])?;
             }
         }
     }

@@ -5,11 +5,11 @@ use std::time::SystemTime;
 use localcert_proto::origin::Origin;
 use serde_json::{Value, json};
 
-use super::wire::{NewAccountPayload, Response, StatusPayload, parse_payload};
+use super::wire::{KeyChangePayload, NewAccountPayload, Response, StatusPayload, parse_payload};
 use super::{AcmeServer, Authenticated, Outcome, random_id};
 use crate::error::Refusal;
-use crate::jws::{self, Signer};
-use crate::store::{Account, AccountStatus, RelyingPartyStatus};
+use crate::jws::{self, Jwk, Jws, Signer};
+use crate::store::{Account, AccountStatus, KeyChange, RelyingPartyStatus};
 
 impl AcmeServer {
     pub(super) fn account_url(&self, account: &Account) -> String {
@@ -81,6 +81,71 @@ impl AcmeServer {
         }
         Ok(Response::json(201, &self.account_json(&account))
             .with("location", self.account_url(&account)))
+    }
+
+    /// keyChange (RFC 8555 §7.3.5): the outer JWS is signed by the account's current key, its
+    /// payload is a JWS signed by the new key over the account URL and the old key.
+    pub(super) fn key_change(&self, auth: &Authenticated, now: SystemTime) -> Outcome {
+        let account = auth.account()?;
+        let inner = Jws::parse_key_change(&auth.jws.payload)?;
+        let Signer::Jwk(new_key) = &inner.signer else {
+            return Err(Refusal::Malformed("the inner keyChange JWS must use jwk".into()).into());
+        };
+        inner.verify(new_key)?;
+        self.tally.verified(1);
+        if inner.url != auth.jws.url {
+            return Err(Refusal::Malformed(
+                "the inner keyChange JWS url differs from the outer one".into(),
+            )
+            .into());
+        }
+        let payload: KeyChangePayload = serde_json::from_slice(&inner.payload)
+            .map_err(|e| Refusal::Malformed(format!("keyChange payload: {e}")))?;
+        if payload.account != self.account_url(account) {
+            return Err(Refusal::KeyChange("account is not the signer's account").into());
+        }
+        if Jwk::from_value(&payload.old_key)?.to_json() != account.jwk {
+            return Err(Refusal::KeyChange("oldKey is not the account's current key").into());
+        }
+        let thumbprint = new_key.thumbprint();
+        let audit = Self::entry(
+            now,
+            "account-key-changed",
+            Some(&account.origin),
+            &account.id,
+            &format!("new key thumbprint {thumbprint}"),
+        );
+        match self.store.change_account_key(
+            &account.id,
+            &account.thumbprint,
+            &new_key.to_json(),
+            &thumbprint,
+            &audit,
+        )? {
+            KeyChange::Changed => {
+                let mut account = account.clone();
+                account.jwk = new_key.to_json();
+                account.thumbprint = thumbprint;
+                Ok(Response::json(200, &self.account_json(&account))
+                    .with("location", self.account_url(&account)))
+            }
+            // A concurrent keyChange won: this request's old key is no longer the account's.
+            KeyChange::Stale => {
+                Err(Refusal::KeyChange("oldKey is not the account's current key").into())
+            }
+            KeyChange::KeyInUse(holder) => {
+                let refusal = Refusal::KeyInUse;
+                self.audit(
+                    now,
+                    "refused",
+                    Some(&account.origin),
+                    "/acme/key-change",
+                    &refusal.to_string(),
+                );
+                Ok(Response::problem(&refusal)
+                    .with("location", self.url(&format!("/acme/account/{holder}"))))
+            }
+        }
     }
 
     pub(super) fn account(&self, auth: &Authenticated, id: &str, now: SystemTime) -> Outcome {

@@ -89,6 +89,14 @@ pub(super) struct NewAccountPayload {
     pub(super) external_account_binding: Option<Value>,
 }
 
+/// The inner payload of a keyChange (RFC 8555 §7.3.5).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct KeyChangePayload {
+    pub(super) account: String,
+    pub(super) old_key: Value,
+}
+
 #[derive(Deserialize)]
 pub(super) struct IdentifierPayload {
     #[serde(rename = "type")]

@@ -1,6 +1,7 @@
 //! [`Store`] on PostgreSQL: the same transactions as the SQLite store, written for several
 //! writers. Where SQLite relies on its single writer, these take row locks: the relying party
-//! on revocation, the order on attestation and on issuance.
+//! on account creation and revocation, the order on attestation and on issuance. Every change
+//! goes through [`PgStore::audited`], which commits it with its audit line.
 
 use std::time::SystemTime;
 
@@ -8,27 +9,28 @@ use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 
 use super::postgres_conn::{
-    AUTHZ_COLUMNS, CERT_COLUMNS, ORDER_COLUMNS, PgStore, all, audit_in, count, db_error, execute,
-    one, query_opt, seconds,
+    AUTHZ_COLUMNS, CERT_COLUMNS, ORDER_COLUMNS, PgStore, audit_in, count, db_error, execute,
+    query_opt, seconds,
 };
 use super::postgres_rows::{
     account_from_row, audit_from_row, authz_from_row, cert_from_row, order_from_row, order_status,
     rp_from_row,
 };
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::nonce::NonceId;
 use crate::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
-    OrderStatus, RelyingParty, RevocationSummary, Store, unix,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome,
+    KeyChange, Order, OrderStatus, RelyingParty, RevocationSummary, Store, unix,
 };
+
+const ACCOUNT_SELECT: &str = "SELECT a.id, a.eab_kid, r.origin, a.jwk, a.thumbprint, a.status
+     FROM accounts a JOIN relying_parties r ON a.eab_kid = r.eab_kid";
 
 impl Store for PgStore {
     fn add_relying_party(&self, rp: &RelyingParty) -> Result<(), Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             let inserted = execute(
-                &tx,
+                tx,
                 "INSERT INTO relying_parties (origin, eab_kid, eab_hmac_key, status, created)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (origin) DO NOTHING",
                 &[
@@ -43,47 +45,33 @@ impl Store for PgStore {
             if inserted == 0 {
                 return Err(Error::AlreadyRegistered(rp.origin.to_string()));
             }
-            audit_in(
-                &tx,
-                &AuditEntry {
-                    at: rp.created,
-                    event: "rp-added".into(),
-                    origin: Some(rp.origin.to_string()),
-                    subject: rp.eab_kid.clone(),
-                    detail: "relying party registered".into(),
-                },
-            )
-            .await?;
-            tx.commit().await.map_err(db_error)
+            let audit = AuditEntry {
+                at: rp.created,
+                event: "rp-added".into(),
+                origin: Some(rp.origin.to_string()),
+                subject: rp.eab_kid.clone(),
+                detail: "relying party registered".into(),
+            };
+            Ok(((), Some(audit)))
         })
     }
 
     fn relying_parties(&self) -> Result<Vec<RelyingParty>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
-                 ORDER BY origin COLLATE \"C\"",
-                &[],
-                rp_from_row,
-            )
-            .await
-        })
+        self.read_all(
+            "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
+             ORDER BY origin COLLATE \"C\"",
+            &[],
+            rp_from_row,
+        )
     }
 
     fn relying_party_by_kid(&self, kid: &str) -> Result<Option<RelyingParty>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
-                 WHERE eab_kid = $1",
-                &[&kid],
-                rp_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            "SELECT origin, eab_kid, eab_hmac_key, status, created FROM relying_parties
+             WHERE eab_kid = $1",
+            &[&kid],
+            rp_from_row,
+        )
     }
 
     fn revoke_relying_party(
@@ -91,33 +79,31 @@ impl Store for PgStore {
         origin: &Origin,
         now: SystemTime,
     ) -> Result<Option<RevocationSummary>, Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             let Some(row) = query_opt(
-                &tx,
+                tx,
                 "SELECT eab_kid FROM relying_parties WHERE origin = $1 FOR UPDATE",
                 &[&origin.as_str()],
             )
             .await?
             else {
-                return Ok(None);
+                return Ok((None, None));
             };
             let kid: String = row.try_get(0).map_err(db_error)?;
             execute(
-                &tx,
+                tx,
                 "UPDATE relying_parties SET status = 'revoked' WHERE eab_kid = $1",
                 &[&kid],
             )
             .await?;
             let accounts = execute(
-                &tx,
+                tx,
                 "UPDATE accounts SET status = 'revoked' WHERE eab_kid = $1 AND status != 'revoked'",
                 &[&kid],
             )
             .await?;
             let certificates = execute(
-                &tx,
+                tx,
                 "UPDATE certificates SET revoked_at = $2, revocation_reason = 9
                  WHERE revoked_at IS NULL AND not_after > $2 AND order_id IN (
                      SELECT o.id FROM orders o JOIN accounts a ON o.account_id = a.id
@@ -126,7 +112,7 @@ impl Store for PgStore {
             )
             .await?;
             let star_orders = execute(
-                &tx,
+                tx,
                 "UPDATE orders SET star_canceled = TRUE
                  WHERE star_end IS NOT NULL AND NOT star_canceled AND account_id IN (
                      SELECT id FROM accounts WHERE eab_kid = $1)",
@@ -134,7 +120,7 @@ impl Store for PgStore {
             )
             .await?;
             execute(
-                &tx,
+                tx,
                 "UPDATE orders SET status = 'invalid'
                  WHERE status IN ('pending', 'ready') AND account_id IN (
                      SELECT id FROM accounts WHERE eab_kid = $1)",
@@ -146,55 +132,57 @@ impl Store for PgStore {
                 certificates: count(certificates),
                 star_orders: count(star_orders),
             };
-            audit_in(
-                &tx,
-                &AuditEntry {
-                    at: now,
-                    event: "rp-revoked".into(),
-                    origin: Some(origin.to_string()),
-                    subject: kid,
-                    detail: format!(
-                        "{} account(s) revoked, {} certificate(s) revoked, \
-                         {} STAR order(s) canceled",
-                        summary.accounts, summary.certificates, summary.star_orders
-                    ),
-                },
-            )
-            .await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(Some(summary))
+            let audit = AuditEntry {
+                at: now,
+                event: "rp-revoked".into(),
+                origin: Some(origin.to_string()),
+                subject: kid,
+                detail: format!(
+                    "{} account(s) revoked, {} certificate(s) revoked, {} STAR order(s) canceled",
+                    summary.accounts, summary.certificates, summary.star_orders
+                ),
+            };
+            Ok((Some(summary), Some(audit)))
         })
     }
 
     fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error> {
         let expires = i64::try_from(nonce.expires).unwrap_or(i64::MAX);
-        self.block(async {
-            let client = self.client().await?;
-            // The primary key decides: exactly one replica's insert of this id succeeds.
-            // Expired ids go too (through the index on `expires`), so the table stays small.
-            let row = query_opt(
-                &client,
-                "WITH expired AS (DELETE FROM consumed_nonces WHERE expires <= $3),
-                      taken AS (INSERT INTO consumed_nonces (id, expires) VALUES ($1, $2)
-                                ON CONFLICT DO NOTHING RETURNING 1)
-                 SELECT count(*) FROM taken",
-                &[&nonce.id.as_slice(), &expires, &unix(now)],
-            )
-            .await?;
-            let taken: i64 = match row {
-                Some(row) => row.try_get(0).map_err(db_error)?,
-                None => 0,
-            };
-            Ok(taken == 1 && expires > unix(now))
-        })
+        // The primary key decides: exactly one replica's insert of this id succeeds. Expired
+        // ids go too (through the index on `expires`), so the table stays small.
+        let taken = self.read_one(
+            "WITH expired AS (DELETE FROM consumed_nonces WHERE expires <= $3),
+                  taken AS (INSERT INTO consumed_nonces (id, expires) VALUES ($1, $2)
+                            ON CONFLICT DO NOTHING RETURNING 1)
+             SELECT count(*) FROM taken",
+            &[&nonce.id.as_slice(), &expires, &unix(now)],
+            |row| row.try_get::<_, i64>(0).map_err(db_error),
+        )?;
+        Ok(taken == Some(1) && expires > unix(now))
     }
 
     fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
+            // The relying party's row lock serializes newAccounts with its key id across
+            // replicas: the second one sees the first one's account below.
+            query_opt(
+                tx,
+                "SELECT 1 FROM relying_parties WHERE eab_kid = $1 FOR UPDATE",
+                &[&account.eab_kid],
+            )
+            .await?;
+            if query_opt(
+                tx,
+                "SELECT 1 FROM accounts WHERE eab_kid = $1",
+                &[&account.eab_kid],
+            )
+            .await?
+            .is_some()
+            {
+                return Err(Refusal::EabKeyBound.into());
+            }
             execute(
-                &tx,
+                tx,
                 "INSERT INTO accounts (id, eab_kid, jwk, thumbprint, status)
                  VALUES ($1, $2, $3, $4, $5)",
                 &[
@@ -206,38 +194,58 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)
+            Ok(((), Some(audit.clone())))
         })
     }
 
     fn account(&self, id: &str) -> Result<Option<Account>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                "SELECT a.id, a.eab_kid, r.origin, a.jwk, a.thumbprint, a.status
-                 FROM accounts a JOIN relying_parties r ON a.eab_kid = r.eab_kid
-                 WHERE a.id = $1",
-                &[&id],
-                account_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            &format!("{ACCOUNT_SELECT} WHERE a.id = $1"),
+            &[&id],
+            account_from_row,
+        )
     }
 
     fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                "SELECT a.id, a.eab_kid, r.origin, a.jwk, a.thumbprint, a.status
-                 FROM accounts a JOIN relying_parties r ON a.eab_kid = r.eab_kid
-                 WHERE a.thumbprint = $1",
+        self.read_one(
+            &format!("{ACCOUNT_SELECT} WHERE a.thumbprint = $1"),
+            &[&thumbprint],
+            account_from_row,
+        )
+    }
+
+    fn change_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        jwk: &str,
+        thumbprint: &str,
+        audit: &AuditEntry,
+    ) -> Result<KeyChange, Error> {
+        self.audited(async |tx| {
+            // The unique thumbprint settles two accounts racing to the same key: the loser's
+            // update fails and rolls back.
+            if let Some(row) = query_opt(
+                tx,
+                "SELECT id FROM accounts WHERE thumbprint = $1",
                 &[&thumbprint],
-                account_from_row,
             )
-            .await
+            .await?
+            {
+                let holder: String = row.try_get(0).map_err(db_error)?;
+                return Ok((KeyChange::KeyInUse(holder), None));
+            }
+            let changed = execute(
+                tx,
+                "UPDATE accounts SET jwk = $3, thumbprint = $4 WHERE id = $1 AND thumbprint = $2",
+                &[&id, &old_thumbprint, &jwk, &thumbprint],
+            )
+            .await?;
+            Ok(if changed == 1 {
+                (KeyChange::Changed, Some(audit.clone()))
+            } else {
+                (KeyChange::Stale, None)
+            })
         })
     }
 
@@ -247,17 +255,14 @@ impl Store for PgStore {
         status: AccountStatus,
         audit: &AuditEntry,
     ) -> Result<(), Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             execute(
-                &tx,
+                tx,
                 "UPDATE accounts SET status = $2 WHERE id = $1",
                 &[&id, &status.as_str()],
             )
             .await?;
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)
+            Ok(((), Some(audit.clone())))
         })
     }
 
@@ -269,11 +274,9 @@ impl Store for PgStore {
     ) -> Result<(), Error> {
         let names: Vec<&str> = order.names.iter().map(LocalName::as_str).collect();
         let names = names.join(",");
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             execute(
-                &tx,
+                tx,
                 "INSERT INTO orders (id, account_id, names, status, expires, star_end,
                      star_lifetime, star_canceled, certificate_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -292,7 +295,7 @@ impl Store for PgStore {
             .await?;
             for authz in authorizations {
                 execute(
-                    &tx,
+                    tx,
                     "INSERT INTO authorizations (id, order_id, name, status, token, expires)
                      VALUES ($1, $2, $3, $4, $5, $6)",
                     &[
@@ -306,63 +309,40 @@ impl Store for PgStore {
                 )
                 .await?;
             }
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)
+            Ok(((), Some(audit.clone())))
         })
     }
 
     fn order(&self, id: &str) -> Result<Option<Order>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                &format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"),
-                &[&id],
-                order_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"),
+            &[&id],
+            order_from_row,
+        )
     }
 
     fn order_ids(&self, account_id: &str) -> Result<Vec<String>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                "SELECT id FROM orders WHERE account_id = $1 ORDER BY seq",
-                &[&account_id],
-                |row| row.try_get(0).map_err(db_error),
-            )
-            .await
-        })
+        self.read_all(
+            "SELECT id FROM orders WHERE account_id = $1 ORDER BY seq",
+            &[&account_id],
+            |row| row.try_get(0).map_err(db_error),
+        )
     }
 
     fn authorizations(&self, order_id: &str) -> Result<Vec<Authorization>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                &format!(
-                    "SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE order_id = $1 ORDER BY seq"
-                ),
-                &[&order_id],
-                authz_from_row,
-            )
-            .await
-        })
+        self.read_all(
+            &format!("SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE order_id = $1 ORDER BY seq"),
+            &[&order_id],
+            authz_from_row,
+        )
     }
 
     fn authorization(&self, id: &str) -> Result<Option<Authorization>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                &format!("SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE id = $1"),
-                &[&id],
-                authz_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            &format!("SELECT {AUTHZ_COLUMNS} FROM authorizations WHERE id = $1"),
+            &[&id],
+            authz_from_row,
+        )
     }
 
     fn record_attestation(
@@ -371,11 +351,9 @@ impl Store for PgStore {
         attested: &Attested,
         audit: &AuditEntry,
     ) -> Result<bool, Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             let Some(row) = query_opt(
-                &tx,
+                tx,
                 "UPDATE authorizations SET status = 'valid', attested_spki = $2, user_handle = $3,
                      device_certificate_sha256 = $4, attested_at = $5
                  WHERE id = $1 AND status = 'pending'
@@ -390,19 +368,19 @@ impl Store for PgStore {
             )
             .await?
             else {
-                return Ok(false);
+                return Ok((false, None));
             };
             let order_id: String = row.try_get(0).map_err(db_error)?;
             // Two authorizations of one order attested at once on two replicas: the order lock
             // makes the second one's check below see the first one's commit.
             query_opt(
-                &tx,
+                tx,
                 "SELECT 1 FROM orders WHERE id = $1 FOR UPDATE",
                 &[&order_id],
             )
             .await?;
             execute(
-                &tx,
+                tx,
                 "UPDATE orders SET status = 'ready'
                  WHERE id = $1 AND status = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM authorizations
@@ -410,18 +388,14 @@ impl Store for PgStore {
                 &[&order_id],
             )
             .await?;
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(true)
+            Ok((true, Some(audit.clone())))
         })
     }
 
     fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             execute(
-                &tx,
+                tx,
                 "UPDATE orders SET
                      star_canceled = star_canceled OR star_end IS NOT NULL,
                      status = CASE WHEN status IN ('pending', 'ready') THEN 'invalid'
@@ -430,29 +404,23 @@ impl Store for PgStore {
                 &[&id],
             )
             .await?;
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)
+            Ok(((), Some(audit.clone())))
         })
     }
 
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                &format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders o JOIN certificates c
-                         ON o.certificate_id = c.id
-                     WHERE o.status = 'valid' AND o.star_end IS NOT NULL AND NOT o.star_canceled
-                       AND c.not_after < o.star_end
-                       AND c.not_before + (c.not_after - c.not_before) / 2 <= $1
-                     ORDER BY o.seq"
-                ),
-                &[&unix(now)],
-                order_from_row,
-            )
-            .await
-        })
+        self.read_all(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM orders o JOIN certificates c
+                     ON o.certificate_id = c.id
+                 WHERE o.status = 'valid' AND o.star_end IS NOT NULL AND NOT o.star_canceled
+                   AND c.not_after < o.star_end
+                   AND c.not_before + (c.not_after - c.not_before) / 2 <= $1
+                 ORDER BY o.seq"
+            ),
+            &[&unix(now)],
+            order_from_row,
+        )
     }
 
     fn issue(
@@ -464,13 +432,11 @@ impl Store for PgStore {
         audit: &AuditEntry,
     ) -> Result<IssueOutcome, Error> {
         let new_id = cert.id.as_str();
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             // The order row stays locked until the commit: a concurrent finalize or renewal on
             // another replica waits here, then reads this one's result.
             let Some(row) = query_opt(
-                &tx,
+                tx,
                 "SELECT status, certificate_id, star_canceled FROM orders
                  WHERE id = $1 FOR UPDATE",
                 &[&order_id],
@@ -487,10 +453,10 @@ impl Store for PgStore {
                 None => true,
             };
             if status != expected || !replaces_latest {
-                return Ok(IssueOutcome::NotReady(status));
+                return Ok((IssueOutcome::NotReady(status), None));
             }
             execute(
-                &tx,
+                tx,
                 &format!(
                     "INSERT INTO certificates ({CERT_COLUMNS}, replaces)
                      VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7)"
@@ -507,45 +473,34 @@ impl Store for PgStore {
             )
             .await?;
             execute(
-                &tx,
+                tx,
                 "UPDATE orders SET status = 'valid', certificate_id = $2 WHERE id = $1",
                 &[&order_id, &new_id],
             )
             .await?;
-            audit_in(&tx, audit).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(IssueOutcome::Issued(CertRecord {
+            let issued = CertRecord {
                 order_id: order_id.to_owned(),
                 revoked: None,
                 ..cert.clone()
-            }))
+            };
+            Ok((IssueOutcome::Issued(issued), Some(audit.clone())))
         })
     }
 
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE id = $1"),
-                &[&id],
-                cert_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE id = $1"),
+            &[&id],
+            cert_from_row,
+        )
     }
 
     fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertRecord>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            one(
-                &client,
-                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"),
-                &[&serial],
-                cert_from_row,
-            )
-            .await
-        })
+        self.read_one(
+            &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1"),
+            &[&serial],
+            cert_from_row,
+        )
     }
 
     fn revoke_certificate(
@@ -555,61 +510,57 @@ impl Store for PgStore {
         now: SystemTime,
         audit: &AuditEntry,
     ) -> Result<bool, Error> {
-        self.block(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
+        self.audited(async |tx| {
             let revoked = execute(
-                &tx,
+                tx,
                 "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
                  WHERE id = $1 AND revoked_at IS NULL",
                 &[&id, &unix(now), &i16::from(reason)],
             )
             .await?
                 == 1;
-            if revoked {
-                audit_in(&tx, audit).await?;
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok(revoked)
+            Ok((revoked, revoked.then(|| audit.clone())))
         })
     }
 
     fn revoked_unexpired(&self, now: SystemTime) -> Result<Vec<CertRecord>, Error> {
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                &format!(
-                    "SELECT {CERT_COLUMNS} FROM certificates
-                     WHERE revoked_at IS NOT NULL AND not_after > $1
-                     ORDER BY serial COLLATE \"C\""
-                ),
-                &[&unix(now)],
-                cert_from_row,
-            )
-            .await
-        })
+        self.read_all(
+            &format!(
+                "SELECT {CERT_COLUMNS} FROM certificates
+                 WHERE revoked_at IS NOT NULL AND not_after > $1
+                 ORDER BY serial COLLATE \"C\""
+            ),
+            &[&unix(now)],
+            cert_from_row,
+        )
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<(), Error> {
-        self.block(async {
-            let client = self.client().await?;
-            audit_in(&client, entry).await
-        })
+        self.block(async { audit_in(&self.client().await?, entry).await })
     }
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.block(async {
-            let client = self.client().await?;
-            all(
-                &client,
-                "SELECT at, event, origin, subject, detail FROM (
-                     SELECT * FROM audit ORDER BY seq DESC LIMIT $1) latest ORDER BY seq",
-                &[&limit],
-                audit_from_row,
+        self.read_all(
+            "SELECT at, event, origin, subject, detail FROM (
+                 SELECT * FROM audit ORDER BY seq DESC LIMIT $1) latest ORDER BY seq",
+            &[&limit],
+            audit_from_row,
+        )
+    }
+
+    fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.audited(async |tx| {
+            // `audit_by_time` finds the oldest rows without a scan.
+            let deleted = execute(
+                tx,
+                "DELETE FROM audit WHERE seq IN (
+                     SELECT seq FROM audit WHERE at < $1 ORDER BY at LIMIT $2)",
+                &[&unix(before), &limit],
             )
-            .await
+            .await?;
+            Ok((count(deleted), None))
         })
     }
 }

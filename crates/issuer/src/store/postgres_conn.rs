@@ -21,7 +21,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -254,6 +254,7 @@ CREATE TABLE IF NOT EXISTS audit (
     subject TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit(at);
 ";
 
 pub(super) const ORDER_COLUMNS: &str = "o.id, o.account_id, o.names, o.status, o.expires, \
@@ -370,6 +371,44 @@ pub(super) async fn audit_in<C: GenericClient>(
 impl PgStore {
     pub(super) async fn client(&self) -> Result<deadpool_postgres::Client, Error> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `change` in one transaction and commits it with the audit entry it returns, so a
+    /// change is never recorded without its audit line nor the reverse. An error rolls back.
+    pub(super) fn audited<T>(
+        &self,
+        change: impl AsyncFnOnce(&Transaction<'_>) -> Result<(T, Option<AuditEntry>), Error>,
+    ) -> Result<T, Error> {
+        self.block(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let (result, audit) = change(&tx).await?;
+            if let Some(audit) = audit {
+                audit_in(&tx, &audit).await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(result)
+        })
+    }
+
+    /// The row `sql` selects, if any, converted (outside any transaction).
+    pub(super) fn read_one<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        from_row: fn(&Row) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        self.block(async { one(&self.client().await?, sql, params, from_row).await })
+    }
+
+    /// The rows `sql` selects, converted (outside any transaction).
+    pub(super) fn read_all<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        from_row: fn(&Row) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        self.block(async { all(&self.client().await?, sql, params, from_row).await })
     }
 }
 

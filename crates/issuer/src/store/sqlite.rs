@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use super::sqlite_ops as ops;
 use super::sqlite_rows::{SCHEMA, audit_in};
 use super::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
-    OrderStatus, RelyingParty, RevocationSummary, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome,
+    KeyChange, Order, OrderStatus, RelyingParty, RevocationSummary, Store,
 };
 use crate::error::Error;
 use crate::nonce::{NonceId, ReplayWindow};
@@ -280,6 +280,19 @@ impl Store for SqliteStore {
         self.read(move |c| ops::account(c, "a.thumbprint", &thumbprint))
     }
 
+    fn change_account_key(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        jwk: &str,
+        thumbprint: &str,
+        audit: &AuditEntry,
+    ) -> Result<KeyChange, Error> {
+        let (id, old, audit) = (id.to_owned(), old_thumbprint.to_owned(), audit.clone());
+        let (jwk, thumbprint) = (jwk.to_owned(), thumbprint.to_owned());
+        self.write(move |c| ops::change_account_key(c, &id, &old, &jwk, &thumbprint, &audit))
+    }
+
     fn set_account_status(
         &self,
         id: &str,
@@ -385,5 +398,9 @@ impl Store for SqliteStore {
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, Error> {
         self.read(move |c| ops::audit_log(c, limit))
+    }
+
+    fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error> {
+        self.write(move |c| ops::prune_audit(c, before, limit))
     }
 }

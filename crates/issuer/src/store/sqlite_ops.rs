@@ -13,10 +13,10 @@ use super::sqlite_rows::{
     cert_from_row, order_from_row, rp_from_row, status,
 };
 use super::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome, Order,
-    OrderStatus, RelyingParty, RevocationSummary, from_unix, unix,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome,
+    KeyChange, Order, OrderStatus, RelyingParty, RevocationSummary, from_unix, unix,
 };
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
@@ -144,6 +144,13 @@ pub(super) fn create_account(
     account: &Account,
     audit: &AuditEntry,
 ) -> Result<(), Error> {
+    // The single writer makes this check and the insert one step: no other account can slip in.
+    let bound: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE eab_kid = ?1)")?
+        .query_row([&account.eab_kid], |r| r.get(0))?;
+    if bound {
+        return Err(Refusal::EabKeyBound.into());
+    }
     execute(
         conn,
         "INSERT INTO accounts (id, eab_kid, jwk, thumbprint, status)
@@ -173,6 +180,33 @@ pub(super) fn account(
     ))?
     .query_row([value], account_from_row)
     .optional()
+}
+
+pub(super) fn change_account_key(
+    conn: &Connection,
+    id: &str,
+    old_thumbprint: &str,
+    jwk: &str,
+    thumbprint: &str,
+    audit: &AuditEntry,
+) -> Result<KeyChange, Error> {
+    let holder: Option<String> = conn
+        .prepare_cached("SELECT id FROM accounts WHERE thumbprint = ?1")?
+        .query_row([thumbprint], |r| r.get(0))
+        .optional()?;
+    if let Some(holder) = holder {
+        return Ok(KeyChange::KeyInUse(holder));
+    }
+    let changed = execute(
+        conn,
+        "UPDATE accounts SET jwk = ?3, thumbprint = ?4 WHERE id = ?1 AND thumbprint = ?2",
+        params![id, old_thumbprint, jwk, thumbprint],
+    )?;
+    if changed != 1 {
+        return Ok(KeyChange::Stale);
+    }
+    audit_in(conn, audit)?;
+    Ok(KeyChange::Changed)
 }
 
 pub(super) fn set_account_status(
@@ -447,4 +481,18 @@ pub(super) fn audit_log(conn: &Connection, limit: usize) -> rusqlite::Result<Vec
         })
     })?;
     rows.collect()
+}
+
+pub(super) fn prune_audit(
+    conn: &Connection,
+    before: SystemTime,
+    limit: usize,
+) -> Result<usize, Error> {
+    // `audit_by_time` finds the oldest rows without a scan.
+    Ok(execute(
+        conn,
+        "DELETE FROM audit WHERE seq IN (
+             SELECT seq FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        params![unix(before), i64::try_from(limit).unwrap_or(i64::MAX)],
+    )?)
 }

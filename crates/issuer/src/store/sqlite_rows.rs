@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS orders_by_account ON orders(account_id);
 CREATE INDEX IF NOT EXISTS certificates_by_order ON certificates(order_id);
 CREATE INDEX IF NOT EXISTS authorizations_by_order ON authorizations(order_id);
 CREATE INDEX IF NOT EXISTS accounts_by_kid ON accounts(eab_kid);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit(at);
 CREATE INDEX IF NOT EXISTS orders_star_active ON orders(certificate_id)
     WHERE star_end IS NOT NULL AND star_canceled = 0;
 CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(not_after)

@@ -78,6 +78,7 @@ impl Manufacturer {
     }
 }
 
+#[derive(Clone)]
 pub struct Device {
     /// Device certificate, then the batch certificate.
     pub chain: Vec<Vec<u8>>,
@@ -166,6 +167,8 @@ impl TlsKey {
 }
 
 /// A minimal ACME client that drives `AcmeServer::handle` directly (no sockets).
+pub mod harness;
+
 pub mod client {
     use std::time::SystemTime;
 
@@ -228,6 +231,19 @@ pub mod client {
                 Some(kid) => header["kid"] = json!(kid),
                 None => header["jwk"] = self.jwk(),
             }
+            self.sign(&header, payload)
+        }
+
+        /// The inner JWS of a keyChange to this client's key (RFC 8555 §7.3.5): `jwk`, no
+        /// nonce, over the account URL and the old key.
+        pub fn key_change(&self, url: &str, account: &str, old_key: &Value) -> Value {
+            let header = json!({"alg": "ES256", "url": url, "jwk": self.jwk()});
+            let payload = json!({"account": account, "oldKey": old_key});
+            serde_json::from_slice(&self.sign(&header, payload.to_string().as_bytes())).unwrap()
+        }
+
+        /// A flattened JWS of `payload` with the protected `header`, signed by this key.
+        pub fn sign(&self, header: &Value, payload: &[u8]) -> Vec<u8> {
             let protected = b64(header.to_string().as_bytes());
             let payload = b64(payload);
             let sig = self

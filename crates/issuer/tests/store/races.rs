@@ -6,8 +6,10 @@ use std::sync::{Arc, Barrier};
 use localcert_issuer::nonce::{NonceId, NonceKey};
 use localcert_issuer::store::{IssueOutcome, OrderStatus, Store};
 
+use super::seeded;
+
 use super::backends::Db;
-use super::{attested, new_cert, note, order_with, seeded};
+use super::{account, attested, is_eab_key_bound, new_cert, note, order_with, rp};
 
 const HANDLES: usize = 3;
 const THREADS: usize = 8;
@@ -195,4 +197,25 @@ pub(crate) fn nonce_races_to_one_taker(db: &Db) {
             .count()
     });
     assert_eq!(taken.iter().sum::<usize>(), nonces.len(), "{taken:?}");
+}
+
+/// Replicas creating accounts with different keys for one EAB key id: exactly one account.
+pub(crate) fn new_accounts_race_to_one_per_eab_key(db: &Db) {
+    let first = db.open();
+    first.add_relying_party(&rp()).unwrap();
+    let stores = replicas(db, first);
+    let outcomes = race(&stores, |i, store| {
+        store.create_account(
+            &account(&format!("acct-race-{i}"), &format!("thumb-race-{i}")),
+            &note("account-created"),
+        )
+    });
+    let created = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .into_iter()
+            .filter(Result::is_err)
+            .all(is_eab_key_bound)
+    );
 }

@@ -140,6 +140,8 @@ impl Issuer {
                     kid: KID.into(),
                     key: HMAC.to_vec(),
                 },
+                // Every backend of this issuer is the same origin: one account, reused.
+                account_file: Some(self.dir.path().join("rp-account.json")),
             },
             limits,
             cors: localcert_rp::config::default_cors(),
