@@ -13,6 +13,7 @@ mod issuer;
 mod progress;
 mod rp;
 mod ua;
+mod ua_manage;
 
 /// localcert: TLS certificates for .local devices, bootstrapped over Bluetooth LE.
 #[derive(Debug, Parser)]

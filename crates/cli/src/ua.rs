@@ -16,8 +16,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use serde_json::json;
 
-use crate::Exit;
 use crate::progress::Terminal;
+use crate::{Exit, ua_manage};
 
 /// UA harness commands.
 #[derive(Debug, clap::Subcommand)]
@@ -39,6 +39,16 @@ pub(crate) enum Command {
     },
     /// Provision a device for an origin: attest, issue, install, verify.
     Provision(Box<ProvisionArgs>),
+    /// List the origins a device serves (its bindings), over BLE.
+    List(ua_manage::DeviceArgs),
+    /// Remove ORIGIN's binding from a device over BLE: it stops serving the name and deletes
+    /// the key and certificate.
+    Remove {
+        /// The web origin whose binding to remove, e.g. https://vod.example.com
+        origin: String,
+        #[command(flatten)]
+        device: ua_manage::DeviceArgs,
+    },
     /// Verify a provisioned device endpoint as a browser at ORIGIN would, and more.
     Check {
         /// The device URL, e.g. https://tv-vod-example-com-hp65xr-f1jk.local:8443/
@@ -145,6 +155,8 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
             json,
         } => scan(adapter.as_deref(), seconds, !no_connect, json).await,
         Command::Provision(args) => provision_cmd(*args).await,
+        Command::List(device) => ua_manage::list(&device).await,
+        Command::Remove { origin, device } => ua_manage::remove(&origin, &device).await,
         Command::Check {
             url,
             origin,
@@ -178,7 +190,10 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn scan_devices(adapter: Option<&str>, seconds: u64) -> anyhow::Result<Vec<Found>> {
+pub(crate) async fn scan_devices(
+    adapter: Option<&str>,
+    seconds: u64,
+) -> anyhow::Result<Vec<Found>> {
     let adapter = btle::adapter(adapter)
         .await
         .map_err(|e| Exit::ble(anyhow!(e)))?;
@@ -241,6 +256,26 @@ async fn scan(
         }
     }
     Ok(())
+}
+
+/// The device `wanted` (Bluetooth address or advertised name) among those scanned, or the
+/// user's choice when none is given.
+pub(crate) fn pick<'a>(
+    found: &'a [Found],
+    wanted: Option<&str>,
+    scan_seconds: u64,
+) -> anyhow::Result<&'a Found> {
+    let Some(wanted) = wanted else {
+        return choose(found);
+    };
+    found
+        .iter()
+        .find(|f| f.address.eq_ignore_ascii_case(wanted) || f.name.as_deref() == Some(wanted))
+        .ok_or_else(|| {
+            Exit::ble(anyhow!(
+                "device {wanted} not found in a {scan_seconds} s scan"
+            ))
+        })
 }
 
 /// The user's consent step: pick one of the scanned devices.
@@ -332,20 +367,7 @@ async fn provision_cmd(args: ProvisionArgs) -> anyhow::Result<()> {
         check_path: args.path.clone(),
     };
     let found = scan_devices(args.adapter.as_deref(), args.scan_seconds).await?;
-    let device = match &args.device {
-        Some(wanted) => found
-            .iter()
-            .find(|f| {
-                f.address.eq_ignore_ascii_case(wanted) || f.name.as_deref() == Some(wanted.as_str())
-            })
-            .ok_or_else(|| {
-                Exit::ble(anyhow!(
-                    "device {wanted} not found in a {} s scan",
-                    args.scan_seconds
-                ))
-            })?,
-        None => choose(&found)?,
-    };
+    let device = pick(&found, args.device.as_deref(), args.scan_seconds)?;
     let mut connector = device.connector();
     let mut progress = Terminal::default();
     let result = if args.resolve.is_empty() {

@@ -9,6 +9,7 @@
 #[cfg(feature = "btleplug")]
 pub mod btle;
 pub mod link;
+pub mod manage;
 pub mod provision;
 pub mod resolve;
 pub mod sim;

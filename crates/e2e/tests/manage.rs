@@ -1,0 +1,125 @@
+//! Managing a device's bindings from the UA over the in-memory BLE link (SPEC §5.4): list,
+//! remove, list again, re-provision — against the real device engine and the real issuer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::World;
+use localcert_proto::ErrorCode;
+use localcert_proto::origin::Origin;
+use localcert_ua::LinkProfile;
+use localcert_ua::manage::{self, ManageError, Removed};
+use localcert_ua::provision::{self, Outcome, Plan, Progress, Step};
+use localcert_ua::verify::{self, CheckError, Expectation};
+
+struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&mut self, _: Step) {}
+    fn done(&mut self, _: Step, _: &str) {}
+}
+
+async fn provision(world: &World, plan: &Plan) -> Outcome {
+    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
+    provision::provision(
+        plan,
+        &mut connector,
+        &world.resolver_for_device(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+fn expectation(world: &World, outcome: &Outcome, origin: &str) -> Expectation {
+    Expectation {
+        name: outcome.name.clone(),
+        origin: Origin::parse(origin).unwrap(),
+        issuer_roots: vec![world.issuer_root.clone()],
+        pinned_spki: Some(outcome.spki.clone()),
+        user_handle: None,
+        path: "/".into(),
+        crls: vec![],
+    }
+}
+
+#[tokio::test]
+async fn list_remove_list_and_provision_again() {
+    let world = World::start().await;
+    let first = provision(&world, &world.plan()).await;
+    let mut star_plan = world.plan2();
+    star_plan.star = true;
+    let second = provision(&world, &star_plan).await;
+    let mut connector = world.connector(LinkProfile::MTU23_30MS_1M, None);
+
+    let listed = manage::list(&mut connector).await.unwrap();
+    let row = |origin: &str| {
+        listed
+            .iter()
+            .find(|b| b.origin.as_str() == origin)
+            .unwrap_or_else(|| panic!("{origin} not listed: {listed:?}"))
+    };
+    assert_eq!(listed.len(), 2);
+    let (a, b) = (row(common::ORIGIN), row(common::ORIGIN2));
+    assert_eq!(
+        (&a.name, a.fingerprint, a.star),
+        (&first.name, first.fingerprint, false)
+    );
+    assert_eq!(
+        (&b.name, b.fingerprint, b.star),
+        (&second.name, second.fingerprint, true)
+    );
+    assert_eq!(a.not_after as i64, first.not_after);
+
+    let origin2 = Origin::parse(common::ORIGIN2).unwrap();
+    let removed = manage::remove(&mut connector, &origin2).await.unwrap();
+    assert_eq!(
+        removed,
+        Removed {
+            name: second.name.clone(),
+            star: true
+        }
+    );
+    let listed = manage::list(&mut connector).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].origin.as_str(), common::ORIGIN);
+    // The removed name is no longer served; the other one is.
+    let gone = verify::check(
+        second.endpoint,
+        &expectation(&world, &second, common::ORIGIN2),
+    )
+    .await;
+    assert!(matches!(gone, Err(CheckError::Tls { .. })), "{gone:?}");
+    verify::check(first.endpoint, &expectation(&world, &first, common::ORIGIN))
+        .await
+        .unwrap();
+
+    // Removing it again: NOT_FOUND, and nothing changes.
+    let again = manage::remove(&mut connector, &origin2).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ManageError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    assert_eq!(manage::list(&mut connector).await.unwrap().len(), 1);
+
+    // Provisioned again, it is listed again with a new certificate.
+    let third = provision(&world, &world.plan2()).await;
+    assert_eq!(third.name, second.name);
+    assert_ne!(third.fingerprint, second.fingerprint);
+    let listed = manage::list(&mut connector).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|b| b.origin == origin2 && b.fingerprint == third.fingerprint && !b.star)
+    );
+    assert_eq!(connector.connections(), 6, "one BLE connection per call");
+}
