@@ -15,6 +15,8 @@
 //! - [`acme`]: the ACME server as a function from request to response; [`serve`] is its HTTPS
 //!   transport (axum, hyper, rustls).
 //! - [`config`] and [`operator`]: the TOML configuration and what `localcert issuer …` does.
+//! - `loopback` (feature `test-support`): the whole issuer on a loopback port, for other
+//!   crates' tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +27,8 @@ pub mod config;
 pub mod error;
 pub mod jws;
 pub mod leaf;
+#[cfg(feature = "test-support")]
+pub mod loopback;
 pub mod nonce;
 pub mod operator;
 pub mod serve;

@@ -14,7 +14,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -25,9 +24,9 @@ use localcert_device::signer::FileSigner;
 use localcert_device::star::{HttpsFetcher, StarFetch};
 use localcert_device::store::MemoryStore;
 use localcert_device::{Device, DeviceConfig, IssuerTrust};
-use localcert_issuer::acme::{AcmeServer, Policy};
-use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_issuer::acme::AcmeServer;
+use localcert_issuer::loopback::LoopbackIssuer;
+use localcert_issuer::store::SqliteStore;
 use localcert_issuer::validate::TrustConfig;
 use localcert_proto::message::CorsPolicy;
 use localcert_proto::name::LocalName;
@@ -59,6 +58,7 @@ fn pem(path: &Path) -> Vec<u8> {
 }
 
 pub struct World {
+    issuer: LoopbackIssuer,
     pub dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
     pub server: Arc<AcmeServer>,
@@ -85,56 +85,17 @@ impl World {
     /// issuer.
     pub async fn start_with_revoked(revoked: Vec<[u8; 32]>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let files = CaFiles::in_dir(dir.path());
-        ca::init_ca(&files, "localcert test issuer", now).unwrap();
-        let tls_files = TlsFiles::in_dir(dir.path());
-        ca::init_tls(&tls_files, now).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
-        store
-            .add_relying_party(&RelyingParty {
-                origin: Origin::parse(ORIGIN).unwrap(),
-                eab_kid: KID.into(),
-                eab_hmac_key: HMAC.to_vec(),
-                status: RelyingPartyStatus::Active,
-                created: now,
-            })
-            .unwrap();
-        store
-            .add_relying_party(&RelyingParty {
-                origin: Origin::parse(ORIGIN2).unwrap(),
-                eab_kid: KID2.into(),
-                eab_hmac_key: HMAC2.to_vec(),
-                status: RelyingPartyStatus::Active,
-                created: now,
-            })
-            .unwrap();
         let trust =
             TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], revoked).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer_addr = listener.local_addr().unwrap();
-        let base = format!("https://localhost:{}", issuer_addr.port());
-        let server = Arc::new(AcmeServer::new(
-            store.clone(),
-            IssuingCa::load(&files).unwrap(),
+        let issuer = LoopbackIssuer::start(
+            dir.path(),
+            &[(ORIGIN, KID, HMAC), (ORIGIN2, KID2, HMAC2)],
             trust,
-            Policy::default(),
-            &base,
-        ));
-        let directory_url = server.directory_url();
-        let tls = localcert_issuer::serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
-        let (stop_issuer, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(localcert_issuer::serve::serve(
-            listener,
-            tls,
-            server.clone(),
-            Duration::from_secs(1),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-
-        let issuer_root = pem(&files.root_cert);
+        )
+        .await
+        .unwrap();
+        let issuer_addr = issuer.addr;
+        let issuer_root = issuer.issuer_root.clone();
         let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https_port = https.local_addr().unwrap().port();
         let device_dir = fixtures().join("devices/device-1");
@@ -155,7 +116,7 @@ impl World {
         let sites = localcert_device::https::Sites::new();
         // STAR renewals come from the issuer on loopback, over its own TLS certificate.
         let fetcher: Arc<dyn StarFetch> = Arc::new(
-            HttpsFetcher::new(&[pem(&tls_files.cert)])
+            HttpsFetcher::new(&[pem(&issuer.tls_root)])
                 .unwrap()
                 .resolve_to(issuer_addr),
         );
@@ -173,19 +134,20 @@ impl World {
         ));
         let agent = Agent::new(device, sites.clone(), None, Some(fetcher));
         Self {
-            tls_root: tls_files.cert.clone(),
+            tls_root: issuer.tls_root.clone(),
+            store: issuer.store.clone(),
+            server: issuer.server.clone(),
+            directory_url: issuer.directory_url.clone(),
+            issuer,
             dir,
-            store,
-            server,
             issuer_addr,
             issuer_root,
-            directory_url,
             gatt: Arc::new(GattServer::new(agent.clone())),
             centrals: Arc::new(AtomicU64::new(0)),
             agent,
             sites,
             https_port,
-            shutdown: vec![stop_issuer, stop_device],
+            shutdown: vec![stop_device],
         }
     }
 

@@ -13,15 +13,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use localcert_issuer::acme::{AcmeServer, Policy};
-use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
+use localcert_issuer::loopback::LoopbackIssuer;
+use localcert_issuer::store::SqliteStore;
 use localcert_issuer::validate::TrustConfig;
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::message::{
@@ -61,67 +59,33 @@ fn pem(path: &Path) -> Vec<u8> {
 
 /// The real issuer on loopback, with two registered origins.
 pub struct Issuer {
-    pub dir: tempfile::TempDir,
+    serving: LoopbackIssuer,
     pub store: Arc<SqliteStore>,
     pub directory_url: String,
     pub tls_root: PathBuf,
     pub issuer_root: Vec<u8>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Issuer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let files = CaFiles::in_dir(dir.path());
-        ca::init_ca(&files, "localcert test issuer", now).unwrap();
-        let tls_files = TlsFiles::in_dir(dir.path());
-        ca::init_tls(&tls_files, now).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
-        for (origin, kid, key) in [(ORIGIN, KID, HMAC), (ORIGIN2, KID2, HMAC2)] {
-            store
-                .add_relying_party(&RelyingParty {
-                    origin: Origin::parse(origin).unwrap(),
-                    eab_kid: kid.into(),
-                    eab_hmac_key: key.to_vec(),
-                    status: RelyingPartyStatus::Active,
-                    created: now,
-                })
-                .unwrap();
-        }
         let trust =
             TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], vec![]).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!(
-            "https://localhost:{}",
-            listener.local_addr().unwrap().port()
-        );
-        let server = Arc::new(AcmeServer::new(
-            store.clone(),
-            IssuingCa::load(&files).unwrap(),
+        let serving = LoopbackIssuer::start(
+            dir.path(),
+            &[(ORIGIN, KID, HMAC), (ORIGIN2, KID2, HMAC2)],
             trust,
-            Policy::default(),
-            &base,
-        ));
-        let directory_url = server.directory_url();
-        let tls = localcert_issuer::serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(localcert_issuer::serve::serve(
-            listener,
-            tls,
-            server,
-            Duration::from_secs(1),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        )
+        .await
+        .unwrap();
         Self {
-            issuer_root: pem(&files.root_cert),
-            tls_root: tls_files.cert.clone(),
+            store: serving.store.clone(),
+            directory_url: serving.directory_url.clone(),
+            tls_root: serving.tls_root.clone(),
+            issuer_root: serving.issuer_root.clone(),
+            serving,
             dir,
-            store,
-            directory_url,
-            stop: Some(stop),
         }
     }
 
@@ -173,14 +137,6 @@ impl Issuer {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
-    }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
