@@ -8,18 +8,19 @@ mod https_world;
 
 use std::time::Duration;
 
-use https_world::{ORIGIN, start_one, tls_connect};
+use https_world::{BIG_BODY_LEN, ORIGIN, start_one, tls_connect};
 use localcert_device::https::MAX_HEAD_BYTES;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GET: &str =
     "GET /api HTTP/1.1\r\nhost: tv-test.local\r\norigin: https://vod.example.com\r\n\r\n";
 
-/// One response read off the raw stream: status and header lines (name lowercased).
+/// One response read off the raw stream: status, header lines (name lowercased), body.
 #[derive(Debug)]
 struct Raw {
     status: u16,
     headers: Vec<(String, String)>,
+    body_len: usize,
 }
 
 impl Raw {
@@ -64,8 +65,13 @@ fn responses(mut bytes: &[u8]) -> Vec<Raw> {
             .iter()
             .find(|(n, _)| n == "content-length")
             .map_or(0, |(_, v)| v.parse().unwrap());
+        assert!(bytes.len() >= end + 4 + length, "a body cut short");
         bytes = &bytes[end + 4 + length..];
-        out.push(Raw { status, headers });
+        out.push(Raw {
+            status,
+            headers,
+            body_len: length,
+        });
     }
     out
 }
@@ -129,5 +135,42 @@ async fn after_served_requests_on_the_same_connection_too() {
     let got = exchange(&[&pipelined]).await;
     let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 400]);
+    assert!(got.iter().all(Raw::varies_on_origin_once), "{got:?}");
+}
+
+#[tokio::test]
+async fn after_a_large_answer_read_slowly_too() {
+    // 16 MiB is more than the socket buffers on loopback and far over what the IO wrapper
+    // holds for a client that does not read (64 KiB), so writes wait on the client:
+    // the answer goes out as the client reads, whole, and the broken head after it gets its
+    // header.
+    let (addr, root) = start_one().await;
+    let mut tls = tls_connect(addr, "tv-test.local", &root).await.unwrap();
+    let big = "GET /big HTTP/1.1\r\nhost: tv-test.local\r\n\r\n";
+    tls.write_all(
+        &[
+            big.as_bytes(),
+            b"GET /api HTTP/1.1\r\nbad header line\r\n\r\n",
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut all = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk))
+            .await
+            .expect("the server keeps writing, then closes")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+    }
+    let got = responses(&all);
+    let summary: Vec<(u16, usize)> = got.iter().map(|r| (r.status, r.body_len)).collect();
+    assert_eq!(summary, [(200, BIG_BODY_LEN), (400, 0)]);
     assert!(got.iter().all(Raw::varies_on_origin_once), "{got:?}");
 }

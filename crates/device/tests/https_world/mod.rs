@@ -67,10 +67,19 @@ pub fn binding(ca: &Ca, name: &str, origin: &str, credentials: bool, serial: u8)
     }
 }
 
+/// The size of the body served at `/big`.
+pub const BIG_BODY_LEN: usize = 16 * 1024 * 1024;
+
+/// "hello", or at `/big` [`BIG_BODY_LEN`] bytes of `a`.
 pub async fn handler(
-    _: Request<hyper::body::Incoming>,
+    request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+    let body = if request.uri().path() == "/big" {
+        Bytes::from(vec![b'a'; BIG_BODY_LEN])
+    } else {
+        Bytes::from_static(b"hello")
+    };
+    let mut response = Response::new(Full::new(body));
     response
         .headers_mut()
         .insert("x-served-by", "firmware".parse().unwrap());
