@@ -18,6 +18,7 @@ use crate::error::{Error, ProblemType, Refusal};
 use crate::jws::{self, Jwk, Jws, Signer};
 use crate::nonce::NonceKey;
 use crate::store::{Account, AccountStatus, AuditEntry, Store};
+use crate::untrusted::bounded;
 use crate::validate::TrustConfig;
 
 mod account;
@@ -39,6 +40,8 @@ pub const PROFILE_DEFAULT: &str = "default";
 pub const PROFILE_STAR: &str = "star";
 /// `Retry-After` of the 503 sent while the store is unavailable (a database restarting).
 pub const RETRY_AFTER_SECS: u64 = 2;
+/// Audit entries deleted per transaction by [`AcmeServer::prune_audit`].
+pub const AUDIT_PRUNE_BATCH: usize = 10_000;
 
 /// What the operator decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,8 @@ pub struct Policy {
     pub star_profile_duration: Duration,
     /// How long a CRL is valid.
     pub crl_lifetime: Duration,
+    /// How long audit entries are kept ([`AcmeServer::prune_audit`] deletes older ones).
+    pub audit_retention: Duration,
 }
 
 impl Default for Policy {
@@ -82,6 +87,7 @@ impl Default for Policy {
             star_profile_lifetime: Duration::from_secs(DAY),
             star_profile_duration: Duration::from_secs(90 * DAY),
             crl_lifetime: Duration::from_secs(DAY),
+            audit_retention: Duration::from_secs(365 * DAY),
         }
     }
 }
@@ -252,24 +258,49 @@ impl AcmeServer {
         let response = match outcome {
             Ok(response) => response,
             Err(Failure::Refused(refusal)) => {
-                tracing::info!(path, %refusal, "refused");
-                self.audit(now, "refused", origin.as_ref(), path, &refusal.to_string());
+                let detail = bounded(&refusal.to_string());
+                tracing::info!(path = %bounded(path), %detail, "refused");
+                self.audit(now, "refused", origin.as_ref(), path, &detail);
                 Response::problem(&refusal)
             }
             Err(Failure::Internal(Error::StoreUnavailable(detail))) => {
                 // Nothing was changed; the client should come back (RFC 8555 §6.6, RFC 9110
                 // §10.2.3). No audit entry: the audit log is in the same database.
-                tracing::warn!(path, %detail, "store unavailable");
+                tracing::warn!(path = %bounded(path), detail = %bounded(&detail), "store unavailable");
                 Response::problem_of(ProblemType::ServerInternal, 503, "store unavailable")
                     .with("retry-after", RETRY_AFTER_SECS.to_string())
             }
             Err(Failure::Internal(error)) => {
-                tracing::error!(path, %error, "internal error");
-                self.audit(now, "error", origin.as_ref(), path, &error.to_string());
+                let detail = bounded(&error.to_string());
+                tracing::error!(path = %bounded(path), %detail, "internal error");
+                self.audit(now, "error", origin.as_ref(), path, &detail);
                 Response::problem_of(ProblemType::ServerInternal, 500, "internal error")
             }
         };
         self.finish(response, now)
+    }
+
+    /// Deletes the audit entries older than the policy's retention, [`AUDIT_PRUNE_BATCH`] per
+    /// transaction, and records how many in the audit log. Returns how many.
+    pub fn prune_audit(&self, now: SystemTime) -> Result<usize, Error> {
+        let before = now
+            .checked_sub(self.policy.audit_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut pruned = 0;
+        loop {
+            let batch = self.store.prune_audit(before, AUDIT_PRUNE_BATCH)?;
+            pruned += batch;
+            if batch < AUDIT_PRUNE_BATCH {
+                break;
+            }
+        }
+        if pruned > 0 {
+            let days = self.policy.audit_retention.as_secs() / 86_400;
+            let detail = format!("{pruned} entries older than {days} days deleted");
+            self.store
+                .audit(&Self::entry(now, "audit-pruned", None, "audit", &detail))?;
+        }
+        Ok(pruned)
     }
 
     /// A problem response for a body over the limit (the transport detects it).
@@ -302,7 +333,8 @@ impl AcmeServer {
             .mint(now + self.policy.nonce_lifetime)
     }
 
-    /// An audit line, for the store to write with the change it records.
+    /// An audit line, for the store to write with the change it records. The subject and
+    /// detail may quote the request: both are [`bounded`].
     fn entry(
         now: SystemTime,
         event: &str,
@@ -314,8 +346,8 @@ impl AcmeServer {
             at: now,
             event: event.into(),
             origin: origin.map(Origin::to_string),
-            subject: subject.chars().take(200).collect(),
-            detail: detail.into(),
+            subject: bounded(subject),
+            detail: bounded(detail),
         }
     }
 

@@ -157,6 +157,8 @@ pub struct PolicySection {
     pub star_max_lifetime_secs: u64,
     /// Longest STAR delegation.
     pub star_max_duration_secs: u64,
+    /// How long audit entries are kept.
+    pub audit_retention_days: u64,
 }
 
 impl Default for PolicySection {
@@ -170,6 +172,7 @@ impl Default for PolicySection {
             star_min_lifetime_secs: p.star_min_lifetime.as_secs(),
             star_max_lifetime_secs: p.star_max_lifetime.as_secs(),
             star_max_duration_secs: p.star_max_duration.as_secs(),
+            audit_retention_days: p.audit_retention.as_secs() / 86_400,
         }
     }
 }
@@ -242,8 +245,14 @@ impl Config {
                 "[tls] needs both cert and key, or neither".into(),
             ));
         }
-        if self.policy.leaf_lifetime_secs == 0 || self.policy.challenge_lifetime_secs == 0 {
+        let p = &self.policy;
+        if p.leaf_lifetime_secs == 0 || p.challenge_lifetime_secs == 0 {
             return Err(Error::Config("lifetimes must be positive".into()));
+        }
+        if p.audit_retention_days == 0 || p.audit_retention_days > 100 * 365 {
+            return Err(Error::Config(
+                "[policy] audit_retention_days must be 1 to 36500".into(),
+            ));
         }
         if self.star_renew_check_secs == 0 {
             return Err(Error::Config(
@@ -381,6 +390,7 @@ impl Config {
             star_min_lifetime: Duration::from_secs(p.star_min_lifetime_secs),
             star_max_lifetime: Duration::from_secs(p.star_max_lifetime_secs),
             star_max_duration: Duration::from_secs(p.star_max_duration_secs),
+            audit_retention: Duration::from_secs(p.audit_retention_days * 86_400),
             ..Policy::default()
         }
     }
@@ -476,6 +486,9 @@ mod tests {
         assert!(parse("state_dir = \"s\"\n[tls]\ncert = \"c.pem\"").is_err());
         assert!(parse("state_dir = \"s\"\n[trust]\nrevoked_certificates = [\"zz\"]").is_err());
         assert!(parse("state_dir = \"s\"\n[policy]\nleaf_lifetime_secs = 0").is_err());
+        assert!(parse("state_dir = \"s\"\n[policy]\naudit_retention_days = 0").is_err());
+        let days = parse("state_dir = \"s\"\n[policy]\naudit_retention_days = 30").unwrap();
+        assert_eq!(days.policy().audit_retention.as_secs(), 30 * 86_400);
         let ok = parse(&format!(
             "state_dir = \"s\"\n[trust]\nrevoked_certificates = [\"{}\"]",
             "ab".repeat(32)

@@ -33,6 +33,7 @@ pub mod nonce;
 pub mod operator;
 pub mod serve;
 pub mod store;
+pub mod untrusted;
 pub mod validate;
 
 pub use error::{Error, ProblemType, Refusal};

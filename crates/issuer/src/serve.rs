@@ -104,7 +104,7 @@ async fn handle(
 }
 
 /// Serves ACME over HTTPS on `listener` until `shutdown` completes, renewing due STAR orders
-/// every `renew_every`.
+/// and pruning the audit log past its retention every `renew_every`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -165,13 +165,23 @@ async fn renew_loop(server: Arc<AcmeServer>, every: Duration) {
     loop {
         interval.tick().await;
         let server = server.clone();
-        match tokio::task::spawn_blocking(move || server.renew_due_ahead(SystemTime::now(), every))
-            .await
-        {
-            Ok(Ok(0)) => {}
-            Ok(Ok(renewed)) => tracing::info!(renewed, "STAR certificates renewed"),
-            Ok(Err(error)) => tracing::error!(%error, "STAR renewal failed"),
-            Err(error) => tracing::error!(%error, "STAR renewal task failed"),
+        let work = move || {
+            let now = SystemTime::now();
+            (server.renew_due_ahead(now, every), server.prune_audit(now))
+        };
+        let Ok((renewed, pruned)) = tokio::task::spawn_blocking(work).await else {
+            tracing::error!("STAR renewal task failed");
+            continue;
+        };
+        match renewed {
+            Ok(0) => {}
+            Ok(renewed) => tracing::info!(renewed, "STAR certificates renewed"),
+            Err(error) => tracing::error!(%error, "STAR renewal failed"),
+        }
+        match pruned {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "audit entries past their retention deleted"),
+            Err(error) => tracing::error!(%error, "audit pruning failed"),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ProblemType, Refusal};
 use crate::jws::Jws;
+use crate::untrusted::bounded;
 
 /// An HTTP response, before any transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,12 +43,13 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
-    /// An RFC 7807 problem document.
+    /// An RFC 7807 problem document; its detail may quote the request, so it is
+    /// [`bounded`].
     pub fn problem(refusal: &Refusal) -> Self {
         Self::problem_of(
             refusal.problem_type(),
             refusal.http_status(),
-            &refusal.to_string(),
+            &bounded(&refusal.to_string()),
         )
     }
 
