@@ -268,3 +268,80 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for VaryOnOwnResponses<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    async fn written(turn: &Arc<Turn>, steps: &[Step]) -> String {
+        let mut io = VaryOnOwnResponses::new(Vec::new(), turn.clone());
+        for step in steps {
+            match step {
+                Step::Write(bytes) => io.write_all(bytes).await.unwrap(),
+                Step::Flush => io.flush().await.unwrap(),
+                Step::Serve => turn.serving(),
+                Step::DropBody => turn.body_dropped(),
+            }
+        }
+        String::from_utf8(io.inner).unwrap()
+    }
+
+    enum Step {
+        Write(&'static [u8]),
+        Flush,
+        Serve,
+        DropBody,
+    }
+    use Step::{DropBody, Flush, Serve, Write};
+
+    #[tokio::test]
+    async fn hypers_own_answer_gets_the_header_after_its_status_line_even_split() {
+        let turn = Turn::new();
+        let out = written(
+            &turn,
+            &[
+                Write(b"HTTP/1.1 400 Bad"),
+                Write(b" Request\r\ncontent-length: 0\r\n\r\n"),
+                Flush,
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 400 Bad Request\r\nvary: Origin\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_services_answers_pass_untouched_until_flushed_after_the_body() {
+        let turn = Turn::new();
+        let answer = b"HTTP/1.1 200 OK\r\nvary: Origin\r\n\r\n";
+        let out = written(
+            &turn,
+            &[
+                Serve,
+                Write(answer),
+                Flush,
+                DropBody,
+                // The answer's last bytes, written after the body is gone but before the flush.
+                Write(b"HTTP/1.1 200 tail"),
+                Flush,
+                Write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nvary: Origin\r\n\r\nHTTP/1.1 200 tail\
+             HTTP/1.1 431 Request Header Fields Too Large\r\nvary: Origin\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_a_response_are_left_alone() {
+        let out = written(&Turn::new(), &[Write(b"\x15\x03\x03 not http\r\n")]).await;
+        assert_eq!(out, "\x15\x03\x03 not http\r\n");
+    }
+}
