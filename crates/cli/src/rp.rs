@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-use localcert_rp::{Backend, Config, TokenAuth};
+use anyhow::{Context, anyhow};
+use localcert_proto::name::LocalName;
+use localcert_rp::{AcmeAccount, Backend, Config, TokenAuth};
+
+use crate::Exit;
 
 /// RP backend commands.
 #[derive(Debug, clap::Subcommand)]
@@ -16,12 +19,57 @@ pub(crate) enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Cancel the STAR delegations for NAME at the issuer (RFC 8739 §2.3), with the origin's
+    /// ACME account from rp.toml: the device's next renewal fetch finds the delegation ended
+    /// and it serves its certificate until it expires. Every user's delegation for the name.
+    CancelStar {
+        /// The configuration file of the origin's backend (its account file is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// The device's `.local` name, as `localcert ua list` shows it.
+        name: String,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve { config } => serve(&config).await,
+        Command::CancelStar { config, name, json } => cancel_star(&config, &name, json).await,
     }
+}
+
+async fn cancel_star(path: &std::path::Path, name: &str, json: bool) -> anyhow::Result<()> {
+    let name = LocalName::parse(name).with_context(|| format!("{name} is not a .local name"))?;
+    let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let account = AcmeAccount::new(config.acme.clone());
+    let issuer = |e: localcert_rp::FlowError| Exit::with(Exit::ISSUER, anyhow!(e));
+    let key = account.key().await.map_err(issuer)?;
+    let canceled = localcert_rp::star::cancel_star(account.settings(), key, &name, None)
+        .await
+        .map_err(issuer)?;
+    if json {
+        let canceled: Vec<_> = canceled
+            .iter()
+            .map(|c| serde_json::json!({"order": c.order, "star_certificate": c.star_certificate}))
+            .collect();
+        let out = serde_json::json!({"name": name.as_str(), "canceled": canceled});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if canceled.is_empty() {
+        println!("no live STAR delegation for {name}: nothing cancelled");
+    } else {
+        for c in &canceled {
+            println!(
+                "cancelled {} (STAR certificate {})",
+                c.order,
+                c.star_certificate.as_deref().unwrap_or("not issued")
+            );
+        }
+        println!("the device serves its current certificate for {name} until it expires");
+    }
+    Ok(())
 }
 
 async fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -6,12 +6,18 @@
 mod common;
 
 use common::World;
+use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
+use localcert_issuer::store::Store;
 use localcert_proto::ErrorCode;
 use localcert_proto::origin::Origin;
+use localcert_rp::star::cancel_star;
+use localcert_rp::{AcmeAccount, AcmeSettings, Eab};
 use localcert_ua::LinkProfile;
 use localcert_ua::manage::{self, ManageError, Removed};
 use localcert_ua::provision::{self, Outcome, Plan, Progress, Step};
 use localcert_ua::verify::{self, CheckError, Expectation};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 struct Quiet;
 
@@ -122,4 +128,86 @@ async fn list_remove_list_and_provision_again() {
             .any(|b| b.origin == origin2 && b.fingerprint == third.fingerprint && !b.star)
     );
     assert_eq!(connector.connections(), 6, "one BLE connection per call");
+}
+
+/// The origin's account as the RP backend (or `localcert rp cancel-star`) holds it: the same
+/// account file the provisioning used.
+fn origin_account(plan: &Plan) -> AcmeAccount {
+    AcmeAccount::new(AcmeSettings {
+        directory_url: plan.directory_url.clone(),
+        tls_root: plan.acme_tls_root.clone(),
+        eab: Eab {
+            kid: plan.eab_kid.clone(),
+            key: plan.eab_key.clone(),
+        },
+        account_file: plan.acme_account_file.clone(),
+    })
+}
+
+#[tokio::test]
+async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
+    let world = World::start().await;
+    let mut plan = world.plan();
+    plan.star = true;
+    let outcome = provision(&world, &plan).await;
+    let star_url = world
+        .agent
+        .with_device(|d| d.bindings()[0].star_url.clone())
+        .expect("a STAR binding");
+    let tls_root = CertificateDer::from_pem_file(&world.tls_root)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let fetcher = HttpsFetcher::new(&[tls_root])
+        .unwrap()
+        .resolve_to(world.issuer_addr);
+    assert!(matches!(
+        fetcher.fetch(&star_url).await.unwrap(),
+        Fetched::Chain(_)
+    ));
+
+    let account = origin_account(&plan);
+    let key = account.key().await.unwrap();
+    // Another user's cancel through the API finds no delegation of theirs: nothing changes.
+    let theirs = cancel_star(account.settings(), key, &outcome.name, Some(b"user-2"))
+        .await
+        .unwrap();
+    assert!(theirs.is_empty());
+    assert!(matches!(
+        fetcher.fetch(&star_url).await.unwrap(),
+        Fetched::Chain(_)
+    ));
+
+    // The user it is bound to (or the operator, for every user) cancels it: a signed POST of
+    // {"status": "canceled"} to the order, and the device's next fetch says it ended.
+    let canceled = cancel_star(account.settings(), key, &outcome.name, Some(b"user-1"))
+        .await
+        .unwrap();
+    assert_eq!(canceled.len(), 1, "{canceled:?}");
+    assert_eq!(
+        canceled[0].star_certificate.as_deref(),
+        Some(star_url.as_str())
+    );
+    assert_eq!(fetcher.fetch(&star_url).await.unwrap(), Fetched::Ended);
+    let order_id = canceled[0].order.rsplit('/').next().unwrap();
+    let audit = world.store.audit_log(1000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event == "order-canceled" && e.subject == order_id),
+        "the issuer's audit log records the cancel"
+    );
+
+    // Cancelling again finds nothing live; a name with no STAR order neither.
+    let again = cancel_star(account.settings(), key, &outcome.name, None)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let other = world.name_for(common::ORIGIN2);
+    assert!(
+        cancel_star(account.settings(), key, &other, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -9,6 +9,7 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use tokio::sync::OnceCell;
 
 use crate::error::FlowError;
+use crate::star::AccountKey;
 
 /// EAB credentials: the key id and the HMAC key the issuer's operator gave the origin.
 #[derive(Clone)]
@@ -45,7 +46,7 @@ pub struct AcmeSettings {
 /// The origin's account, created at first use and kept for the life of the process.
 pub struct AcmeAccount {
     settings: AcmeSettings,
-    account: OnceCell<Account>,
+    account: OnceCell<(Account, AccountKey)>,
 }
 
 impl std::fmt::Debug for AcmeAccount {
@@ -69,6 +70,21 @@ impl AcmeAccount {
     /// The account, created now if it is not yet (a failed creation is tried again next time):
     /// loaded from the account file when there is one, else created and saved there.
     pub async fn get(&self) -> Result<&Account, FlowError> {
+        self.ready().await.map(|(account, _)| account)
+    }
+
+    /// The settings this account was made with.
+    pub fn settings(&self) -> &AcmeSettings {
+        &self.settings
+    }
+
+    /// The account's signing key and URL, for the requests instant-acme cannot make (the
+    /// STAR cancel, [`crate::star`]).
+    pub async fn key(&self) -> Result<&AccountKey, FlowError> {
+        self.ready().await.map(|(_, key)| key)
+    }
+
+    async fn ready(&self) -> Result<&(Account, AccountKey), FlowError> {
         self.account
             .get_or_try_init(|| async {
                 let builder = match &self.settings.tls_root {
@@ -78,12 +94,13 @@ impl AcmeAccount {
                 .map_err(FlowError::issuer)?;
                 let file = self.settings.account_file.as_deref();
                 if let Some(credentials) = file.map(load_credentials).transpose()?.flatten() {
+                    let key = AccountKey::from_credentials(&credentials)?;
                     let account = builder
                         .from_credentials(credentials)
                         .await
                         .map_err(FlowError::issuer)?;
                     tracing::info!(account = account.id(), "ACME account loaded");
-                    return Ok(account);
+                    return Ok((account, key));
                 }
                 let eab =
                     ExternalAccountKey::new(self.settings.eab.kid.clone(), &self.settings.eab.key);
@@ -104,7 +121,7 @@ impl AcmeAccount {
                     save_credentials(file, &credentials)?;
                 }
                 tracing::info!(account = account.id(), "ACME account created");
-                Ok(account)
+                Ok((account, AccountKey::from_credentials(&credentials)?))
             })
             .await
     }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use localcert_proto::message::{CorsPolicy, Operation, Response as DeviceResponse};
-use localcert_proto::name::DeviceLabel;
+use localcert_proto::name::{DeviceLabel, LocalName};
 use localcert_proto::origin::Origin;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -150,6 +150,7 @@ enum Route<'a> {
     Start,
     Attestation(&'a str),
     Installed(&'a str),
+    CancelStar,
 }
 
 fn route<'a>(rest: &'a str) -> Option<Route<'a>> {
@@ -159,6 +160,7 @@ fn route<'a>(rest: &'a str) -> Option<Route<'a>> {
         ["", "flows"] => Some(Route::Start),
         ["", "flows", id, "attestation"] => Some(Route::Attestation(id)),
         ["", "flows", id, "installed"] => Some(Route::Installed(id)),
+        ["", "star", "cancel"] => Some(Route::CancelStar),
         _ => None,
     }
 }
@@ -275,6 +277,12 @@ struct AttestBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CancelStarBody {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InstalledBody {
     install: String,
 }
@@ -294,6 +302,7 @@ async fn post(backend: &Backend, route: Route<'_>, request: Request) -> Result<R
         Route::Start => start(backend, user, &body).await,
         Route::Attestation(id) => attestation(backend, user, id, &body).await,
         Route::Installed(id) => installed(backend, user, id, &body).await,
+        Route::CancelStar => cancel_star(backend, user, &body).await,
         Route::Config => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -465,5 +474,27 @@ async fn installed(
         "url": format!("https://{}:{}/", done.name, done.https_port),
         "fingerprint": hex::encode(done.fingerprint),
     });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// Cancels the user's STAR delegations for a name: only those whose certificate is bound to
+/// this user, so one user cannot end another's.
+async fn cancel_star(backend: &Backend, user: Vec<u8>, body: &[u8]) -> Result<Response, ApiError> {
+    let request: CancelStarBody = parse(body)?;
+    let name =
+        LocalName::parse(&request.name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
+    let key = backend.account.key().await?;
+    let canceled =
+        crate::star::cancel_star(backend.account.settings(), key, &name, Some(&user)).await?;
+    if canceled.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no live STAR delegation of this user for {name}"
+        )));
+    }
+    let canceled: Vec<Value> = canceled
+        .iter()
+        .map(|c| json!({"order": c.order, "star_certificate": c.star_certificate}))
+        .collect();
+    let body = json!({"name": name.as_str(), "canceled": canceled});
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

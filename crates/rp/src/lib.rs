@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod flow;
 pub mod serve;
+pub mod star;
 pub mod statics;
 pub mod table;
 
