@@ -13,14 +13,12 @@ use anyhow::{Context, anyhow};
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use localcert_device::agent::Agent;
 use localcert_device::gatt::GattServer;
 use localcert_device::mdns::{Announcer, Interfaces};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
 use localcert_device::star::HttpsFetcher;
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig, Event, IssuerTrust, factory};
+use localcert_device::{DeviceBuilder, DeviceConfig, Event, IssuerTrust, factory};
 use localcert_issuer::config::Config;
 use localcert_issuer::operator::{self, Bound, InitOptions};
 use localcert_proto::origin::Origin;
@@ -206,13 +204,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut device_config = DeviceConfig::new(PRODUCT);
     device_config.https_port = https_port;
     device_config.trust = IssuerTrust::Roots(vec![issuer_root.clone()]);
-    let device = Device::new(
-        device_config,
-        Box::new(signer),
-        Box::new(AutoApprove),
-        Box::new(MemoryStore::new()),
-    );
-    let sites = localcert_device::https::Sites::new();
+    let (interfaces, scope) = match args.mdns_interface.as_str() {
+        "lo" => (Interfaces::LoopbackOnly, Scope::Loopback),
+        name => (
+            Interfaces::Named(vec![name.to_owned()]),
+            Scope::Interface(name.to_owned()),
+        ),
+    };
+    // The agent serves, announces and renews; the demo only narrates what it does.
+    let fetcher = HttpsFetcher::new(&[read_root(&config.tls_files().cert)?])?;
+    let fetcher = fetcher.resolve_to(issuer_addr);
+    let agent = DeviceBuilder::new(device_config, Box::new(signer))
+        .presence(AutoApprove)
+        .announcer(Announcer::new(https_port, &interfaces)?)
+        .fetcher(Arc::new(fetcher))
+        .build();
     let handler = tower::service_fn(
         move |request: hyper::Request<hyper::body::Incoming>| async move {
             let body = json!({"device": PRODUCT, "path": request.uri().path(), "message": "hello from the device"});
@@ -224,34 +230,17 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (stop_device, device_stopped) = tokio::sync::oneshot::channel::<()>();
     let device_task = tokio::spawn(localcert_device::https::serve(
         https,
-        sites.clone(),
+        agent.sites().clone(),
         handler,
         async {
             let _ = device_stopped.await;
         },
     ));
-    let (interfaces, scope) = match args.mdns_interface.as_str() {
-        "lo" => (Interfaces::LoopbackOnly, Scope::Loopback),
-        name => (
-            Interfaces::Named(vec![name.to_owned()]),
-            Scope::Interface(name.to_owned()),
-        ),
-    };
     say.line(&format!(
         "setup: device \"{PRODUCT}\" serving HTTPS on {}:{https_port}, mDNS on {}",
         args.device_addr, args.mdns_interface
     ));
 
-    // The agent serves, announces and renews; the demo only narrates what it does.
-    let fetcher = HttpsFetcher::new(&[read_root(&config.tls_files().cert)?])?;
-    let fetcher = fetcher.resolve_to(issuer_addr);
-    let announcer = Announcer::new(https_port, &interfaces)?;
-    let agent = Agent::new(
-        device,
-        sites.clone(),
-        Some(announcer),
-        Some(Arc::new(fetcher)),
-    );
     agent.observe(move |event| {
         let line = |t: &str| println!("[{:>6.2} s] {t}", wall.elapsed().as_secs_f64());
         match event {

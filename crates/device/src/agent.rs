@@ -269,8 +269,8 @@ mod tests {
     use super::*;
     use crate::engine::{DeviceConfig, IssuerTrust};
     use crate::presence::AutoApprove;
+    use crate::runtime::DeviceBuilder;
     use crate::signer::FileSigner;
-    use crate::store::MemoryStore;
     use crate::test_pki::TestCa;
     use localcert_proto::attestation::AttestationObject;
     use localcert_proto::binding::OriginBinding;
@@ -349,14 +349,13 @@ mod tests {
         let cred = crate::factory::new_device(&root, "TV", "1").unwrap();
         let mut config = DeviceConfig::new("TV");
         config.trust = IssuerTrust::Roots(vec![ca.root.clone()]);
-        let device = Device::new(
+        let agent = DeviceBuilder::new(
             config,
             Box::new(FileSigner::new(&cred.key, cred.chain).unwrap()),
-            Box::new(AutoApprove),
-            Box::new(MemoryStore::new()),
-        );
-        let sites = Sites::new();
-        let agent = Agent::new(device, sites.clone(), None, None);
+        )
+        .presence(AutoApprove)
+        .build();
+        let sites = agent.sites().clone();
         tokio::spawn(agent.clone().run());
         let id = agent.with_device(|d| {
             let id = d.connect(185);
@@ -458,14 +457,6 @@ mod tests {
         }
     }
 
-    struct ClockRef(Arc<FakeTime>);
-
-    impl WallClock for ClockRef {
-        fn unix_time(&self) -> u64 {
-            self.0.unix_time()
-        }
-    }
-
     struct Script(Mutex<Vec<star::Fetched>>);
 
     impl StarFetch for Script {
@@ -526,23 +517,16 @@ mod tests {
         let cred = crate::factory::new_device(&root, "TV", "1").unwrap();
         let mut config = DeviceConfig::new("TV");
         config.trust = IssuerTrust::Roots(vec![ca.root.clone()]);
-        let device = Device::new(
+        let script = Arc::new(Script(Mutex::new(Vec::new())));
+        let agent = DeviceBuilder::new(
             config,
             Box::new(FileSigner::new(&cred.key, cred.chain).unwrap()),
-            Box::new(AutoApprove),
-            Box::new(MemoryStore::new()),
         )
-        .with_clock(Box::new(ClockRef(time.clone())));
-        let sites = Sites::new();
-        let script = Arc::new(Script(Mutex::new(Vec::new())));
-        let agent = Agent::with_time(
-            device,
-            sites.clone(),
-            None,
-            Some(script.clone()),
-            time.clone(),
-            time.clone(),
-        );
+        .presence(AutoApprove)
+        .fetcher(script.clone())
+        .time(time.clone(), time.clone())
+        .build();
+        let sites = agent.sites().clone();
         tokio::spawn(agent.clone().run());
         let id = agent.with_device(|d| {
             let id = d.connect(247);

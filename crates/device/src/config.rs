@@ -1,22 +1,26 @@
-//! The reference daemon's configuration file (`device.toml`), and how it builds the engine.
+//! The reference daemon's configuration file (`device.toml`), and how it builds the device.
 //!
-//! Paths are taken as written (relative ones from the daemon's working directory).
+//! Relative paths are relative to the directory of the file itself (not the daemon's working
+//! directory), so a configuration and its files can move together.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use localcert_proto::name::DeviceLabel;
 use serde::Deserialize;
 
-use crate::engine::{Device, DeviceConfig, IssuerTrust};
+use crate::engine::{DeviceConfig, IssuerTrust};
 use crate::error::Error;
-use crate::mdns::Interfaces;
-use crate::presence::{
-    AutoApprove, ButtonPresence, DenyAll, PinPresence, PresenceRequest, PresenceResponder,
-    UserPresence,
-};
-use crate::signer::FileSigner;
+use crate::keys::{FileKeys, KeyProvider};
+use crate::mdns::{Announcer, Interfaces};
+use crate::presence::{AutoApprove, DenyAll, PinPresence, UserPresence, command_presence};
+use crate::runtime::DeviceBuilder;
+#[cfg(feature = "pkcs11")]
+use crate::signer::KeySigner;
+use crate::signer::{AttestationSigner, FileSigner};
+use crate::star::HttpsFetcher;
 use crate::store::{DirStore, LoadReport};
 use crate::{files, pki};
 
@@ -45,8 +49,12 @@ pub struct DaemonConfig {
     pub device_label: Option<String>,
     /// The store directory (created 0700).
     pub store_dir: PathBuf,
-    /// The attestation key (PKCS#8 PEM), as `localcert factory device` writes it.
-    pub attestation_key: PathBuf,
+    /// Where keys live: PEM and store files, or a PKCS#11 token.
+    #[serde(default)]
+    pub keys: KeysMode,
+    /// With `keys = "files"`: the attestation key (PKCS#8 PEM), as `localcert factory device`
+    /// writes it. With `keys = "pkcs11"` the key is in the token and this must be absent.
+    pub attestation_key: Option<PathBuf>,
     /// The attestation chain (PEM, device certificate first).
     pub attestation_chain: PathBuf,
     /// PEM file of the issuer root(s) the device trusts for INSTALL and renewal.
@@ -82,6 +90,45 @@ pub struct DaemonConfig {
     /// STAR renewal.
     #[serde(default)]
     pub renewal: RenewalSection,
+    /// The token, for `keys = "pkcs11"`.
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+/// The attestation signer and the TLS key provider, from the same place.
+type SignerAndKeys = (Box<dyn AttestationSigner>, Arc<dyn KeyProvider>);
+
+/// Where the device's private keys live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeysMode {
+    /// The attestation key in a PEM file, TLS keys in the store's 0600 files.
+    #[default]
+    Files,
+    /// Both in a PKCS#11 token (`[pkcs11]`), generated there and never extractable; the store
+    /// keeps only their ids. Needs the `pkcs11` feature.
+    Pkcs11,
+}
+
+/// `[pkcs11]`: the token. The PIN comes from a file or an environment variable, never from
+/// the command line.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// A file holding the user PIN (first line).
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// The label of the attestation key, as `localcert factory device --pkcs11` made it.
+    #[serde(default = "default_attestation_label")]
+    pub attestation_key_label: String,
+}
+
+fn default_attestation_label() -> String {
+    "localcert-attestation".to_owned()
 }
 
 /// `[ble]`.
@@ -173,15 +220,45 @@ fn default_local_name() -> String {
 }
 
 impl DaemonConfig {
-    /// Reads and validates `path`.
+    /// Reads and validates `path`; relative paths in it become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = files::read(path)?;
         let text = String::from_utf8(text)
             .map_err(|_| Error::Config(format!("{}: not UTF-8", path.display())))?;
-        let config: Self =
+        let mut config: Self =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         config.check()?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         Ok(config)
+    }
+
+    /// Makes every relative path relative to `base` (the file's directory). The presence
+    /// command is not a path of the configuration: it is run as written.
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.store_dir);
+        resolve(&mut self.attestation_chain);
+        resolve(&mut self.issuer_roots);
+        for p in [
+            self.attestation_key.as_mut(),
+            self.pin_file.as_mut(),
+            self.renewal.tls_roots.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        if let Some(token) = self.pkcs11.as_mut() {
+            resolve(&mut token.module);
+            if let Some(p) = token.pin_file.as_mut() {
+                resolve(p);
+            }
+        }
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -204,6 +281,29 @@ impl DaemonConfig {
         }
         if self.presence == PresenceMode::Command && self.presence_command.is_empty() {
             return bad("presence = \"command\" needs presence_command");
+        }
+        match (self.keys, &self.pkcs11, &self.attestation_key) {
+            (KeysMode::Files, None, Some(_)) => {}
+            (KeysMode::Files, Some(_), _) => {
+                return bad("[pkcs11] is only read with keys = \"pkcs11\"");
+            }
+            (KeysMode::Files, None, None) => return bad("keys = \"files\" needs attestation_key"),
+            (KeysMode::Pkcs11, None, _) => {
+                return bad("keys = \"pkcs11\" needs a [pkcs11] section");
+            }
+            (KeysMode::Pkcs11, Some(_), Some(_)) => {
+                return bad(
+                    "keys = \"pkcs11\": the attestation key is in the token, so attestation_key must be absent",
+                );
+            }
+            (KeysMode::Pkcs11, Some(token), None) => {
+                if token.pin_file.is_some() == token.pin_env.is_some() {
+                    return bad("[pkcs11] needs exactly one of pin_file and pin_env");
+                }
+                if token.token_label.is_empty() || token.attestation_key_label.is_empty() {
+                    return bad("[pkcs11] token_label and attestation_key_label must not be empty");
+                }
+            }
         }
         Ok(())
     }
@@ -261,19 +361,43 @@ impl DaemonConfig {
         DirStore::open(&self.store_dir)
     }
 
-    /// Builds the engine: signer, presence, store.
-    pub fn build_device(&self) -> Result<(Device, LoadReport), Error> {
-        let signer = FileSigner::from_files(&self.attestation_key, &self.attestation_chain)?;
+    /// The device's parts, from this file: settings, attestation signer and key provider
+    /// (files or the token), presence check, the store, mDNS and STAR renewal. Also says what
+    /// the store held that it could not use.
+    pub fn builder(&self) -> Result<(DeviceBuilder, LoadReport), Error> {
         let (store, report) = self.open_store()?;
-        let device = Device::new(
-            self.device_config()?,
-            Box::new(signer),
-            self.presence()?,
-            Box::new(store),
-        );
-        Ok((device, report))
+        let chain = pki::certificates_from_pem(
+            &files::read(&self.attestation_chain)?,
+            "attestation chain",
+        )?;
+        let (signer, keys) = self.signer_and_keys(chain, &store)?;
+        let mut builder = DeviceBuilder::new(self.device_config()?, signer)
+            .keys(keys)
+            .boxed_presence(self.presence()?)
+            .store(store);
+        if self.mdns.enabled {
+            builder = builder.announcer(Announcer::new(self.https_port, &self.mdns.interfaces())?);
+        }
+        if let Some(roots) = self.renewal_roots()? {
+            builder = builder.fetcher(Arc::new(HttpsFetcher::new(&roots)?));
+        }
+        Ok((builder, report))
     }
 
+    fn signer_and_keys(
+        &self,
+        chain: Vec<Vec<u8>>,
+        store: &DirStore,
+    ) -> Result<SignerAndKeys, Error> {
+        match (self.keys, &self.attestation_key, &self.pkcs11) {
+            (KeysMode::Files, Some(key), _) => {
+                let key = pki::key_from_pem(&files::read(key)?, "attestation key")?;
+                Ok((Box::new(FileSigner::new(&key, chain)?), Arc::new(FileKeys)))
+            }
+            (KeysMode::Pkcs11, _, Some(token)) => token_signer_and_keys(token, chain, store),
+            _ => Err(Error::Config("keys: incomplete settings".into())),
+        }
+    }
     /// The renewal TLS roots, if configured.
     pub fn renewal_roots(&self) -> Result<Option<Vec<Vec<u8>>>, Error> {
         self.renewal
@@ -289,60 +413,57 @@ impl DaemonConfig {
     }
 }
 
-/// A [`ButtonPresence`] whose hook runs `argv` + the origin in a thread: exit 0 approves,
-/// anything else (or no answer within `timeout`, when the process is killed) denies.
-pub fn command_presence(argv: Vec<String>, timeout: Duration) -> ButtonPresence {
-    ButtonPresence::new(
-        move |request: PresenceRequest, responder: PresenceResponder| {
-            let argv = argv.clone();
-            let spawned = std::thread::Builder::new()
-                .name("presence-command".into())
-                .spawn(move || {
-                    if run_presence_command(&argv, &request, timeout) {
-                        responder.approve();
-                    } else {
-                        responder.deny();
-                    }
-                });
-            if let Err(e) = spawned {
-                // The responder went with the closure and was dropped: that denies.
-                tracing::error!(error = %e, "cannot start the presence command");
-            }
-        },
-    )
+#[cfg(feature = "pkcs11")]
+fn token_signer_and_keys(
+    section: &Pkcs11Section,
+    chain: Vec<Vec<u8>>,
+    store: &DirStore,
+) -> Result<SignerAndKeys, Error> {
+    use crate::pkcs11::{TokenConfig, TokenKeys, TokenPin};
+    use crate::store::BindingStore;
+    let pin = match (&section.pin_file, &section.pin_env) {
+        (Some(path), None) => TokenPin::new(
+            &String::from_utf8(files::read(path)?)
+                .map_err(|_| Error::Config("[pkcs11] pin_file: not UTF-8".into()))?,
+        )?,
+        (None, Some(var)) => TokenPin::new(&std::env::var(var).map_err(|_| {
+            Error::Config(format!(
+                "[pkcs11] pin_env: ${var} is not set (or not UTF-8)"
+            ))
+        })?)?,
+        _ => {
+            return Err(Error::Config(
+                "[pkcs11] needs exactly one of pin_file and pin_env".into(),
+            ));
+        }
+    };
+    let token = Arc::new(TokenKeys::open(&TokenConfig {
+        module: &section.module,
+        token_label: &section.token_label,
+        pin: &pin,
+    })?);
+    // Pending keys live in memory: a key made by an ATTEST of an earlier run that no binding
+    // holds will never be installed.
+    let held: Vec<&crate::keys::DeviceKey> = store.bindings().iter().map(|b| &b.key).collect();
+    let deleted = token.delete_unused_tls_keys(&held)?;
+    if deleted > 0 {
+        tracing::info!(deleted, "deleted token keys of ATTESTs never installed");
+    }
+    let key = token.find_labelled(&section.attestation_key_label)?;
+    let keys: Arc<dyn KeyProvider> = token;
+    let signer = KeySigner::new(keys.clone(), key, chain)?;
+    Ok((Box::new(signer), keys))
 }
 
-fn run_presence_command(argv: &[String], request: &PresenceRequest, timeout: Duration) -> bool {
-    let Some((program, args)) = argv.split_first() else {
-        return false;
-    };
-    let child = std::process::Command::new(program)
-        .args(args)
-        .arg(request.origin.as_str())
-        .env("LOCALCERT_ORIGIN", request.origin.as_str())
-        .stdin(std::process::Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, program, "cannot run the presence command");
-            return false;
-        }
-    };
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
-    }
+#[cfg(not(feature = "pkcs11"))]
+fn token_signer_and_keys(
+    _: &Pkcs11Section,
+    _: Vec<Vec<u8>>,
+    _: &DirStore,
+) -> Result<SignerAndKeys, Error> {
+    Err(Error::Config(
+        "keys = \"pkcs11\" needs a localcert-device built with the `pkcs11` feature".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -385,32 +506,84 @@ mod tests {
         assert!(cmd.check().is_err(), "command without presence_command");
     }
 
-    #[cfg(unix)]
+    const TOKEN: &str = r#"
+        product = "TV"
+        store_dir = "store"
+        keys = "pkcs11"
+        attestation_chain = "attestation.pem"
+        issuer_roots = "/etc/roots.pem"
+        presence = "auto"
+        [pkcs11]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        token_label = "t"
+        pin_file = "token.pin"
+    "#;
+
     #[test]
-    fn the_presence_command_decides() {
-        use crate::presence::PresenceCheck;
-        let ask = |script: &str| {
-            let presence = command_presence(
-                vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
-                Duration::from_secs(30),
-            );
-            let request = PresenceRequest {
-                origin: localcert_proto::origin::Origin::parse("https://vod.example.com").unwrap(),
-                pin: None,
-            };
-            let PresenceCheck::Pending(pending) = presence.check(&request) else {
-                panic!("a command answers later");
-            };
-            loop {
-                if let Some(answer) = pending.poll() {
-                    return answer;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    fn key_settings_are_one_of_files_or_token() {
+        let check = |text: &str| {
+            toml::from_str::<DaemonConfig>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map_err(|e| e.to_string()))
         };
-        assert!(ask(
-            r#"test "$1" = https://vod.example.com && test "$LOCALCERT_ORIGIN" = "$1""#
-        ));
-        assert!(!ask("exit 1"));
+        check(TOKEN).unwrap();
+        let refused = [
+            // The attestation key is in the token: no key file beside it.
+            TOKEN.replace(
+                "keys = \"pkcs11\"",
+                "keys = \"pkcs11\"\nattestation_key = \"k\"",
+            ),
+            // No token section.
+            TOKEN.replace("[pkcs11]", "[unused]"),
+            // Files, yet a token section, or no key file.
+            TOKEN.replace(
+                "keys = \"pkcs11\"",
+                "keys = \"files\"\nattestation_key = \"k\"",
+            ),
+            TOKEN.replace("keys = \"pkcs11\"", "keys = \"files\""),
+            // Exactly one PIN source; the PIN itself is never a setting.
+            TOKEN.replace("pin_file = \"token.pin\"", ""),
+            TOKEN.replace(
+                "pin_file = \"token.pin\"",
+                "pin_file = \"p\"\npin_env = \"PIN\"",
+            ),
+            TOKEN.replace("pin_file = \"token.pin\"", "pin = \"1234\""),
+            TOKEN.replace("token_label = \"t\"", "token_label = \"\""),
+            TOKEN.replace("\"pkcs11\"", "\"tpm\""),
+        ];
+        for text in refused {
+            assert!(check(&text).is_err(), "accepted:\n{text}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.toml");
+        std::fs::write(&path, TOKEN).unwrap();
+        let config = DaemonConfig::load(&path).unwrap();
+        assert_eq!(config.store_dir, dir.path().join("store"));
+        assert_eq!(config.attestation_chain, dir.path().join("attestation.pem"));
+        assert_eq!(config.issuer_roots, Path::new("/etc/roots.pem"));
+        let token = config.pkcs11.as_ref().unwrap();
+        assert_eq!(
+            token.pin_file.as_deref(),
+            Some(&*dir.path().join("token.pin"))
+        );
+        assert_eq!(token.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(token.attestation_key_label, "localcert-attestation");
+    }
+
+    #[cfg(not(feature = "pkcs11"))]
+    #[test]
+    fn a_token_needs_the_pkcs11_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("device.toml"), TOKEN).unwrap();
+        let root = crate::factory::new_root("M").unwrap();
+        let cred = crate::factory::new_device(&root, "TV", "1").unwrap();
+        crate::factory::write_device_chain(dir.path(), &cred.chain).unwrap();
+        let config = DaemonConfig::load(&dir.path().join("device.toml")).unwrap();
+        let error = config.builder().unwrap_err().to_string();
+        assert!(error.contains("`pkcs11` feature"), "{error}");
     }
 }

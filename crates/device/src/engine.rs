@@ -11,6 +11,7 @@
 //! request errors with an error response; neither leaves state behind.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use localcert_proto::ErrorCode;
@@ -23,8 +24,9 @@ use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::keys::{DeviceKey, FileKeys, KeyProvider};
 use crate::outbox::Outbox;
-use crate::pending::PendingKeys;
+use crate::pending::{PendingKey, PendingKeys};
 use crate::presence::{PendingPresence, PresenceCheck, PresenceRequest, UserPresence};
 use crate::signer::AttestationSigner;
 use crate::store::{Binding, BindingStore};
@@ -43,6 +45,12 @@ const PRESENCE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub trait WallClock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn unix_time(&self) -> u64;
+}
+
+impl<T: WallClock + ?Sized> WallClock for Arc<T> {
+    fn unix_time(&self) -> u64 {
+        (**self).unix_time()
+    }
 }
 
 /// The system clock.
@@ -155,6 +163,7 @@ struct Session {
 pub struct Device {
     config: DeviceConfig,
     signer: Box<dyn AttestationSigner>,
+    keys: Arc<dyn KeyProvider>,
     presence: Box<dyn UserPresence>,
     store: Box<dyn BindingStore>,
     rng: Box<dyn SecureRandom + Send + Sync>,
@@ -193,6 +202,7 @@ impl Device {
         Self {
             config,
             signer,
+            keys: Arc::new(FileKeys),
             presence,
             store,
             rng: Box::new(SystemRandom::new()),
@@ -209,6 +219,17 @@ impl Device {
     pub fn with_clock(mut self, clock: Box<dyn WallClock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Where TLS keys are made (default: [`FileKeys`], PKCS#8 in memory and in the store).
+    pub fn with_keys(mut self, keys: Arc<dyn KeyProvider>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The TLS key provider.
+    pub fn keys(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
     }
 
     /// Replaces the RNG.
@@ -349,8 +370,24 @@ impl Device {
     }
 
     fn expire_pending(&mut self, now: Instant) {
-        for name in self.pending.expire(now) {
-            self.events.push_back(Event::PendingDropped { name });
+        let expired = self.pending.expire(now);
+        self.drop_pending(expired);
+    }
+
+    /// Pending keys that will never be installed: their keys go, their names stop.
+    fn drop_pending(&mut self, dropped: Vec<PendingKey>) {
+        for p in dropped {
+            self.destroy_key(&p.key);
+            for name in p.names {
+                self.events.push_back(Event::PendingDropped { name });
+            }
+        }
+    }
+
+    /// Deletes a key nothing uses any more (a token key; software keys leave with their file).
+    fn destroy_key(&self, key: &DeviceKey) {
+        if let Err(e) = self.keys.destroy(key) {
+            tracing::warn!(error = %e, ?key, "cannot delete an unused key");
         }
     }
 

@@ -69,6 +69,9 @@ pub enum CredentialError {
     /// Key generation or signing failed.
     #[error("{0} failed")]
     Crypto(&'static str),
+    /// The PKCS#11 token refused or failed an operation (never carries key material).
+    #[error("PKCS#11: {0}")]
+    Token(String),
 }
 
 /// A store problem.

@@ -17,6 +17,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{CredentialError, Error};
 use crate::files;
+use crate::keys::{self, DeviceKey, KeyProvider};
 use crate::pki::{self, SecretKey};
 
 /// The file name of a device's attestation chain.
@@ -134,26 +135,76 @@ pub fn new_device(
     product: &str,
     serial: &str,
 ) -> Result<DeviceCredential, Error> {
+    let rng = SystemRandom::new();
+    let key = pki::generate_p256(&rng)?;
+    let chain = certify_device_key(
+        issuer_ca,
+        product,
+        serial,
+        &keys::FileKeys,
+        &DeviceKey::Software(key.clone()),
+    )?;
+    Ok(DeviceCredential { chain, key })
+}
+
+/// The attestation chain for a key a provider holds (`localcert factory device --pkcs11`: a
+/// key made inside the token): the device certificate signed by `issuer_ca`, then the
+/// certificates above it, without the root.
+pub fn certify_device_key(
+    issuer_ca: &CaCredential,
+    product: &str,
+    serial: &str,
+    provider: &dyn KeyProvider,
+    key: &DeviceKey,
+) -> Result<Vec<Vec<u8>>, Error> {
     if product.is_empty() || serial.is_empty() {
         return Err(Error::Config("product and serial must not be empty".into()));
     }
     let rng = SystemRandom::new();
-    let key = pki::generate_p256(&rng)?;
     let mut params = params(&format!("{product} {serial}"), DEVICE_VALIDITY_DAYS, &rng)?;
     params
         .distinguished_name
         .push(DnType::CustomDnType(vec![2, 5, 4, 5]), serial); // serialNumber attribute
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let subject = keys::RcgenKey::new(provider, key, &rng)?;
     let cert = params
-        .signed_by(&pki::rcgen_key(&key)?, &issuer(issuer_ca)?)
+        .signed_by(&subject, &issuer(issuer_ca)?)
         .map_err(gen_error)?;
     let mut chain = vec![cert.der().to_vec()];
     if !is_self_signed(&issuer_ca.certificate) {
         chain.push(issuer_ca.certificate.clone());
         chain.extend(issuer_ca.chain_above.iter().cloned());
     }
-    Ok(DeviceCredential { chain, key })
+    Ok(chain)
+}
+
+/// A new attestation key generated inside a token under `label` (which no key may have yet),
+/// and its chain signed by `issuer_ca`. The key never leaves the token; if the chain cannot
+/// be made, the key is deleted again.
+#[cfg(feature = "pkcs11")]
+pub fn new_device_in_token(
+    issuer_ca: &CaCredential,
+    product: &str,
+    serial: &str,
+    token: &crate::pkcs11::TokenKeys,
+    label: &str,
+) -> Result<(DeviceKey, Vec<Vec<u8>>), Error> {
+    if !token.ids_labelled(label)?.is_empty() {
+        return Err(Error::Config(format!(
+            "the token already holds a key labelled `{label}`"
+        )));
+    }
+    let key = token.generate_labelled(label, &SystemRandom::new())?;
+    match certify_device_key(issuer_ca, product, serial, token, &key) {
+        Ok(chain) => Ok((key, chain)),
+        Err(e) => {
+            if let Err(cleanup) = token.destroy(&key) {
+                tracing::warn!(error = %cleanup, "cannot delete the new key again");
+            }
+            Err(e)
+        }
+    }
 }
 
 fn is_self_signed(der: &[u8]) -> bool {
@@ -203,14 +254,21 @@ pub fn read_ca(cert_path: &Path, key_path: &Path) -> Result<CaCredential, Error>
 pub fn write_device(dir: &Path, device: &DeviceCredential) -> Result<(PathBuf, PathBuf), Error> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
     let key_path = dir.join(DEVICE_KEY_FILE);
-    let chain_path = dir.join(DEVICE_CHAIN_FILE);
     files::write_new(&key_path, device.key.to_pem().as_bytes(), true)?;
+    let chain_path = write_device_chain(dir, &device.chain)?;
+    Ok((chain_path, key_path))
+}
+
+/// Writes only [`DEVICE_CHAIN_FILE`] into `dir`, creating `dir`: for a key kept in a token.
+pub fn write_device_chain(dir: &Path, chain: &[Vec<u8>]) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    let chain_path = dir.join(DEVICE_CHAIN_FILE);
     files::write_new(
         &chain_path,
-        pki::certificates_to_pem(&device.chain).as_bytes(),
+        pki::certificates_to_pem(chain).as_bytes(),
         false,
     )?;
-    Ok((chain_path, key_path))
+    Ok(chain_path)
 }
 
 #[cfg(test)]

@@ -29,11 +29,12 @@ use localcert_proto::origin::Origin;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::error::{CredentialError, Error};
+use crate::keys::{self, FileKeys, KeyProvider};
 use crate::store::Binding;
 use crate::vary::{Tracked, Turn, VaryOnOwnResponses};
 
@@ -60,22 +61,34 @@ struct Site {
 }
 
 /// The bindings being served, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sites {
     by_name: RwLock<HashMap<String, Site>>,
+    keys: Arc<dyn KeyProvider>,
 }
 
 impl Sites {
-    /// An empty table.
+    /// An empty table for software keys.
     pub fn new() -> Arc<Self> {
-        Arc::default()
+        Self::with_keys(Arc::new(FileKeys))
+    }
+
+    /// An empty table whose bindings' keys `keys` holds (the device's provider).
+    pub fn with_keys(keys: Arc<dyn KeyProvider>) -> Arc<Self> {
+        Arc::new(Self {
+            by_name: RwLock::default(),
+            keys,
+        })
     }
 
     /// Serves `binding` (new or renewed), replacing what was served under its name.
     pub fn apply(&self, binding: &Binding) -> Result<(), Error> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(binding.key.pkcs8_der().to_vec()));
-        let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&key)
-            .map_err(|_| CredentialError::BadKey("binding key"))?;
+        let leaf = binding
+            .chain
+            .first()
+            .ok_or(CredentialError::BadCertificate("empty chain"))?;
+        keys::check_matches(self.keys.as_ref(), &binding.key, leaf, "leaf")?;
+        let signing_key = keys::tls_signing_key(&self.keys, &binding.key)?;
         let chain = binding
             .chain
             .iter()

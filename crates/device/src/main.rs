@@ -17,9 +17,7 @@ use localcert_device::agent::Agent;
 use localcert_device::bridge;
 use localcert_device::config::DaemonConfig;
 use localcert_device::gatt::GattServer;
-use localcert_device::https::{self, Sites};
-use localcert_device::mdns::Announcer;
-use localcert_device::star::{HttpsFetcher, StarFetch};
+use localcert_device::https;
 use localcert_device::store::BindingStore;
 
 /// localcert device agent.
@@ -214,27 +212,14 @@ struct Started {
 }
 
 async fn start(config: &DaemonConfig) -> anyhow::Result<Started> {
-    let (device, report) = config.build_device().context("setting up the agent")?;
+    let (builder, report) = config.builder().context("setting up the agent")?;
     for p in &report.leftovers {
         tracing::warn!(path = %p.display(), "removed a half-written leftover");
     }
     for (p, reason) in &report.unusable {
         tracing::warn!(path = %p.display(), %reason, "unusable file in the store");
     }
-    let announcer = if config.mdns.enabled {
-        Some(
-            Announcer::new(config.https_port, &config.mdns.interfaces())
-                .context("starting mDNS")?,
-        )
-    } else {
-        None
-    };
-    let fetcher: Option<Arc<dyn StarFetch>> = match config.renewal_roots()? {
-        Some(roots) => Some(Arc::new(HttpsFetcher::new(&roots)?)),
-        None => None,
-    };
-    let agent = Agent::new(device, Sites::new(), announcer, fetcher);
-    agent.start_bindings();
+    let agent = builder.build();
     let agent_task = tokio::spawn(agent.clone().run());
     let addr = std::net::SocketAddr::new(config.https_listen, config.https_port);
     let listener = tokio::net::TcpListener::bind(addr)

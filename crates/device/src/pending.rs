@@ -12,7 +12,7 @@ use localcert_proto::ErrorCode;
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 
-use crate::pki::SecretKey;
+use crate::keys::DeviceKey;
 use crate::verify::{Refused, refused};
 
 /// A key made by ATTEST, waiting for the certificate that INSTALL brings.
@@ -25,7 +25,7 @@ pub(crate) struct PendingKey {
     /// The names the CSR asked for.
     pub(crate) names: Vec<LocalName>,
     /// The private key.
-    pub(crate) key: SecretKey,
+    pub(crate) key: DeviceKey,
     /// The key's DER SubjectPublicKeyInfo.
     pub(crate) spki: Vec<u8>,
     /// When it is discarded.
@@ -67,28 +67,22 @@ impl PendingKeys {
     }
 
     /// Keeps a new key for `origin` until `now + lifetime`, replacing the origin's earlier key
-    /// and dropping the oldest beyond the bound. Returns the names no longer pending.
+    /// and dropping the oldest beyond the bound. Returns the keys dropped (to destroy, and
+    /// their names to stop announcing).
     pub(crate) fn insert(
         &mut self,
         now: Instant,
         origin: Origin,
         user_handle_digest: [u8; 32],
         names: Vec<LocalName>,
-        key: SecretKey,
+        key: DeviceKey,
         spki: Vec<u8>,
-    ) -> Vec<LocalName> {
-        let mut dropped = Vec::new();
-        let mut kept = Vec::with_capacity(self.keys.len());
-        for p in self.keys.drain(..) {
-            if p.origin == origin {
-                dropped.extend(p.names);
-            } else {
-                kept.push(p);
-            }
-        }
+    ) -> Vec<PendingKey> {
+        let (mut dropped, kept): (Vec<_>, Vec<_>) =
+            self.keys.drain(..).partition(|p| p.origin == origin);
         self.keys = kept;
         while self.keys.len() >= self.max {
-            dropped.extend(self.keys.remove(0).names);
+            dropped.push(self.keys.remove(0));
         }
         self.keys.push(PendingKey {
             origin,
@@ -101,17 +95,11 @@ impl PendingKeys {
         dropped
     }
 
-    /// Discards the keys expired at `now`; returns their names.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<LocalName> {
-        let mut dropped = Vec::new();
-        self.keys.retain_mut(|p| {
-            let live = now < p.expires;
-            if !live {
-                dropped.append(&mut p.names);
-            }
-            live
-        });
-        dropped
+    /// Discards the keys expired at `now` and returns them.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<PendingKey> {
+        let (expired, kept): (Vec<_>, Vec<_>) = self.keys.drain(..).partition(|p| now >= p.expires);
+        self.keys = kept;
+        expired
     }
 
     /// When the next key expires.
@@ -160,12 +148,16 @@ mod tests {
         LocalName::derive(&DeviceLabel::parse("tv").unwrap(), &origin(o), &tag)
     }
 
-    fn key() -> SecretKey {
-        crate::pki::generate_p256(&ring::rand::SystemRandom::new()).unwrap()
+    fn key() -> DeviceKey {
+        DeviceKey::Software(crate::pki::generate_p256(&ring::rand::SystemRandom::new()).unwrap())
+    }
+
+    fn names(dropped: Vec<PendingKey>) -> Vec<LocalName> {
+        dropped.into_iter().flat_map(|p| p.names).collect()
     }
 
     fn add(keys: &mut PendingKeys, now: Instant, o: &str, spki: &[u8]) -> Vec<LocalName> {
-        keys.insert(now, origin(o), [7; 32], vec![name(o)], key(), spki.to_vec())
+        names(keys.insert(now, origin(o), [7; 32], vec![name(o)], key(), spki.to_vec()))
     }
 
     fn lookup<'a>(
@@ -255,13 +247,16 @@ mod tests {
             keys.expire(t0 + LIFETIME - Duration::from_millis(1))
                 .is_empty()
         );
-        assert_eq!(keys.expire(t0 + LIFETIME), vec![name(A)]);
+        assert_eq!(names(keys.expire(t0 + LIFETIME)), vec![name(A)]);
         assert_eq!(keys.len(), 1);
         assert_eq!(
             keys.next_expiry(),
             Some(t0 + Duration::from_secs(10) + LIFETIME)
         );
-        assert_eq!(keys.expire(t0 + Duration::from_secs(3600)), vec![name(B)]);
+        assert_eq!(
+            names(keys.expire(t0 + Duration::from_secs(3600))),
+            vec![name(B)]
+        );
         assert_eq!(keys.next_expiry(), None);
     }
 

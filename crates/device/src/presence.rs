@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use localcert_proto::ErrorCode;
 use localcert_proto::message::PresenceMethod;
@@ -247,6 +248,62 @@ impl UserPresence for ButtonPresence {
     }
 }
 
+/// A [`ButtonPresence`] whose hook runs `argv` + the origin in a thread: exit 0 approves,
+/// anything else (or no answer within `timeout`, when the process is killed) denies.
+pub fn command_presence(argv: Vec<String>, timeout: Duration) -> ButtonPresence {
+    ButtonPresence::new(
+        move |request: PresenceRequest, responder: PresenceResponder| {
+            let argv = argv.clone();
+            let spawned = std::thread::Builder::new()
+                .name("presence-command".into())
+                .spawn(move || {
+                    if run_presence_command(&argv, &request, timeout) {
+                        responder.approve();
+                    } else {
+                        responder.deny();
+                    }
+                });
+            if let Err(e) = spawned {
+                // The responder went with the closure and was dropped: that denies.
+                tracing::error!(error = %e, "cannot start the presence command");
+            }
+        },
+    )
+}
+
+fn run_presence_command(argv: &[String], request: &PresenceRequest, timeout: Duration) -> bool {
+    let Some((program, args)) = argv.split_first() else {
+        return false;
+    };
+    let child = std::process::Command::new(program)
+        .args(args)
+        .arg(request.origin.as_str())
+        .env("LOCALCERT_ORIGIN", request.origin.as_str())
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, program, "cannot run the presence command");
+            return false;
+        }
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +352,33 @@ mod tests {
         let (pending, responder) = ask_user();
         drop(responder);
         assert_eq!(pending.poll(), Some(false));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_presence_command_decides() {
+        let ask = |script: &str| {
+            let presence = command_presence(
+                vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
+                Duration::from_secs(30),
+            );
+            let request = PresenceRequest {
+                origin: localcert_proto::origin::Origin::parse("https://vod.example.com").unwrap(),
+                pin: None,
+            };
+            let PresenceCheck::Pending(pending) = presence.check(&request) else {
+                panic!("a command answers later");
+            };
+            loop {
+                if let Some(answer) = pending.poll() {
+                    return answer;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert!(ask(
+            r#"test "$1" = https://vod.example.com && test "$LOCALCERT_ORIGIN" = "$1""#
+        ));
+        assert!(!ask("exit 1"));
     }
 }

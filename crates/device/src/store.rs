@@ -10,6 +10,7 @@ use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 
 use crate::error::Error;
+use crate::keys::{DeviceKey, TokenKeyId};
 use crate::pki::SecretKey;
 
 /// One installed origin binding.
@@ -19,8 +20,8 @@ pub struct Binding {
     pub origin: Origin,
     /// The `.local` name served for it.
     pub name: LocalName,
-    /// The TLS key (P-256, PKCS#8).
-    pub key: SecretKey,
+    /// The TLS key (P-256): PKCS#8 bytes, or the handle of a key in a token.
+    pub key: DeviceKey,
     /// The issued chain, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
     /// The CORS policy for the origin.
@@ -113,6 +114,8 @@ const BINDING_SUFFIX: &str = ".json";
 /// A binding file is a key, a chain of at most a few certificates and a CORS policy: a few KiB.
 const MAX_BINDING_FILE_LEN: u64 = 64 * 1024;
 const FORMAT_VERSION: u32 = 1;
+/// A `CKA_ID` this long is a handle, not data.
+const MAX_TOKEN_KEY_ID_LEN: usize = 64;
 
 /// What [`DirStore::open`] found besides good bindings.
 #[derive(Debug, Default)]
@@ -138,8 +141,12 @@ struct BindingRecord {
     version: u32,
     origin: String,
     name: String,
-    /// PKCS#8, hex. The file is 0600.
-    key: String,
+    /// A software key: PKCS#8, hex. The file is 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// A token key: its `CKA_ID`, hex (a handle; the key never leaves the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_key_id: Option<String>,
     /// DER certificates, hex, leaf first.
     chain: Vec<String>,
     cors: CorsRecord,
@@ -154,7 +161,14 @@ impl BindingRecord {
             version: FORMAT_VERSION,
             origin: b.origin.as_str().to_owned(),
             name: b.name.as_str().to_owned(),
-            key: hex::encode(b.key.pkcs8_der()),
+            key: match &b.key {
+                DeviceKey::Software(k) => Some(hex::encode(k.pkcs8_der())),
+                DeviceKey::Token(_) => None,
+            },
+            token_key_id: match &b.key {
+                DeviceKey::Software(_) => None,
+                DeviceKey::Token(id) => Some(hex::encode(&id.0)),
+            },
             chain: b.chain.iter().map(hex::encode).collect(),
             cors: CorsRecord {
                 methods: b.cors.methods.clone(),
@@ -175,7 +189,19 @@ impl BindingRecord {
         }
         let origin = Origin::parse(&self.origin).map_err(|e| format!("origin: {e}"))?;
         let name = LocalName::parse(&self.name).map_err(|e| format!("name: {e}"))?;
-        let key = SecretKey::from_pkcs8_der(hex::decode(&self.key).map_err(|_| "key: not hex")?);
+        let key = match (&self.key, &self.token_key_id) {
+            (Some(key), None) => DeviceKey::Software(SecretKey::from_pkcs8_der(
+                hex::decode(key).map_err(|_| "key: not hex")?,
+            )),
+            (None, Some(id)) => {
+                let id = hex::decode(id).map_err(|_| "token_key_id: not hex")?;
+                if id.is_empty() || id.len() > MAX_TOKEN_KEY_ID_LEN {
+                    return Err("token_key_id: 1 to 64 bytes".into());
+                }
+                DeviceKey::Token(TokenKeyId(id))
+            }
+            _ => return Err("exactly one of key and token_key_id".into()),
+        };
         let chain = self
             .chain
             .iter()
@@ -183,7 +209,10 @@ impl BindingRecord {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "chain: not hex")?;
         let leaf = chain.first().ok_or("chain: empty")?;
-        crate::pki::check_key_matches(&key, leaf, "leaf").map_err(|e| e.to_string())?;
+        // A token key is checked against its leaf when it is served (the token is needed).
+        if let DeviceKey::Software(secret) = &key {
+            crate::pki::check_key_matches(secret, leaf, "leaf").map_err(|e| e.to_string())?;
+        }
         let user_handle_digest = hex::decode(&self.user_handle_digest)
             .ok()
             .and_then(|d| <[u8; 32]>::try_from(d).ok())
@@ -342,7 +371,7 @@ mod tests {
         Binding {
             origin: Origin::parse(origin).unwrap(),
             name: LocalName::parse(&name).unwrap(),
-            key: SecretKey::from_pkcs8_der(key.serialize_der()),
+            key: DeviceKey::Software(SecretKey::from_pkcs8_der(key.serialize_der())),
             chain: vec![cert.der().to_vec()],
             cors: CorsPolicy {
                 methods: vec!["GET".into()],
@@ -465,6 +494,55 @@ mod tests {
         let (store, report) = DirStore::open(&dir).unwrap();
         assert!(store.bindings().is_empty());
         assert_eq!(report.unusable.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_token_key_is_stored_as_its_id_only() {
+        let dir = temp_dir("token");
+        let mut a = binding("https://a.example", 1);
+        a.key = DeviceKey::Token(TokenKeyId(vec![0xab; 16]));
+        {
+            let (mut store, _) = DirStore::open(&dir).unwrap();
+            store.put(a.clone()).unwrap();
+        }
+        let path = dir.join(binding_file_name(&a.origin));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("\"token_key_id\": \"{}\"", "ab".repeat(16))));
+        assert!(!text.contains("\"key\""), "{text}");
+        let (store, report) = DirStore::open(&dir).unwrap();
+        assert!(report.unusable.is_empty());
+        assert_eq!(store.bindings(), &[a.clone()][..]);
+
+        // Neither or both, a bad or oversized id: unusable, with the reason.
+        let software = binding("https://a.example", 1);
+        let key_hex = match &software.key {
+            DeviceKey::Software(k) => hex::encode(k.pkcs8_der()),
+            DeviceKey::Token(_) => unreachable!(),
+        };
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let variants = [
+            ("neither", None, None),
+            ("both", Some(key_hex.as_str()), Some("abab")),
+            ("not hex", None, Some("xyz")),
+            ("too long", None, Some(&*"ab".repeat(65))),
+            ("empty", None, Some("")),
+        ];
+        for (what, key, id) in variants {
+            let mut r = record.clone();
+            let o = r.as_object_mut().unwrap();
+            o.remove("token_key_id");
+            if let Some(k) = key {
+                o.insert("key".into(), k.into());
+            }
+            if let Some(i) = id {
+                o.insert("token_key_id".into(), i.into());
+            }
+            std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+            let (store, report) = DirStore::open(&dir).unwrap();
+            assert!(store.bindings().is_empty(), "{what}");
+            assert_eq!(report.unusable.len(), 1, "{what}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

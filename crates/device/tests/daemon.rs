@@ -56,7 +56,7 @@ async fn daemon_serves_stored_bindings_and_reports_them() {
             .put(Binding {
                 origin: Origin::parse(ORIGIN).unwrap(),
                 name: LocalName::parse(NAME).unwrap(),
-                key: SecretKey::from_pkcs8_der(key.serialize_der()),
+                key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
                 chain: vec![leaf.der().to_vec()],
                 cors: CorsPolicy {
                     methods: vec!["GET".into()],

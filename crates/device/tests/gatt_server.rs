@@ -7,12 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use localcert_device::agent::Agent;
 use localcert_device::gatt::{GattServer, IDLE_TAKEOVER, Written};
 use localcert_device::presence::AutoApprove;
-use localcert_device::signer::FileSigner;
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig};
+use localcert_device::{DeviceBuilder, DeviceConfig};
 use localcert_proto::frame::{Command, Frame, Reassembler};
 use localcert_proto::gatt::{GattInfo, fragment_len};
 use localcert_proto::message::{AttestRequest, Request, Response};
@@ -22,18 +19,14 @@ use localcert_proto::peripheral::{GattPeripheral, WriteRefused};
 
 fn server() -> Arc<GattServer<u32>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
-    let signer = FileSigner::from_files(
+    let agent = DeviceBuilder::from_credential_files(
+        DeviceConfig::new("Media Server 1"),
         &dir.join("attestation.key.pem"),
         &dir.join("attestation.pem"),
     )
-    .unwrap();
-    let device = Device::new(
-        DeviceConfig::new("Media Server 1"),
-        Box::new(signer),
-        Box::new(AutoApprove),
-        Box::new(MemoryStore::new()),
-    );
-    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    .unwrap()
+    .presence(AutoApprove)
+    .build();
     let server = Arc::new(GattServer::new(agent));
     // A central has subscribed to the status characteristic (BlueZ: the service's notifier).
     server.set_notifying(true);

@@ -25,7 +25,7 @@ fn binding(origin: &str, name: &str, key: &rcgen::KeyPair, serial: u8) -> Bindin
     Binding {
         origin: Origin::parse(origin).unwrap(),
         name: LocalName::parse(name).unwrap(),
-        key: SecretKey::from_pkcs8_der(key.serialize_der()),
+        key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
         // A long chain makes each write big enough to be interrupted mid-way.
         chain: vec![cert.der().to_vec(); 3],
         cors: CorsPolicy {

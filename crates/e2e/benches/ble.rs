@@ -9,12 +9,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use localcert_device::agent::Agent;
 use localcert_device::gatt::GattServer;
 use localcert_device::presence::AutoApprove;
-use localcert_device::signer::FileSigner;
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig};
+use localcert_device::{DeviceBuilder, DeviceConfig};
 use localcert_proto::message::{AttestRequest, Request};
 use localcert_proto::name::DeviceLabel;
 use localcert_proto::origin::Origin;
@@ -24,18 +21,14 @@ const ROUNDS: u32 = 200;
 
 fn server() -> std::sync::Arc<GattServer<u32>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
-    let signer = FileSigner::from_files(
+    let agent = DeviceBuilder::from_credential_files(
+        DeviceConfig::new("Media Server 1"),
         &dir.join("attestation.key.pem"),
         &dir.join("attestation.pem"),
     )
-    .unwrap();
-    let device = Device::new(
-        DeviceConfig::new("Media Server 1"),
-        Box::new(signer),
-        Box::new(AutoApprove),
-        Box::new(MemoryStore::new()),
-    );
-    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    .unwrap()
+    .presence(AutoApprove)
+    .build();
     std::sync::Arc::new(GattServer::new(agent))
 }
 

@@ -7,12 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use localcert_device::agent::Agent;
 use localcert_device::gatt::{Connection, GattServer};
 use localcert_device::presence::AutoApprove;
-use localcert_device::signer::FileSigner;
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig};
+use localcert_device::{DeviceBuilder, DeviceConfig};
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::message::{AttestRequest, Request, Response};
 use localcert_proto::name::{DeviceTag, LocalName};
@@ -21,18 +18,14 @@ use localcert_ua::{LinkError, LinkProfile, SimLink, Transport, TransportError};
 
 fn device() -> Arc<GattServer<u64>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devices/device-1");
-    let signer = FileSigner::from_files(
+    let agent = DeviceBuilder::from_credential_files(
+        DeviceConfig::new("Media Server 1"),
         &dir.join("attestation.key.pem"),
         &dir.join("attestation.pem"),
     )
-    .unwrap();
-    let device = Device::new(
-        DeviceConfig::new("Media Server 1"),
-        Box::new(signer),
-        Box::new(AutoApprove),
-        Box::new(MemoryStore::new()),
-    );
-    let agent = Agent::new(device, localcert_device::https::Sites::new(), None, None);
+    .unwrap()
+    .presence(AutoApprove)
+    .build();
     Arc::new(GattServer::new(agent))
 }
 

@@ -16,6 +16,7 @@ use localcert_proto::transcript::Transcript;
 use rcgen::PublicKeyData;
 
 use super::{Device, Event, IssuerTrust};
+use crate::keys::{DeviceKey, RcgenKey};
 use crate::pending::LeafLookup;
 use crate::pki;
 use crate::store::Binding;
@@ -52,25 +53,17 @@ impl Device {
         }
         let name = LocalName::derive(&request.device_label, &request.origin, &self.device_tag);
         let names = vec![name.clone()];
-        let key =
-            pki::generate_p256(self.rng.as_ref()).map_err(|_| internal("key generation failed"))?;
-        let rcgen_key = pki::rcgen_key(&key).map_err(|_| internal("key generation failed"))?;
-        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
-            .map_err(|_| internal("CSR generation failed"))?;
-        // The issuer decides what the certificate says; the CSR only proves the key.
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name.as_str());
-        let csr = params
-            .serialize_request(&rcgen_key)
-            .map_err(|_| internal("CSR generation failed"))?
-            .der()
-            .to_vec();
-        if csr.len() > MAX_CSR_LEN {
-            return Err(internal("CSR too long"));
-        }
-        let spki = rcgen_key.subject_public_key_info();
+        let key = self
+            .keys
+            .generate(self.rng.as_ref())
+            .map_err(|_| internal("key generation failed"))?;
+        let (csr, spki) = match self.csr(&key, &name) {
+            Ok(made) => made,
+            Err(r) => {
+                self.destroy_key(&key);
+                return Err(r);
+            }
+        };
         let transcript = Transcript {
             key_authorization: &request.key_authorization,
             origin: &request.origin,
@@ -78,10 +71,13 @@ impl Device {
             csr_spki: &spki,
             names: &names,
         };
-        let sig = self
-            .signer
-            .sign(&transcript.to_bytes(), self.rng.as_ref())
-            .map_err(|_| internal("attestation signing failed"))?;
+        let sig = match self.signer.sign(&transcript.to_bytes(), self.rng.as_ref()) {
+            Ok(sig) => sig,
+            Err(_) => {
+                self.destroy_key(&key);
+                return Err(internal("attestation signing failed"));
+            }
+        };
         let attestation_object = AttestationObject {
             sig,
             x5c: self.signer.chain().to_vec(),
@@ -99,9 +95,7 @@ impl Device {
             key,
             spki,
         );
-        for name in dropped {
-            self.events.push_back(Event::PendingDropped { name });
-        }
+        self.drop_pending(dropped);
         self.events.push_back(Event::Pending {
             origin: request.origin.clone(),
             name,
@@ -110,6 +104,29 @@ impl Device {
             csr,
             attestation_object,
         })
+    }
+
+    /// A CSR for `name` signed by `key` (in its provider), and the key's SubjectPublicKeyInfo.
+    fn csr(&self, key: &DeviceKey, name: &LocalName) -> Result<(Vec<u8>, Vec<u8>), Refused> {
+        let internal = |reason| refused(ErrorCode::Other, reason);
+        let signing = RcgenKey::new(self.keys.as_ref(), key, self.rng.as_ref())
+            .map_err(|_| internal("key generation failed"))?;
+        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
+            .map_err(|_| internal("CSR generation failed"))?;
+        // The issuer decides what the certificate says; the CSR only proves the key.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let csr = params
+            .serialize_request(&signing)
+            .map_err(|_| internal("CSR generation failed"))?
+            .der()
+            .to_vec();
+        if csr.len() > MAX_CSR_LEN {
+            return Err(internal("CSR too long"));
+        }
+        Ok((csr, signing.subject_public_key_info()))
     }
 
     /// The issuer certificates a chain must lead to.
@@ -166,23 +183,26 @@ impl Device {
             user_handle_digest: pending.user_handle_digest,
             not_after: leaf_info.not_after,
         };
-        let replaced_name = self
+        let replaced = self
             .store
             .get(&binding.origin)
-            .map(|b| b.name.clone())
-            .filter(|old| old != &name);
+            .map(|b| (b.name.clone(), b.key.clone()));
         // Persist before forgetting the pending key: a failed write leaves INSTALL retryable.
         self.store.put(binding.clone()).map_err(|e| {
             tracing::error!(error = %e, "storing the binding failed");
             refused(ErrorCode::Other, "storage failed")
         })?;
         self.pending.consume(&binding.origin);
-        if let Some(old) = replaced_name {
-            // The origin's earlier binding had another name (another label): stop serving it.
-            self.events.push_back(Event::Removed {
-                origin: binding.origin.clone(),
-                name: old,
-            });
+        if let Some((old_name, old_key)) = replaced {
+            self.destroy_key(&old_key);
+            if old_name != name {
+                // The origin's earlier binding had another name (another label): stop serving
+                // it.
+                self.events.push_back(Event::Removed {
+                    origin: binding.origin.clone(),
+                    name: old_name,
+                });
+            }
         }
         tracing::info!(origin = %binding.origin, name = %name, "binding installed");
         self.events.push_back(Event::Installed(Box::new(binding)));
@@ -199,6 +219,7 @@ impl Device {
             refused(ErrorCode::Other, "storage failed")
         })?;
         let binding = removed.ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
+        self.destroy_key(&binding.key);
         self.events.push_back(Event::Removed {
             origin: binding.origin.clone(),
             name: binding.name.clone(),

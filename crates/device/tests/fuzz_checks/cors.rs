@@ -67,7 +67,7 @@ fn sites() -> Arc<Sites> {
                 .apply(&Binding {
                     origin: Origin::parse(ORIGIN).unwrap(),
                     name: LocalName::parse(NAME).unwrap(),
-                    key: SecretKey::from_pkcs8_der(key.serialize_der()),
+                    key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
                     chain: vec![leaf.der().to_vec()],
                     cors: policy(),
                     star_url: None,

@@ -7,8 +7,8 @@ use localcert_device::engine::SessionId;
 use localcert_device::factory::{self, DeviceCredential};
 use localcert_device::presence::AutoApprove;
 use localcert_device::signer::FileSigner;
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig, IssuerTrust};
+
+use localcert_device::{Device, DeviceBuilder, DeviceConfig, IssuerTrust};
 use localcert_proto::frame::MAX_MESSAGE_LEN;
 use localcert_proto::gatt::MIN_FRAGMENT_LEN;
 
@@ -43,12 +43,9 @@ fn new_device() -> Device {
     let mut config = DeviceConfig::new("Fuzz Device");
     config.https_port = 8443;
     config.trust = IssuerTrust::Roots(vec![f.root.clone()]);
-    Device::new(
-        config,
-        Box::new(signer),
-        Box::new(AutoApprove),
-        Box::new(MemoryStore::new()),
-    )
+    DeviceBuilder::new(config, Box::new(signer))
+        .presence(AutoApprove)
+        .engine()
 }
 
 /// Takes everything queued for the session (what a subscribed central receives) and checks

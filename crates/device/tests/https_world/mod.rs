@@ -52,7 +52,7 @@ pub fn binding(ca: &Ca, name: &str, origin: &str, credentials: bool, serial: u8)
     Binding {
         origin: Origin::parse(origin).unwrap(),
         name: LocalName::parse(name).unwrap(),
-        key: SecretKey::from_pkcs8_der(key.serialize_der()),
+        key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
         chain: vec![leaf.der().to_vec()],
         cors: CorsPolicy {
             methods: vec!["GET".into(), "PUT".into()],

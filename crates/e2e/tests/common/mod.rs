@@ -20,10 +20,8 @@ use hyper::body::Bytes;
 use localcert_device::agent::Agent;
 use localcert_device::gatt::{Connection, GattServer};
 use localcert_device::presence::AutoApprove;
-use localcert_device::signer::FileSigner;
 use localcert_device::star::{HttpsFetcher, StarFetch};
-use localcert_device::store::MemoryStore;
-use localcert_device::{Device, DeviceConfig, IssuerTrust};
+use localcert_device::{DeviceBuilder, DeviceConfig, IssuerTrust};
 use localcert_issuer::acme::AcmeServer;
 use localcert_issuer::loopback::LoopbackIssuer;
 use localcert_issuer::store::SqliteStore;
@@ -57,6 +55,18 @@ fn pem(path: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// The device of most tests: fixture device-1's attestation credential, every ATTEST approved.
+pub fn fixture_device(config: DeviceConfig) -> DeviceBuilder {
+    let dir = fixtures().join("devices/device-1");
+    DeviceBuilder::from_credential_files(
+        config,
+        &dir.join("attestation.key.pem"),
+        &dir.join("attestation.pem"),
+    )
+    .unwrap()
+    .presence(AutoApprove)
+}
+
 pub struct World {
     issuer: LoopbackIssuer,
     pub dir: tempfile::TempDir,
@@ -84,6 +94,15 @@ impl World {
     /// As [`World::start`], with these device or batch certificates (SHA-256) revoked at the
     /// issuer.
     pub async fn start_with_revoked(revoked: Vec<[u8; 32]>) -> Self {
+        Self::start_with(revoked, fixture_device).await
+    }
+
+    /// As [`World::start_with_revoked`], with the device `device` makes from its settings
+    /// (HTTPS port and trusted issuer filled in).
+    pub async fn start_with(
+        revoked: Vec<[u8; 32]>,
+        device: impl FnOnce(DeviceConfig) -> DeviceBuilder,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let trust =
             TrustConfig::new(&[pem(&fixtures().join("manufacturer/root.pem"))], revoked).unwrap();
@@ -98,28 +117,17 @@ impl World {
         let issuer_root = issuer.issuer_root.clone();
         let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https_port = https.local_addr().unwrap().port();
-        let device_dir = fixtures().join("devices/device-1");
-        let signer = FileSigner::from_files(
-            &device_dir.join("attestation.key.pem"),
-            &device_dir.join("attestation.pem"),
-        )
-        .unwrap();
         let mut config = DeviceConfig::new("Media Server 1");
         config.https_port = https_port;
         config.trust = IssuerTrust::Roots(vec![issuer_root.clone()]);
-        let device = Device::new(
-            config,
-            Box::new(signer),
-            Box::new(AutoApprove),
-            Box::new(MemoryStore::new()),
-        );
-        let sites = localcert_device::https::Sites::new();
         // STAR renewals come from the issuer on loopback, over its own TLS certificate.
         let fetcher: Arc<dyn StarFetch> = Arc::new(
             HttpsFetcher::new(&[pem(&issuer.tls_root)])
                 .unwrap()
                 .resolve_to(issuer_addr),
         );
+        let agent = device(config).fetcher(fetcher).build();
+        let sites = agent.sites().clone();
         let handler = tower::service_fn(|_req| async {
             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(BODY))))
         });
@@ -132,7 +140,6 @@ impl World {
                 let _ = stopped.await;
             },
         ));
-        let agent = Agent::new(device, sites.clone(), None, Some(fetcher));
         Self {
             tls_root: issuer.tls_root.clone(),
             store: issuer.store.clone(),
