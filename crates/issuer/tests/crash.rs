@@ -9,28 +9,20 @@
 
 mod common;
 
-use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{Manufacturer, TlsKey};
-use instant_acme::{
-    Account, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier, NewAccount,
-    NewOrder, RetryPolicy,
-};
-use localcert_issuer::acme::{AcmeServer, Policy};
-use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
-use localcert_issuer::serve;
+use common::Manufacturer;
+use common::issuance::{HMAC, Subject, issue, new_account};
+use localcert_issuer::ca::{self, CaFiles, TlsFiles};
 use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
-use localcert_issuer::validate::TrustConfig;
 use localcert_proto::origin::Origin;
 use ring::rand::{SecureRandom, SystemRandom};
 
 const KID: &str = "kid-crash";
-const HMAC: &[u8] = &[9; 32];
 const ROUNDS: usize = 100;
 const CLIENTS: usize = 8;
 const SERVER_ENV: &str = "CRASH_SERVER_DIR";
@@ -42,30 +34,7 @@ fn crash_server_child() {
     let Ok(dir) = std::env::var(SERVER_ENV) else {
         return;
     };
-    let dir = Path::new(&dir);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let ca = IssuingCa::load(&CaFiles::in_dir(dir)).unwrap();
-        let root = std::fs::read(dir.join("manufacturer-root.der")).unwrap();
-        let trust = TrustConfig::new(&[root], []).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.join("issuer.sqlite")).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let base = format!("https://localhost:{port}");
-        let server = Arc::new(AcmeServer::new(store, ca, trust, Policy::default(), &base));
-        let tls_files = TlsFiles::in_dir(dir);
-        let tls = serve::tls_config(&tls_files.cert, &tls_files.key).unwrap();
-        println!("ready {port}");
-        serve::serve(
-            listener,
-            tls,
-            server,
-            Duration::from_secs(3600),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
+    common::child::serve(Path::new(&dir));
 }
 
 fn random_below(n: u64) -> u64 {
@@ -108,7 +77,11 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
         }
     }
     let maker = Manufacturer::new("Crash TVs");
-    std::fs::write(dir.path().join("manufacturer-root.der"), &maker.root_der).unwrap();
+    std::fs::write(
+        dir.path().join(common::child::MANUFACTURER_ROOT),
+        &maker.root_der,
+    )
+    .unwrap();
     let devices: Vec<_> = (0..CLIENTS)
         .map(|i| Arc::new(maker.device(&format!("{i:04}"))))
         .collect();
@@ -140,54 +113,12 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
                 let (directory, root) = (directory.clone(), tls_files.cert.clone());
                 tasks.push(tokio::spawn(async move {
                     // Until the server dies: each certificate received is recorded with its order.
-                    let Ok(account) = new_account(&root, &directory, kid).await else {
+                    let Ok(account) = new_account(&root, &directory, &kid).await else {
                         return;
                     };
-                    let name = device.name("tv", &origin);
-                    let tls = TlsKey::new();
-                    loop {
-                        let identifiers = [Identifier::Dns(name.to_string())];
-                        let Ok(mut order) = account.new_order(&NewOrder::new(&identifiers)).await
-                        else {
-                            return;
-                        };
-                        let mut authorizations = order.authorizations();
-                        while let Some(Ok(mut authz)) = authorizations.next().await {
-                            let Some(mut challenge) =
-                                authz.challenge(ChallengeType::DeviceAttest01)
-                            else {
-                                return;
-                            };
-                            let att = device.attest(
-                                challenge.key_authorization().as_str(),
-                                &origin,
-                                b"user",
-                                &tls.spki(),
-                                std::slice::from_ref(&name),
-                            );
-                            let sent = challenge
-                                .send_device_attestation(&DeviceAttestation {
-                                    att_obj: Cow::Owned(att),
-                                })
-                                .await;
-                            if sent.is_err() {
-                                return;
-                            }
-                        }
-                        let retry = RetryPolicy::new().initial_delay(Duration::ZERO);
-                        if order.poll_ready(&retry).await.is_err()
-                            || order
-                                .finalize_csr(&tls.csr(&[name.as_str()]))
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
-                        let Ok(chain) = order.poll_certificate(&retry).await else {
-                            return;
-                        };
-                        let url = order.url().to_owned();
-                        received.lock().unwrap().push((url, chain));
+                    let subject = Subject::new((*device).clone(), &origin, &kid, "tv");
+                    while let Ok((order_url, chain)) = issue(&account, &subject).await {
+                        received.lock().unwrap().push((order_url, chain));
                     }
                 }));
             }
@@ -259,23 +190,4 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
         "{} certificates received in {ROUNDS} crashes, all recorded once; {issued} recorded",
         received.len()
     );
-}
-
-async fn new_account(
-    root: &Path,
-    directory: &str,
-    kid: String,
-) -> Result<Account, instant_acme::Error> {
-    let (account, _) = Account::builder_with_root(root)?
-        .create(
-            &NewAccount {
-                contact: &[],
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            directory.to_owned(),
-            Some(&ExternalAccountKey::new(kid, HMAC)),
-        )
-        .await?;
-    Ok(account)
 }

@@ -23,7 +23,6 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-mod client;
 mod million;
 mod parties;
 mod server;
@@ -41,11 +40,11 @@ use ring::signature::{
     UnparsedPublicKey,
 };
 
-use crate::client::Subject;
+use crate::common::issuance::{self as client, Subject};
 use crate::server::{Sample, ServerProcess};
 
 /// The bench's error type.
-pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use common::issuance::BoxResult;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -108,7 +107,8 @@ fn setup(max_clients: usize, pool: usize) -> BoxResult<Setup> {
         .map(|i| {
             Arc::new(Subject::new(
                 maker.device(&format!("{i:04}")),
-                &parties::party(false, i),
+                &parties::party(false, i).origin,
+                &parties::party(false, i).kid,
                 "tv",
             ))
         })
@@ -167,17 +167,22 @@ async fn run(
                 let t0 = Instant::now();
                 let outcome = async {
                     match &account {
-                        Some(account) => client::issue(account, &subject).await,
+                        Some(account) => client::issue(account, &subject).await.map(|r| r.1),
                         None => {
                             let n = pool_next.fetch_add(1, Ordering::Relaxed);
                             if n >= pool {
                                 return Err("BENCH_POOL exhausted".into());
                             }
                             let party = parties::party(true, n);
-                            let fresh = Subject::new(subject.device.clone(), &party, "tv");
+                            let fresh = Subject::new(
+                                subject.device.clone(),
+                                &party.origin,
+                                &party.kid,
+                                "tv",
+                            );
                             let account =
                                 client::new_account(&tls_root, &directory, &party.kid).await?;
-                            client::issue(&account, &fresh).await
+                            client::issue(&account, &fresh).await.map(|r| r.1)
                         }
                     }
                 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, params};
 
 use crate::BoxResult;
-use crate::client::HMAC;
+use crate::common::issuance::HMAC;
 
 /// Issued certificates per account.
 const PER_ACCOUNT: u64 = 100;

@@ -10,7 +10,7 @@ use localcert_proto::origin::Origin;
 use rusqlite::{Connection, params};
 
 use crate::BoxResult;
-use crate::client::HMAC;
+use crate::common::issuance::HMAC;
 
 /// A relying party: its origin and EAB key id.
 #[derive(Clone, Debug)]

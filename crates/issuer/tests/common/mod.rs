@@ -167,7 +167,9 @@ impl TlsKey {
 }
 
 /// A minimal ACME client that drives `AcmeServer::handle` directly (no sockets).
+pub mod child;
 pub mod harness;
+pub mod issuance;
 
 pub mod client {
     use std::time::SystemTime;

@@ -1,6 +1,6 @@
-//! One ACME client of the bench: instant-acme (an independent implementation) driving a full
-//! issuance for its own device: newOrder, the authorization, device-attest-01 with a valid
-//! attestation, finalize, download.
+//! An ACME client as the bench, the crash test and the load test drive the issuer:
+//! instant-acme (an independent implementation) doing a full issuance for one device —
+//! newOrder, the authorization, device-attest-01 with a valid attestation, finalize, download.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -13,15 +13,16 @@ use instant_acme::{
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 
-use crate::BoxResult;
-use crate::common::{Device, TlsKey};
-use crate::parties::Party;
+use super::{Device, TlsKey};
+
+/// The error type of these clients.
+pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The relying parties' HMAC key (each has its own key id: one account per EAB key).
 pub const HMAC: &[u8] = &[7; 32];
-const USER: &[u8] = b"bench-user";
+const USER: &[u8] = b"load-user";
 
-/// A device and what its issuances reuse (the TLS key and its CSR).
+/// A device of one relying party, and what its issuances reuse (the TLS key and its CSR).
 pub struct Subject {
     /// The EAB key id of the origin's relying party.
     pub kid: String,
@@ -34,15 +35,14 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// A device named `label` in the namespace of relying party `party`, with a fresh TLS
-    /// key.
-    pub fn new(device: Device, party: &Party, label: &str) -> Self {
-        let origin = &party.origin;
+    /// A device named `label` in the namespace of `origin` (EAB key id `kid`), with a fresh
+    /// TLS key.
+    pub fn new(device: Device, origin: &Origin, kid: &str, label: &str) -> Self {
         let name = device.name(label, origin);
         let key = TlsKey::new();
         let csr = key.csr(&[name.as_str()]);
         Self {
-            kid: party.kid.clone(),
+            kid: kid.to_owned(),
             device,
             origin: origin.clone(),
             name,
@@ -75,8 +75,8 @@ fn poll() -> RetryPolicy {
         .timeout(Duration::from_secs(30))
 }
 
-/// One full issuance; returns the PEM chain.
-pub async fn issue(account: &Account, subject: &Subject) -> BoxResult<String> {
+/// One full issuance; returns the order URL and the PEM chain.
+pub async fn issue(account: &Account, subject: &Subject) -> BoxResult<(String, String)> {
     let identifiers = [Identifier::Dns(subject.name.to_string())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     let mut authorizations = order.authorizations();
@@ -103,5 +103,6 @@ pub async fn issue(account: &Account, subject: &Subject) -> BoxResult<String> {
         return Err("order not ready after the attestation".into());
     }
     order.finalize_csr(&subject.csr).await?;
-    Ok(order.poll_certificate(&poll()).await?)
+    let chain = order.poll_certificate(&poll()).await?;
+    Ok((order.url().to_owned(), chain))
 }
