@@ -25,7 +25,7 @@ mod sqlite_ops;
 mod sqlite_rows;
 
 pub use postgres_conn::{POOL_TIMEOUT, PgOptions, PgStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteTuning};
 
 /// Seconds since the Unix epoch, as stored.
 pub fn unix(t: SystemTime) -> i64 {

@@ -11,7 +11,10 @@
 //! `cargo bench -p localcert-issuer --bench issuance`; environment: `BENCH_SECS` (per run,
 //! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
 //! big database, default 1000000; 0 skips it), `BENCH_POOL` (relying parties for the runs with
-//! new accounts, one per issuance since an EAB key binds one account; default 50000).
+//! new accounts, one per issuance since an EAB key binds one account; default 50000),
+//! `BENCH_NEW=0` (skip the runs with new accounts), `BENCH_LEVERS_OFF` (a comma-separated list
+//! of the performance levers to turn off in the server: nonces, audit, group, cache, indexes;
+//! see `server::LEVERS`).
 
 #![allow(
     clippy::unwrap_used,
@@ -348,7 +351,14 @@ fn main() -> BoxResult<()> {
     let million: u64 = env_or("BENCH_MILLION", 1_000_000);
     let pool: usize = env_or("BENCH_POOL", 50_000);
     let max_clients = clients.iter().copied().max().unwrap_or(1);
-    let mut setup = setup(max_clients, pool)?;
+    let with_new = env_or("BENCH_NEW", 1) != 0;
+    let off = server::levers_off()?;
+    for (lever, what) in server::LEVERS {
+        if off.iter().any(|o| o == lever) {
+            println!("lever OFF: {lever} ({what})");
+        }
+    }
+    let mut setup = setup(max_clients, if with_new { pool } else { 0 })?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
         "{cores} cores; bound/s = cores / (verif/i x verify + sign/i x sign), the CPU cost of \
@@ -360,7 +370,9 @@ fn main() -> BoxResult<()> {
         .build()?;
     runtime.block_on(async {
         let mut runs: Vec<(usize, bool)> = clients.iter().map(|&c| (c, false)).collect();
-        runs.extend(clients.iter().map(|&c| (c, true)));
+        if with_new {
+            runs.extend(clients.iter().map(|&c| (c, true)));
+        }
         let fresh_db = setup.dir.path().join("fresh.sqlite");
         let fresh = series(&mut setup, &fresh_db, "fresh", &runs, secs, cores).await?;
         if million == 0 {

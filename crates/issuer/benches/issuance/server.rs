@@ -14,7 +14,7 @@ use std::time::Duration;
 use localcert_issuer::acme::{AcmeServer, Counters, Policy};
 use localcert_issuer::ca::{CaFiles, IssuingCa, TlsFiles};
 use localcert_issuer::serve;
-use localcert_issuer::store::SqliteStore;
+use localcert_issuer::store::{SqliteStore, SqliteTuning};
 use localcert_issuer::validate::TrustConfig;
 
 use crate::BoxResult;
@@ -26,6 +26,81 @@ pub const DB_ENV: &str = "LOCALCERT_BENCH_DB";
 /// The manufacturer root (DER) the server trusts, in the state directory.
 pub const MANUFACTURER_ROOT: &str = "manufacturer-root.der";
 
+/// The environment variable listing the performance levers to turn off, comma-separated.
+pub const LEVERS_ENV: &str = "BENCH_LEVERS_OFF";
+/// The levers: each name turns one off.
+pub const LEVERS: &[(&str, &str)] = &[
+    (
+        "nonces",
+        "each consumed nonce also written durably, in a write of its own",
+    ),
+    (
+        "audit",
+        "each audit entry also written in a transaction of its own",
+    ),
+    (
+        "group",
+        "no group commit: each change commits (and fsyncs) alone",
+    ),
+    (
+        "cache",
+        "no prepared statement cache: every statement compiled again",
+    ),
+    ("indexes", "the secondary indexes dropped: lookups scan"),
+];
+
+/// The levers turned off by [`LEVERS_ENV`]; an unknown name is an error.
+pub fn levers_off() -> BoxResult<Vec<String>> {
+    let list = std::env::var(LEVERS_ENV).unwrap_or_default();
+    let off: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for name in &off {
+        if !LEVERS.iter().any(|(lever, _)| lever == name) {
+            return Err(format!("{LEVERS_ENV}: unknown lever {name:?}").into());
+        }
+    }
+    Ok(off)
+}
+
+/// The store with the levers of [`LEVERS_ENV`] turned off.
+fn open_store(db: &Path) -> BoxResult<SqliteStore> {
+    let off = levers_off()?;
+    let is_off = |name: &str| off.iter().any(|o| o == name);
+    let defaults = SqliteTuning::default();
+    let store = SqliteStore::open_with(
+        db,
+        SqliteTuning {
+            max_group: if is_off("group") {
+                1
+            } else {
+                defaults.max_group
+            },
+            statement_cache: if is_off("cache") {
+                0
+            } else {
+                defaults.statement_cache
+            },
+            audit_apart: is_off("audit"),
+            durable_nonces: is_off("nonces"),
+        },
+    )?;
+    if is_off("indexes") {
+        let conn = rusqlite::Connection::open(db)?;
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for name in names {
+            conn.execute_batch(&format!("DROP INDEX {name}"))?;
+        }
+    }
+    Ok(store)
+}
+
 /// Runs the server until stdin closes.
 pub fn run(dir: &Path, db: &Path) -> BoxResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +110,7 @@ pub fn run(dir: &Path, db: &Path) -> BoxResult<()> {
         let ca = IssuingCa::load(&CaFiles::in_dir(dir))?;
         let root = std::fs::read(dir.join(MANUFACTURER_ROOT))?;
         let trust = TrustConfig::new(&[root], [])?;
-        let store = Arc::new(SqliteStore::open(db)?);
+        let store = Arc::new(open_store(db)?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let base = format!("https://localhost:{port}");

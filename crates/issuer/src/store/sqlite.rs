@@ -39,6 +39,33 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// whether to keep its work.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 
+/// How the SQLite store batches and prepares its work. The defaults are what production uses;
+/// the bench turns each off to measure what it is worth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteTuning {
+    /// Most changes committed together (1: each change commits, and fsyncs, alone).
+    pub max_group: usize,
+    /// Prepared statements cached per connection (0: every statement is compiled again).
+    pub statement_cache: usize,
+    /// Also write each change's audit entry in a transaction of its own (what recording it
+    /// apart from its change costs; off in production).
+    pub audit_apart: bool,
+    /// Also record each consumed nonce durably, in a write of its own (what keeping nonces in
+    /// the store costs; off in production, where they are kept in memory).
+    pub durable_nonces: bool,
+}
+
+impl Default for SqliteTuning {
+    fn default() -> Self {
+        Self {
+            max_group: MAX_GROUP,
+            statement_cache: STATEMENT_CACHE,
+            audit_apart: false,
+            durable_nonces: false,
+        }
+    }
+}
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -47,18 +74,20 @@ pub struct SqliteStore {
     /// None for an in-memory database: reads then go through the writer.
     readers: Option<Readers>,
     nonces: ReplayWindow,
+    tuning: SqliteTuning,
 }
 
 #[derive(Debug)]
 struct Readers {
+    statement_cache: usize,
     path: PathBuf,
     idle: Mutex<(Vec<Connection>, usize)>,
     freed: Condvar,
 }
 
-fn configure(conn: &Connection) -> Result<(), Error> {
+fn configure(conn: &Connection, statement_cache: usize) -> Result<(), Error> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_prepared_statement_cache_capacity(statement_cache);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -16_384)?;
     Ok(())
@@ -67,38 +96,50 @@ fn configure(conn: &Connection) -> Result<(), Error> {
 impl SqliteStore {
     /// Opens (and creates, mode 0600) the database file.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, SqliteTuning::default())
+    }
+
+    /// [`Self::open`] with other batching and statement caching.
+    pub fn open_with(path: &Path, tuning: SqliteTuning) -> Result<Self, Error> {
         if !path.exists() {
             // Create it owner-only before SQLite does: it holds EAB keys.
             crate::ca::write_private_file(path, b"")?;
         }
         let readers = Readers {
+            statement_cache: tuning.statement_cache,
             path: path.to_owned(),
             idle: Mutex::new((Vec::new(), 0)),
             freed: Condvar::new(),
         };
-        Self::start(Connection::open(path)?, Some(readers))
+        Self::start(Connection::open(path)?, Some(readers), tuning)
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> Result<Self, Error> {
-        Self::start(Connection::open_in_memory()?, None)
+        Self::start(Connection::open_in_memory()?, None, SqliteTuning::default())
     }
 
-    fn start(conn: Connection, readers: Option<Readers>) -> Result<Self, Error> {
+    fn start(
+        conn: Connection,
+        readers: Option<Readers>,
+        tuning: SqliteTuning,
+    ) -> Result<Self, Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        configure(&conn)?;
+        configure(&conn, tuning.statement_cache)?;
         conn.execute_batch(SCHEMA)?;
         let (jobs, queue) = mpsc::channel::<Job>();
+        let max_group = tuning.max_group.max(1);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&conn, &queue))
+            .spawn(move || write_loop(&conn, &queue, max_group))
             .map_err(|e| Error::Store(format!("cannot start the database thread: {e}")))?;
         Ok(Self {
             jobs: Some(jobs),
             writer: Some(writer),
             readers,
             nonces: ReplayWindow::default(),
+            tuning,
         })
     }
 
@@ -131,6 +172,20 @@ impl SqliteStore {
             .map_err(|_| Error::Store("the database thread has stopped".into()))?
     }
 
+    /// A change that carries its audit entry, in one write (see [`SqliteTuning::audit_apart`]).
+    fn change<R: Send + 'static>(
+        &self,
+        audit: AuditEntry,
+        change: impl FnOnce(&Connection, &AuditEntry) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let apart = self.tuning.audit_apart.then(|| audit.clone());
+        let result = self.write(move |c| change(c, &audit))?;
+        if let Some(audit) = apart {
+            self.audit(&audit)?;
+        }
+        Ok(result)
+    }
+
     /// Runs `query` on a read connection (on the database thread for an in-memory database).
     fn read<R: Send + 'static>(
         &self,
@@ -160,7 +215,7 @@ impl Readers {
                 let opened = Connection::open(&self.path)
                     .map_err(Error::from)
                     .and_then(|conn| {
-                        configure(&conn)?;
+                        configure(&conn, self.statement_cache)?;
                         conn.pragma_update(None, "query_only", "ON")?;
                         Ok(conn)
                     });
@@ -194,10 +249,10 @@ impl Drop for SqliteStore {
 }
 
 /// The database thread: group commits until the queue closes.
-fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        while group.len() < max_group {
             match queue.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
@@ -262,12 +317,19 @@ impl Store for SqliteStore {
     }
 
     fn consume_nonce(&self, nonce: &NonceId, now: SystemTime) -> Result<bool, Error> {
-        self.nonces.consume(nonce, now)
+        let first = self.nonces.consume(nonce, now)?;
+        if first && self.tuning.durable_nonces {
+            let (id, expires) = (nonce.id.to_vec(), nonce.expires);
+            self.write(move |c| Ok(ops::record_nonce(c, &id, expires)?))?;
+        }
+        Ok(first)
     }
 
     fn create_account(&self, account: &Account, audit: &AuditEntry) -> Result<(), Error> {
         let (account, audit) = (account.clone(), audit.clone());
-        self.write(move |c| ops::create_account(c, &account, &audit))
+        self.change(audit, move |c, audit| {
+            ops::create_account(c, &account, audit)
+        })
     }
 
     fn account(&self, id: &str) -> Result<Option<Account>, Error> {
@@ -290,7 +352,9 @@ impl Store for SqliteStore {
     ) -> Result<KeyChange, Error> {
         let (id, old, audit) = (id.to_owned(), old_thumbprint.to_owned(), audit.clone());
         let (jwk, thumbprint) = (jwk.to_owned(), thumbprint.to_owned());
-        self.write(move |c| ops::change_account_key(c, &id, &old, &jwk, &thumbprint, &audit))
+        self.change(audit, move |c, audit| {
+            ops::change_account_key(c, &id, &old, &jwk, &thumbprint, audit)
+        })
     }
 
     fn set_account_status(
@@ -300,7 +364,9 @@ impl Store for SqliteStore {
         audit: &AuditEntry,
     ) -> Result<(), Error> {
         let (id, audit) = (id.to_owned(), audit.clone());
-        self.write(move |c| ops::set_account_status(c, &id, status, &audit))
+        self.change(audit, move |c, audit| {
+            ops::set_account_status(c, &id, status, audit)
+        })
     }
 
     fn create_order(
@@ -311,7 +377,9 @@ impl Store for SqliteStore {
     ) -> Result<(), Error> {
         let (order, authorizations, audit) =
             (order.clone(), authorizations.to_vec(), audit.clone());
-        self.write(move |c| ops::create_order(c, &order, &authorizations, &audit))
+        self.change(audit, move |c, audit| {
+            ops::create_order(c, &order, &authorizations, audit)
+        })
     }
 
     fn order(&self, id: &str) -> Result<Option<Order>, Error> {
@@ -341,12 +409,14 @@ impl Store for SqliteStore {
         audit: &AuditEntry,
     ) -> Result<bool, Error> {
         let (authz_id, attested, audit) = (authz_id.to_owned(), attested.clone(), audit.clone());
-        self.write(move |c| ops::record_attestation(c, &authz_id, &attested, &audit))
+        self.change(audit, move |c, audit| {
+            ops::record_attestation(c, &authz_id, &attested, audit)
+        })
     }
 
     fn cancel_order_audited(&self, id: &str, audit: &AuditEntry) -> Result<(), Error> {
         let (id, audit) = (id.to_owned(), audit.clone());
-        self.write(move |c| ops::cancel_order(c, &id, &audit))
+        self.change(audit, move |c, audit| ops::cancel_order(c, &id, audit))
     }
 
     fn star_orders_due(&self, now: SystemTime) -> Result<Vec<Order>, Error> {
@@ -363,7 +433,9 @@ impl Store for SqliteStore {
     ) -> Result<IssueOutcome, Error> {
         let (order_id, replaces) = (order_id.to_owned(), replaces.map(str::to_owned));
         let (cert, audit) = (cert.clone(), audit.clone());
-        self.write(move |c| ops::issue(c, &order_id, expected, replaces.as_deref(), cert, &audit))
+        self.change(audit, move |c, audit| {
+            ops::issue(c, &order_id, expected, replaces.as_deref(), cert, audit)
+        })
     }
 
     fn certificate(&self, id: &str) -> Result<Option<CertRecord>, Error> {
@@ -384,7 +456,9 @@ impl Store for SqliteStore {
         audit: &AuditEntry,
     ) -> Result<bool, Error> {
         let (id, audit) = (id.to_owned(), audit.clone());
-        self.write(move |c| ops::revoke_certificate(c, &id, reason, now, &audit))
+        self.change(audit, move |c, audit| {
+            ops::revoke_certificate(c, &id, reason, now, audit)
+        })
     }
 
     fn revoked_unexpired(&self, now: SystemTime) -> Result<Vec<CertRecord>, Error> {

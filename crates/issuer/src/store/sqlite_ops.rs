@@ -496,3 +496,16 @@ pub(super) fn prune_audit(
         params![unix(before), i64::try_from(limit).unwrap_or(i64::MAX)],
     )?)
 }
+
+/// Records a consumed nonce (only with [`super::SqliteTuning::durable_nonces`], to measure it).
+pub(super) fn record_nonce(conn: &Connection, id: &[u8], expires: u64) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS consumed_nonces (id BLOB PRIMARY KEY, expires INTEGER)",
+    )?;
+    execute(
+        conn,
+        "INSERT OR IGNORE INTO consumed_nonces (id, expires) VALUES (?1, ?2)",
+        params![id, i64::try_from(expires).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
+}
