@@ -4,7 +4,9 @@
 # issuer's role over TCP; the superuser only through the cluster's own Unix socket.
 #
 #   pg.sh init DIR [PORT]   initdb, start, create role and database `localcert`; prints the URL
-#                           (no password in it: the password is in DIR/localcert.password, 0600)
+#                           (no password in it: the password is in DIR/localcert.password, 0600).
+#                           TLS is on: DIR/ca.pem is the CA of the server's certificate (for
+#                           localhost and 127.0.0.1); plaintext TCP is accepted too.
 #   pg.sh stop DIR          fast shutdown (clients are disconnected)
 #   pg.sh kill DIR          SIGKILL the postmaster (a crash; restart recovers from the WAL)
 #   pg.sh start DIR         start again on the same port
@@ -42,7 +44,21 @@ init)
     chown postgres: "$dir/superuser.password"
     as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres --auth-local=peer \
         --auth-host=scram-sha-256 --pwfile="$dir/superuser.password" -E UTF8 >"$dir/initdb.log"
+    # A CA and the server's certificate (P-256), for clients that verify (sslmode=verify-full).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=localcert test PostgreSQL CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/data/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/data/server.crt" 2>/dev/null
+    rm -f "$dir/ca.key" "$dir/server.csr"
+    chown postgres: "$dir/data/server.key" "$dir/data/server.crt"
+    chmod 0600 "$dir/data/server.key"
     cat >>"$dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key' 
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'

@@ -84,6 +84,9 @@ PG_URL=$(bash "$HERE/pg.sh" init "$PG")
 export LOCALCERT_TEST_POSTGRES_URL=$PG_URL
 LOCALCERT_POSTGRES_PASSWORD=$(cat "$PG/localcert.password")
 export LOCALCERT_POSTGRES_PASSWORD
+# The cluster's certificate comes from its own CA: the store and the replicas connect with TLS,
+# verified against it (the contract's TLS case checks the sessions are TLS).
+export LOCALCERT_TEST_POSTGRES_CA=$PG/ca.pem
 echo "== PostgreSQL $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)/postgres" --version | awk '{print $3}') at $PG_URL"
 
 # ---- contract: the same suite on both backends, PostgreSQL included (no test left ignored).
@@ -119,6 +122,7 @@ url = "$PG_URL"
 password_file = "pg.password"
 nonce_key_file = "nonce.key"
 pool_size = 12
+tls_ca_file = "$PG/ca.pem"
 
 [policy]
 star_min_lifetime_secs = 2

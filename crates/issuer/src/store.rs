@@ -20,6 +20,7 @@ use crate::nonce::NonceId;
 mod postgres;
 mod postgres_conn;
 mod postgres_rows;
+mod postgres_tls;
 mod sqlite;
 mod sqlite_ops;
 mod sqlite_rows;

@@ -12,6 +12,8 @@ mod backends;
 mod accounts;
 #[path = "store/races.rs"]
 mod races;
+#[path = "store/tls.rs"]
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

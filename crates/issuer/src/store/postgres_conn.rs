@@ -10,8 +10,9 @@
 //! table: a crash must not forget a consumed nonce that has not expired, or it could be
 //! replayed).
 //!
-//! The connection is plaintext (tokio-postgres without TLS): use a Unix socket, loopback or a
-//! private link; `sslmode=require` in the URL makes connecting fail rather than fall back.
+//! With `tls_ca_file`, every connection is TLS, verified against that CA and the URL's host
+//! (see `postgres_tls`); without it the connection is plaintext, for a Unix socket, loopback or
+//! a private link, and `sslmode=require` in the URL is refused rather than ignored.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::postgres_tls::RustlsConnector;
 use crate::error::Error;
 use crate::store::{AuditEntry, unix};
 
@@ -41,6 +43,8 @@ pub struct PgOptions {
     pub password: Option<String>,
     /// Most connections this replica opens.
     pub pool_size: usize,
+    /// PEM file of the CA that signs the server's certificate: TLS required and verified.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for PgOptions {
         f.debug_struct("PgOptions")
             .field("url", &self.url)
             .field("pool_size", &self.pool_size)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -108,13 +113,25 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| Error::Store(format!("starting the PostgreSQL runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &options.tls_ca_file {
+            Some(ca_file) => {
+                // TLS or nothing: never a plaintext fallback.
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = RustlsConnector::from_ca_file(ca_file)?;
+                Manager::from_config(config, tls, manager_config)
+            }
+            None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                return Err(Error::Config(
+                    "[store] sslmode=require needs tls_ca_file (the CA of the server's \
+                     certificate)"
+                        .into(),
+                ));
+            }
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        };
         // The pool's timers and connection tasks belong to the store's runtime.
         let pool = {
             let _context = runtime.enter();

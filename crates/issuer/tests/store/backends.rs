@@ -12,6 +12,9 @@ use localcert_issuer::store::{PgOptions, PgStore, SqliteStore, Store};
 pub(crate) const POSTGRES_URL: &str = "LOCALCERT_TEST_POSTGRES_URL";
 /// The variable that holds its role's password, if it has one.
 pub(crate) const POSTGRES_PASSWORD: &str = "LOCALCERT_POSTGRES_PASSWORD";
+/// The variable that names the CA of the server's certificate: then the store connects with
+/// TLS, verified.
+pub(crate) const POSTGRES_CA: &str = "LOCALCERT_TEST_POSTGRES_CA";
 
 /// One empty database; [`Db::open`] gives another handle on it (another replica).
 #[derive(Debug)]
@@ -74,6 +77,25 @@ impl Db {
         matches!(self.kind, Kind::Postgres { .. })
     }
 
+    /// The first column of the first row of `sql`, run as the test's administrator.
+    pub(crate) fn admin_query_bool(&self, sql: &str) -> bool {
+        let Kind::Postgres { admin, .. } = &self.kind else {
+            panic!("not PostgreSQL");
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = admin.connect(tokio_postgres::NoTls).await.unwrap();
+            let connection = tokio::spawn(connection);
+            let value = client.query_one(sql, &[]).await.unwrap().get(0);
+            drop(client);
+            let _ = connection.await;
+            value
+        })
+    }
+
     /// A new handle on this database.
     pub(crate) fn open(&self) -> Arc<dyn Store> {
         match &self.kind {
@@ -85,6 +107,7 @@ impl Db {
                     url: url.clone(),
                     password: std::env::var(POSTGRES_PASSWORD).ok(),
                     pool_size: 8,
+                    tls_ca_file: std::env::var_os(POSTGRES_CA).map(Into::into),
                 })
                 .unwrap(),
             ),
