@@ -49,6 +49,7 @@ pub mod presence;
 pub mod runtime;
 pub mod signer;
 pub mod star;
+pub mod status;
 pub mod store;
 
 pub use engine::{Device, DeviceConfig, Event, IssuerTrust, SessionId, SystemClock, WallClock};

@@ -18,6 +18,7 @@ use localcert_device::bridge;
 use localcert_device::config::DaemonConfig;
 use localcert_device::gatt::GattServer;
 use localcert_device::https;
+use localcert_device::status;
 use localcert_device::store::BindingStore;
 
 /// localcert device agent.
@@ -99,47 +100,16 @@ fn status(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     let (store, report) = config.open_store().context("opening the store")?;
     if json {
-        let bindings: Vec<_> = store
-            .bindings()
-            .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "origin": b.origin.as_str(),
-                    "name": b.name.as_str(),
-                    "not_after": b.not_after,
-                    "star": b.star_url.is_some(),
-                    "fingerprint": hex::encode(b.fingerprint()),
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "store": store.dir(),
-            "bindings": bindings,
-            "leftovers_removed": report.leftovers,
-            "unusable": report.unusable.iter().map(|(p, r)| serde_json::json!({"path": p, "reason": r})).collect::<Vec<_>>(),
-        });
+        let out = status::to_json(store.dir(), store.bindings(), &report);
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!("store: {}", store.dir().display());
-    if store.bindings().is_empty() {
-        println!("no bindings");
-    }
-    for b in store.bindings() {
-        println!(
-            "{}  {}  notAfter={}  star={}  sha256={}",
-            b.origin,
-            b.name,
-            b.not_after,
-            b.star_url.is_some(),
-            hex::encode(b.fingerprint())
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        print!(
+            "{}",
+            status::to_text(store.dir(), store.bindings(), &report, now)
         );
-    }
-    for p in &report.leftovers {
-        println!("removed half-written leftover {}", p.display());
-    }
-    for (p, reason) in &report.unusable {
-        println!("unusable {}: {reason}", p.display());
     }
     Ok(())
 }

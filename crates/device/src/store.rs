@@ -32,6 +32,11 @@ pub struct Binding {
     pub user_handle_digest: [u8; 32],
     /// The leaf's notAfter, seconds since the Unix epoch.
     pub not_after: u64,
+    /// When the origin was granted the binding (its INSTALL), seconds since the Unix epoch;
+    /// STAR renewals keep it. 0 in records written before it was kept.
+    pub granted: u64,
+    /// When the issuer ended the STAR delegation (the device stopped renewing), if it did.
+    pub star_ended: Option<u64>,
 }
 
 impl Binding {
@@ -153,6 +158,10 @@ struct BindingRecord {
     star_url: Option<String>,
     user_handle_digest: String,
     not_after: u64,
+    #[serde(default)]
+    granted: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    star_ended: Option<u64>,
 }
 
 impl BindingRecord {
@@ -180,6 +189,8 @@ impl BindingRecord {
             star_url: b.star_url.clone(),
             user_handle_digest: hex::encode(b.user_handle_digest),
             not_after: b.not_after,
+            granted: b.granted,
+            star_ended: b.star_ended,
         }
     }
 
@@ -218,6 +229,8 @@ impl BindingRecord {
             .and_then(|d| <[u8; 32]>::try_from(d).ok())
             .ok_or("user_handle_digest: not 32 hex bytes")?;
         Ok(Binding {
+            granted: self.granted,
+            star_ended: self.star_ended,
             origin,
             name,
             key,
@@ -369,6 +382,8 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         Binding {
+            granted: 0,
+            star_ended: None,
             origin: Origin::parse(origin).unwrap(),
             name: LocalName::parse(&name).unwrap(),
             key: DeviceKey::Software(SecretKey::from_pkcs8_der(key.serialize_der())),

@@ -54,6 +54,8 @@ async fn daemon_serves_stored_bindings_and_reports_them() {
         let (mut store, _) = DirStore::open(dir.join("store")).unwrap();
         store
             .put(Binding {
+                granted: 1_795_996_800,
+                star_ended: None,
                 origin: Origin::parse(ORIGIN).unwrap(),
                 name: LocalName::parse(NAME).unwrap(),
                 key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
@@ -160,6 +162,22 @@ enabled = false
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["bindings"][0]["name"], NAME);
     assert_eq!(json["bindings"][0]["origin"], ORIGIN);
+    assert_eq!(json["bindings"][0]["granted_utc"], "2026-11-30T00:00:00Z");
+    assert_eq!(json["bindings"][0]["star"], false);
+    assert_eq!(json["bindings"][0]["star_state"], "none");
+    let text = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("1 web origin may call this device"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\n{ORIGIN}\n  name     {NAME}\n  granted  2026-11-30T00:00:00Z\n"
+        )),
+        "{text}"
+    );
 
     let pid = daemon.id().to_string();
     assert!(

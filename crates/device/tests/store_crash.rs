@@ -23,6 +23,8 @@ fn binding(origin: &str, name: &str, key: &rcgen::KeyPair, serial: u8) -> Bindin
     params.serial_number = Some(vec![serial].into());
     let cert = params.self_signed(key).unwrap();
     Binding {
+        granted: 0,
+        star_ended: None,
         origin: Origin::parse(origin).unwrap(),
         name: LocalName::parse(name).unwrap(),
         key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),

@@ -174,6 +174,8 @@ impl Device {
             .cloned()
             .ok_or(refused(ErrorCode::Other, "pending key has no name"))?;
         let binding = Binding {
+            granted: self.clock.unix_time(),
+            star_ended: None,
             origin: pending.origin.clone(),
             name: name.clone(),
             key: pending.key.clone(),
@@ -275,6 +277,7 @@ impl Device {
             .cloned()
             .ok_or(refused(ErrorCode::NotFound, "no binding for this origin"))?;
         binding.star_url = None;
+        binding.star_ended = Some(self.clock.unix_time());
         self.store.put(binding).map_err(|e| {
             tracing::error!(error = %e, "storing the binding failed");
             refused(ErrorCode::Other, "storage failed")

@@ -297,6 +297,7 @@ fn install_list_remove_round_trip() {
     assert_eq!(list[0].name, name);
     assert!(!list[0].star);
     assert_eq!(list[0].not_after, NOW_UNIX + 7 * 86_400);
+    assert_eq!(h.dev.bindings()[0].granted, NOW_UNIX, "the grant is dated");
 
     // The pending key is consumed: the same chain again has no pending key.
     assert_refused(h.install(chain), ErrorCode::NoPending);
@@ -780,6 +781,12 @@ fn renewal_swaps_the_chain_for_the_same_key_only() {
     h.dev.renew(&origin(o), next.clone()).unwrap();
     assert_eq!(h.dev.bindings()[0].chain, next);
     assert_eq!(h.dev.bindings()[0].not_after, NOW_UNIX + 14 * 86_400);
+    assert_eq!(
+        h.dev.bindings()[0].granted,
+        NOW_UNIX,
+        "a renewal keeps the grant's date"
+    );
+    assert_eq!(h.dev.bindings()[0].star_ended, None);
     assert!(matches!(&h.events()[..], [Event::Installed(b)] if b.chain == next));
     assert_eq!(
         h.dev
@@ -788,6 +795,10 @@ fn renewal_swaps_the_chain_for_the_same_key_only() {
             .code,
         ErrorCode::NotFound
     );
+    // The issuer ends the delegation: the record says when, the binding stays.
+    h.dev.end_renewal(&origin(o)).unwrap();
+    assert_eq!(h.dev.bindings()[0].star_url, None);
+    assert_eq!(h.dev.bindings()[0].star_ended, Some(NOW_UNIX));
 }
 
 #[test]

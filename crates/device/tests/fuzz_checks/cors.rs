@@ -65,6 +65,8 @@ fn sites() -> Arc<Sites> {
             let sites = Sites::new();
             sites
                 .apply(&Binding {
+                    granted: 0,
+                    star_ended: None,
                     origin: Origin::parse(ORIGIN).unwrap(),
                     name: LocalName::parse(NAME).unwrap(),
                     key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),

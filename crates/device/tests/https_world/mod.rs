@@ -50,6 +50,8 @@ pub fn binding(ca: &Ca, name: &str, origin: &str, credentials: bool, serial: u8)
     params.serial_number = Some(vec![serial].into());
     let leaf = params.signed_by(&key, &ca.issuer).unwrap();
     Binding {
+        granted: 0,
+        star_ended: None,
         origin: Origin::parse(origin).unwrap(),
         name: LocalName::parse(name).unwrap(),
         key: SecretKey::from_pkcs8_der(key.serialize_der()).into(),
