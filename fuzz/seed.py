@@ -61,8 +61,8 @@ def role_seeds(seeds, objects):
     v["csr_raw_extension"] = b"\x02" + bytes.fromhex(objects["origin_binding"]["der"])
     a = seeds["acme_handler"]
     account, order, attest, finalize = (2, 0, b""), (3, 0, b""), (4, 0, b""), (5, 0, b"")
-    a["flow"] = acme_steps(account, order, attest, finalize, (1, 7, b""))
-    a["flow_star"] = acme_steps(account, (3, 1, b""), attest, finalize, (1, 8, b""), (0, 0, b"/acme/star/x"))
+    a["flow"] = acme_steps(account, order, attest, finalize, (1, 8, b""))
+    a["flow_star"] = acme_steps(account, (3, 1, b""), attest, finalize, (1, 9, b""), (0, 0, b"/acme/star/x"))
     a["directory"] = acme_steps((0, 0, b"/acme/directory"), (0, 1, b"/acme/new-nonce"))
     a["raw_attestation_body"] = acme_steps(account, order, (0, 2, b"/acme/chall/x\n" + att))
     a["nonce_replayed"] = acme_steps(account, (7, 0, b""))
@@ -70,6 +70,7 @@ def role_seeds(seeds, objects):
     a["wrong_eab"] = acme_steps((2, 2, b""), (2, 5, b""))
     a["edited_attestation"] = acme_steps(account, order, (4, 1, bytes([0, 0, 0x10, 0x80])))
     a["edited_csr"] = acme_steps(account, order, attest, (5, 1, bytes([1, 0, 0, 0x30])))
+    a["key_change"] = acme_steps(account, (1, 3, b'{"account":"x","oldKey":{"kty":"EC"}}'))
     a["new_order_payload"] = acme_steps(account, (1, 1, b'{"identifiers":[{"type":"dns","value":"x.local"}]}'))
     c = seeds["cors"]
     origins = sorted({case["origin"] for case in load("names")["cases"]})

@@ -227,6 +227,7 @@ impl Session {
             Some("/acme/new-account".to_owned()),
             Some("/acme/new-order".to_owned()),
             Some("/acme/revoke-cert".to_owned()),
+            Some("/acme/key-change".to_owned()),
             l.order.clone(),
             with(&l.order, "/finalize"),
             l.authz.clone(),
