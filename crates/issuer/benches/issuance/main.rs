@@ -14,7 +14,9 @@
 //! new accounts, one per issuance since an EAB key binds one account; default 50000),
 //! `BENCH_NEW=0` (skip the runs with new accounts), `BENCH_LEVERS_OFF` (a comma-separated list
 //! of the performance levers to turn off in the server: nonces, audit, group, cache, indexes;
-//! see `server::LEVERS`).
+//! see `server::LEVERS`), `BENCH_POSTGRES_URL` (with `LOCALCERT_POSTGRES_PASSWORD` and, for
+//! TLS, `BENCH_POSTGRES_CA`): then also 2 replicas sharing that PostgreSQL database, client i
+//! on replica i mod 2, reused accounts (the database must be fresh: one account per EAB key).
 
 #![allow(
     clippy::unwrap_used,
@@ -140,8 +142,30 @@ struct Run {
     signs: f64,
 }
 
+/// What all `servers` did so far, added up.
+fn sample_all(servers: &mut [ServerProcess]) -> BoxResult<Sample> {
+    let mut total = Sample {
+        cpu_ms: 0.0,
+        counters: Default::default(),
+    };
+    for server in servers.iter_mut() {
+        let s = server.sample()?;
+        total.cpu_ms += s.cpu_ms;
+        total.counters.requests += s.counters.requests;
+        total.counters.signatures_verified += s.counters.signatures_verified;
+        total.counters.certificates_signed += s.counters.certificates_signed;
+    }
+    Ok(total)
+}
+
+/// The directory URL of the replica client `i` talks to (client-side round robin).
+fn directory_of(servers: &[ServerProcess], i: usize) -> String {
+    let port = servers[i % servers.len()].port;
+    format!("https://localhost:{port}/acme/directory")
+}
+
 async fn run(
-    server: &mut ServerProcess,
+    servers: &mut [ServerProcess],
     setup: &Setup,
     accounts: &[Account],
     clients: usize,
@@ -149,18 +173,20 @@ async fn run(
     secs: u64,
 ) -> BoxResult<(Run, Option<String>)> {
     let tls_root = TlsFiles::in_dir(setup.dir.path()).cert;
-    let directory = format!("https://localhost:{}/acme/directory", server.port);
     // Reused accounts were made before the clock started; new ones each take a fresh party.
     let accounts: Vec<Option<Account>> = (0..clients)
         .map(|i| (!new_accounts).then(|| accounts[i].clone()))
         .collect();
-    let fsync_count = server.count_fsyncs(&format!("{clients}-{new_accounts}"));
-    let before: Sample = server.sample()?;
+    let fsync_counts: Vec<_> = servers
+        .iter()
+        .map(|s| s.count_fsyncs(&format!("{}-{clients}-{new_accounts}", s.pid)))
+        .collect();
+    let before: Sample = sample_all(servers)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for (subject, account) in setup.subjects.iter().cloned().zip(accounts) {
-        let (tls_root, directory) = (tls_root.clone(), directory.clone());
+    for (i, (subject, account)) in setup.subjects.iter().cloned().zip(accounts).enumerate() {
+        let (tls_root, directory) = (tls_root.clone(), directory_of(servers, i));
         let (pool, pool_next) = (setup.pool, setup.pool_next.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -211,8 +237,11 @@ async fn run(
         chain = chain.or(c);
     }
     let elapsed = start.elapsed();
-    let after = server.sample()?;
-    let fsyncs = fsync_count.and_then(server::FsyncCount::stop);
+    let after = sample_all(servers)?;
+    let fsyncs = fsync_counts
+        .into_iter()
+        .map(|c| c.and_then(server::FsyncCount::stop))
+        .sum::<Option<u64>>();
     if let Some(first) = errors.first() {
         eprintln!("  {} failed issuance(s), first: {first}", errors.len());
     }
@@ -295,20 +324,35 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
     r.rate
 }
 
+/// Runs `runs` against `replicas` server processes on `db` (replicas share a nonce key).
 async fn series(
     setup: &mut Setup,
     db: &Path,
     label: &str,
     runs: &[(usize, bool)],
-    secs: u64,
-    cores: f64,
+    (secs, cores, replicas): (u64, f64, usize),
 ) -> BoxResult<Vec<f64>> {
-    let mut server = ServerProcess::start(setup.dir.path(), db)?;
+    let nonce_key = (replicas > 1).then(|| {
+        let mut key = [0u8; 32];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut key).unwrap();
+        hex::encode(key)
+    });
+    let mut servers = Vec::new();
+    for _ in 0..replicas {
+        servers.push(ServerProcess::start(
+            setup.dir.path(),
+            db,
+            nonce_key.as_deref(),
+        )?);
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let pids: Vec<String> = servers
+        .iter()
+        .map(|s| format!("pid {} on port {}", s.pid, s.port))
+        .collect();
     println!(
-        "\n{label}: server pid {} on port {}; load average {}",
-        server.pid,
-        server.port,
+        "\n{label}: server {}; load average {}",
+        pids.join(", "),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -317,23 +361,25 @@ async fn series(
     print_header();
     // One account per client's party, made once: its EAB key binds it.
     let tls_root = TlsFiles::in_dir(setup.dir.path()).cert;
-    let directory = format!("https://localhost:{}/acme/directory", server.port);
     let mut accounts = Vec::new();
     let reused = runs.iter().filter(|r| !r.1).map(|r| r.0).max().unwrap_or(0);
-    for subject in &setup.subjects[..reused] {
+    for (i, subject) in setup.subjects[..reused].iter().enumerate() {
+        let directory = directory_of(&servers, i);
         accounts.push(client::new_account(&tls_root, &directory, &subject.kid).await?);
     }
     let mut rates = Vec::new();
     for &(clients, new_accounts) in runs {
         // The crypto costs are measured again next to each run: the machine's load changes.
         let (verify, sign) = crypto_costs();
-        let (r, chain) = run(&mut server, setup, &accounts, clients, new_accounts, secs).await?;
+        let (r, chain) = run(&mut servers, setup, &accounts, clients, new_accounts, secs).await?;
         rates.push(print_run(&r, verify, sign, cores));
         if setup.chain_pem.is_empty() {
             setup.chain_pem = chain.unwrap_or_default();
         }
     }
-    server.stop()?;
+    for server in servers {
+        server.stop()?;
+    }
     Ok(rates)
 }
 
@@ -374,7 +420,16 @@ fn main() -> BoxResult<()> {
             runs.extend(clients.iter().map(|&c| (c, true)));
         }
         let fresh_db = setup.dir.path().join("fresh.sqlite");
-        let fresh = series(&mut setup, &fresh_db, "fresh", &runs, secs, cores).await?;
+        let fresh = series(&mut setup, &fresh_db, "fresh", &runs, (secs, cores, 1)).await?;
+        if let Ok(url) = std::env::var("BENCH_POSTGRES_URL") {
+            let store = server::open_postgres(&url, 2)?;
+            parties::register_in(&store, setup.subjects.len())?;
+            drop(store);
+            let reused: Vec<(usize, bool)> = clients.iter().map(|&c| (c, false)).collect();
+            let label = "2 replicas + PostgreSQL (reused accounts; its fsyncs not counted)";
+            let db = PathBuf::from(&url);
+            series(&mut setup, &db, label, &reused, (secs, cores, 2)).await?;
+        }
         if million == 0 {
             return Ok(());
         }
@@ -392,7 +447,7 @@ fn main() -> BoxResult<()> {
             .filter(|&&c| c == 8 || c == 128)
             .map(|&c| (c, false))
             .collect();
-        let big = series(&mut setup, &big_db, "million", &big_runs, secs, cores).await?;
+        let big = series(&mut setup, &big_db, "million", &big_runs, (secs, cores, 1)).await?;
         for ((clients, _), rate) in big_runs.iter().zip(&big) {
             if let Some(i) = runs.iter().position(|r| *r == (*clients, false)) {
                 println!(

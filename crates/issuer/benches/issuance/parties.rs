@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use localcert_issuer::store::SqliteStore;
+use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
 use localcert_proto::origin::Origin;
 use rusqlite::{Connection, params};
 
@@ -28,6 +28,26 @@ pub fn party(pool: bool, i: usize) -> Party {
         origin: Origin::parse(&format!("https://{tag}{i}.bench.example")).unwrap(),
         kid: format!("kid-{tag}{i}"),
     }
+}
+
+/// Registers the `clients` client parties through `store` (PostgreSQL); already registered
+/// ones are kept.
+pub fn register_in(store: &dyn Store, clients: usize) -> BoxResult<()> {
+    for i in 0..clients {
+        let p = party(false, i);
+        let rp = RelyingParty {
+            origin: p.origin,
+            eab_kid: p.kid,
+            eab_hmac_key: HMAC.to_vec(),
+            status: RelyingPartyStatus::Active,
+            created: SystemTime::now(),
+        };
+        match store.add_relying_party(&rp) {
+            Ok(()) | Err(localcert_issuer::Error::AlreadyRegistered(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Registers `clients` client parties and `pool` pool parties in the database at `path`

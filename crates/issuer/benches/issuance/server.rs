@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use localcert_issuer::acme::{AcmeServer, Counters, Policy};
 use localcert_issuer::ca::{CaFiles, IssuingCa, TlsFiles};
+use localcert_issuer::config::POSTGRES_PASSWORD_ENV;
+use localcert_issuer::nonce::NonceKey;
 use localcert_issuer::serve;
-use localcert_issuer::store::{SqliteStore, SqliteTuning};
+use localcert_issuer::store::{PgOptions, PgStore, SqliteStore, SqliteTuning, Store};
 use localcert_issuer::validate::TrustConfig;
 
 use crate::BoxResult;
@@ -66,8 +68,38 @@ pub fn levers_off() -> BoxResult<Vec<String>> {
     Ok(off)
 }
 
-/// The store with the levers of [`LEVERS_ENV`] turned off.
-fn open_store(db: &Path) -> BoxResult<SqliteStore> {
+/// The nonce key (hex) replicas share, if any.
+pub const NONCE_KEY_ENV: &str = "LOCALCERT_BENCH_NONCE_KEY";
+/// The CA file for TLS to PostgreSQL, if any.
+pub const POSTGRES_CA_ENV: &str = "BENCH_POSTGRES_CA";
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// PostgreSQL at `url` (password from `LOCALCERT_POSTGRES_PASSWORD`, TLS with
+/// [`POSTGRES_CA_ENV`]).
+pub fn open_postgres(url: &str, pool_size: usize) -> BoxResult<PgStore> {
+    Ok(PgStore::connect(&PgOptions {
+        url: url.to_owned(),
+        password: std::env::var(POSTGRES_PASSWORD_ENV).ok(),
+        pool_size,
+        tls_ca_file: std::env::var_os(POSTGRES_CA_ENV).map(Into::into),
+    })?)
+}
+
+/// The store: PostgreSQL for a URL, else SQLite with the levers of [`LEVERS_ENV`] turned off.
+fn open_store(db: &Path) -> BoxResult<Arc<dyn Store>> {
+    match db.to_str() {
+        Some(url) if is_postgres(db) => Ok(Arc::new(open_postgres(url, 16)?)),
+        _ => Ok(Arc::new(open_sqlite(db)?)),
+    }
+}
+
+/// The SQLite store with the levers of [`LEVERS_ENV`] turned off.
+fn open_sqlite(db: &Path) -> BoxResult<SqliteStore> {
     let off = levers_off()?;
     let is_off = |name: &str| off.iter().any(|o| o == name);
     let defaults = SqliteTuning::default();
@@ -110,11 +142,15 @@ pub fn run(dir: &Path, db: &Path) -> BoxResult<()> {
         let ca = IssuingCa::load(&CaFiles::in_dir(dir))?;
         let root = std::fs::read(dir.join(MANUFACTURER_ROOT))?;
         let trust = TrustConfig::new(&[root], [])?;
-        let store = Arc::new(open_store(db)?);
+        let store = open_store(db)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let base = format!("https://localhost:{port}");
-        let server = Arc::new(AcmeServer::new(store, ca, trust, Policy::default(), &base));
+        let mut server = AcmeServer::new(store, ca, trust, Policy::default(), &base);
+        if let Ok(key) = std::env::var(NONCE_KEY_ENV) {
+            server = server.with_nonce_key(NonceKey::from_bytes(key.as_bytes()));
+        }
+        let server = Arc::new(server);
         let tls_files = TlsFiles::in_dir(dir);
         let tls = serve::tls_config(&tls_files.cert, &tls_files.key)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -218,10 +254,15 @@ impl FsyncCount {
 }
 
 impl ServerProcess {
-    /// Starts the server on `db`.
-    pub fn start(dir: &Path, db: &Path) -> BoxResult<Self> {
+    /// Starts the server on `db` (a SQLite file or a PostgreSQL URL), minting nonces with
+    /// `nonce_key` if given (replicas share it).
+    pub fn start(dir: &Path, db: &Path, nonce_key: Option<&str>) -> BoxResult<Self> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if let Some(key) = nonce_key {
+            command.env(NONCE_KEY_ENV, key);
+        }
+        let mut child = command
             .env(SERVER_ENV, dir)
             .env(DB_ENV, db)
             .stdin(Stdio::piped())
@@ -243,7 +284,8 @@ impl ServerProcess {
             stdout,
             pid,
             port,
-            perf: perf_available(),
+            // PostgreSQL's fsyncs are its own processes': not counted.
+            perf: perf_available() && !is_postgres(db),
             dir: dir.to_owned(),
         })
     }
