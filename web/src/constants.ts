@@ -1,4 +1,4 @@
-// Constants of SPEC.md revision 1 (§2, §3, §5, §11), kept beside the codecs that use them.
+// Constants of SPEC.md revision 2 (§2, §3, §5, §11), kept beside the codecs that use them.
 
 /** The primary GATT service (SPEC §2). */
 export const SERVICE_UUID = '52620000-f2e2-4679-934e-b35464ebab15';
@@ -9,7 +9,7 @@ export const STATUS_UUID = '52620002-f2e2-4679-934e-b35464ebab15';
 /** Info: CBOR {1: revision, 2: max_fragment_len, 3: max_message_len}, read. */
 export const INFO_UUID = '52620003-f2e2-4679-934e-b35464ebab15';
 
-export const PROTOCOL_REVISION = 1;
+export const PROTOCOL_REVISION = 2;
 export const MIN_ATT_MTU = 23;
 export const MAX_ATT_MTU = 517;
 export const ATT_MARGIN = 5;
@@ -22,14 +22,20 @@ export const RESPONSE_TIMEOUT_MS = 5000;
 export const USER_PRESENCE_TIMEOUT_MS = 60_000;
 
 export const MAX_USER_HANDLE_LEN = 64;
-export const MAX_KEY_AUTHORIZATION_LEN = 256;
+/** SHA-256 digests: the key authorization's hash in ATTEST. */
+export const DIGEST_LEN = 32;
 export const MIN_PIN_LEN = 4;
 export const MAX_PIN_LEN = 32;
 export const MAX_PRODUCT_LEN = 64;
 export const MAX_CERTIFICATE_LEN = 2048;
 export const MAX_CHAIN_LEN = 3;
-export const MAX_CSR_LEN = 1024;
-export const MAX_ATTESTATION_OBJECT_LEN = 4096;
+/** An uncompressed SEC1 P-256 point (ATTEST's TLS key). */
+export const P256_POINT_LEN = 65;
+/** A raw r||s P-256 ECDSA signature (ATTEST's signatures). */
+export const RAW_SIGNATURE_LEN = 64;
+/** GET_INFO's known_issuers: at most 4 ids of 8 bytes. */
+export const MAX_KNOWN_ISSUERS = 4;
+export const CERTIFICATE_ID_LEN = 8;
 export const MAX_URL_LEN = 512;
 export const MAX_BINDINGS = 16;
 export const MAX_CORS_ITEMS = 16;

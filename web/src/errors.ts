@@ -17,7 +17,7 @@ export class LocalcertError extends Error {
 /** Kinds of SPEC §4 (as named in vectors/malformed.json) and §5. */
 export type DecodeKind =
   | 'malformed' | 'wrong_type' | 'missing_key' | 'unknown_key' | 'key_order' | 'bad_length'
-  | 'invalid_value' | 'trailing_bytes' | 'non_canonical' | 'empty' | 'unknown_operation'
+  | 'invalid_value' | 'invalid_origin' | 'invalid_label' | 'trailing_bytes' | 'non_canonical' | 'empty' | 'unknown_operation'
   | 'unknown_status';
 
 /** A message, info value, attestation object or extension does not decode strictly. */

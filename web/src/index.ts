@@ -1,5 +1,6 @@
-// localcert-web: the client side of the localcert protocol (SPEC.md revision 1) for web pages.
+// localcert-web: the client side of the localcert protocol (SPEC.md revision 2) for web pages.
 export * from './constants.js';
+export * from './csr.js';
 export * from './errors.js';
 export { Command, KeepAlive, Reassembler, fragment, type Frame } from './frame.js';
 export * from './messages.js';

@@ -2,10 +2,10 @@
 // and a CBOR map. Every decoder is strict as SPEC §4 says and checks each field's rule.
 
 import {
-  FINGERPRINT_LEN, MAX_ATTESTATION_OBJECT_LEN, MAX_BINDINGS, MAX_CERTIFICATE_LEN, MAX_CHAIN_LEN,
-  MAX_CORS_ITEMS, MAX_CORS_MAX_AGE, MAX_CSR_LEN, MAX_ERROR_MESSAGE_LEN, MAX_KEY_AUTHORIZATION_LEN,
-  MAX_ORIGIN_LEN, MAX_PIN_LEN, MAX_PRODUCT_LEN, MAX_TOKEN_LEN, MAX_URL_LEN, MAX_USER_HANDLE_LEN,
-  MIN_PIN_LEN,
+  CERTIFICATE_ID_LEN, DIGEST_LEN, FINGERPRINT_LEN, MAX_BINDINGS, MAX_CERTIFICATE_LEN, MAX_CHAIN_LEN,
+  MAX_CORS_ITEMS, MAX_CORS_MAX_AGE, MAX_ERROR_MESSAGE_LEN, MAX_KNOWN_ISSUERS, MAX_ORIGIN_LEN,
+  MAX_PIN_LEN, MAX_PRODUCT_LEN, MAX_TOKEN_LEN, MAX_URL_LEN, MAX_USER_HANDLE_LEN, MIN_PIN_LEN,
+  P256_POINT_LEN, RAW_SIGNATURE_LEN,
 } from './constants.js';
 import { type CborReader, type CborValue, decodeCanonical, encodeCbor, required } from './cbor.js';
 import { DecodeError, ERROR_CODES } from './errors.js';
@@ -26,17 +26,25 @@ export interface InfoResponse {
   presence: Presence;
   bindings: number;
   maxBindings: number;
+  /** Ids (first 8 bytes of SHA-256) of the issuer certificates the device holds: INSTALL omits them. */
+  knownIssuers: Uint8Array[];
 }
 export interface AttestRequest {
   origin: string;
   userHandle: Uint8Array;
-  keyAuthorization: string;
+  /** SHA-256 of the ACME key authorization (the RP backend gives it). */
+  keyAuthorizationHash: Uint8Array;
   deviceLabel: string;
   pin?: string | undefined;
 }
+/** The CSR and the transcript signature in parts; the RP backend rebuilds both (SPEC §5.2). */
 export interface AttestResponse {
-  csr: Uint8Array;
-  attestationObject: Uint8Array;
+  /** The new TLS key: an uncompressed P-256 point (65 bytes). */
+  publicKey: Uint8Array;
+  /** Raw r||s signature by the TLS key over the CSR's request info. */
+  csrSignature: Uint8Array;
+  /** Raw r||s signature by the attestation key over the transcript. */
+  signature: Uint8Array;
 }
 export interface CorsPolicy {
   methods: string[];
@@ -51,9 +59,7 @@ export interface InstallRequest {
   starUrl?: string | undefined;
 }
 export interface InstallResponse {
-  name: string;
   httpsPort: number;
-  fingerprint: Uint8Array;
 }
 export interface BindingSummary {
   origin: string;
@@ -98,31 +104,28 @@ export function operationOf(request: Request): Operation {
 const TCHAR = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const isToken = (s: string): boolean => s !== '*' && TCHAR.test(s);
 const isHeaderName = (s: string): boolean => isToken(s) && !/[A-Z]/.test(s);
-const BASE64URL = /^[A-Za-z0-9_-]+$/;
-function isKeyAuthorization(s: string): boolean {
-  const dot = s.indexOf('.');
-  return dot >= 0 && BASE64URL.test(s.slice(0, dot)) && BASE64URL.test(s.slice(dot + 1));
-}
 const isHttpsUrl = (s: string): boolean => s.startsWith('https://') && s.length > 8 && /^[\x21-\x7e]+$/.test(s);
 
-function checked<T>(ctx: string, parse: () => T): T {
+function checked<T>(ctx: string, parse: () => T, kind: 'invalid_value' | 'invalid_origin' | 'invalid_label' = 'invalid_value'): T {
   try {
     return parse();
   } catch {
-    throw new DecodeError('invalid_value', ctx);
+    throw new DecodeError(kind, ctx);
   }
 }
+/** An Origin field: a bad one is invalid_origin (INVALID_ORIGIN, SPEC §4). */
 const origin = (r: CborReader, ctx: string): string => {
   const s = r.text(ctx, 1, MAX_ORIGIN_LEN);
-  return checked(ctx, () => parseOrigin(s).serialized);
+  return checked(ctx, () => parseOrigin(s).serialized, 'invalid_origin');
 };
 const localName = (r: CborReader, ctx: string): string => {
   const s = r.text(ctx, 1, 128);
   return checked(ctx, () => parseLocalName(s));
 };
+/** A Label field: a bad one is invalid_label (INVALID_LABEL, SPEC §4). */
 const deviceLabel = (r: CborReader, ctx: string): string => {
   const s = r.text(ctx, 1, 64);
-  return checked(ctx, () => parseDeviceLabel(s));
+  return checked(ctx, () => parseDeviceLabel(s), 'invalid_label');
 };
 const certificates = (r: CborReader, ctx: string): Uint8Array[] =>
   r.bytesArray(ctx, [1, MAX_CHAIN_LEN], [1, MAX_CERTIFICATE_LEN]);
@@ -134,18 +137,18 @@ type IntMap = Map<number, CborValue>;
 function infoMap(v: InfoResponse): IntMap {
   return new Map<number, CborValue>([
     [1, v.revision], [2, v.product], [3, v.deviceLabel], [4, v.attestationChain],
-    [5, v.presence], [6, v.bindings], [7, v.maxBindings],
+    [5, v.presence], [6, v.bindings], [7, v.maxBindings], [8, v.knownIssuers],
   ]);
 }
 function attestRequestMap(v: AttestRequest): IntMap {
   const m = new Map<number, CborValue>([
-    [1, v.origin], [2, v.userHandle], [3, v.keyAuthorization], [4, v.deviceLabel],
+    [1, v.origin], [2, v.userHandle], [3, v.keyAuthorizationHash], [4, v.deviceLabel],
   ]);
   if (v.pin !== undefined) m.set(5, v.pin);
   return m;
 }
 const attestResponseMap = (v: AttestResponse): IntMap =>
-  new Map<number, CborValue>([[1, v.csr], [2, v.attestationObject]]);
+  new Map<number, CborValue>([[1, v.publicKey], [2, v.csrSignature], [3, v.signature]]);
 const corsMap = (v: CorsPolicy): IntMap =>
   new Map<number, CborValue>([
     [1, v.methods], [2, v.allowHeaders], [3, v.exposeHeaders], [4, v.allowCredentials], [5, v.maxAge],
@@ -155,8 +158,7 @@ function installRequestMap(v: InstallRequest): IntMap {
   if (v.starUrl !== undefined) m.set(3, v.starUrl);
   return m;
 }
-const installResponseMap = (v: InstallResponse): IntMap =>
-  new Map<number, CborValue>([[1, v.name], [2, v.httpsPort], [3, v.fingerprint]]);
+const installResponseMap = (v: InstallResponse): IntMap => new Map<number, CborValue>([[1, v.httpsPort]]);
 const bindingMap = (v: BindingSummary): IntMap =>
   new Map<number, CborValue>([[1, v.origin], [2, v.name], [3, v.fingerprint], [4, v.notAfter], [5, v.star]]);
 const listMap = (v: BindingSummary[]): IntMap => new Map<number, CborValue>([[1, v.map(bindingMap)]]);
@@ -182,6 +184,12 @@ function decodeInfo(r: CborReader): InfoResponse {
       }
       case 6: v.bindings = r.uint(`${C}.bindings`); break;
       case 7: v.maxBindings = r.uint(`${C}.max_bindings`); break;
+      case 8: {
+        const n = r.arrayLen(`${C}.known_issuers`, 0, MAX_KNOWN_ISSUERS);
+        v.knownIssuers = [];
+        for (let i = 0; i < n; i++) v.knownIssuers.push(r.bytes(`${C}.known_issuers`, CERTIFICATE_ID_LEN, CERTIFICATE_ID_LEN));
+        break;
+      }
       default: return false;
     }
     return true;
@@ -190,7 +198,7 @@ function decodeInfo(r: CborReader): InfoResponse {
     revision: required(v.revision, C), product: required(v.product, C),
     deviceLabel: required(v.deviceLabel, C), attestationChain: required(v.attestationChain, C),
     presence: required(v.presence, C), bindings: required(v.bindings, C),
-    maxBindings: required(v.maxBindings, C),
+    maxBindings: required(v.maxBindings, C), knownIssuers: required(v.knownIssuers, C),
   };
 }
 
@@ -201,12 +209,7 @@ function decodeAttestRequest(r: CborReader): AttestRequest {
     switch (key) {
       case 1: v.origin = origin(r, `${C}.origin`); break;
       case 2: v.userHandle = r.bytes(`${C}.user_handle`, 1, MAX_USER_HANDLE_LEN); break;
-      case 3: {
-        const ka = r.text(`${C}.key_authorization`, 1, MAX_KEY_AUTHORIZATION_LEN);
-        if (!isKeyAuthorization(ka)) throw new DecodeError('invalid_value', `${C}.key_authorization`);
-        v.keyAuthorization = ka;
-        break;
-      }
+      case 3: v.keyAuthorizationHash = r.bytes(`${C}.key_authorization_hash`, DIGEST_LEN, DIGEST_LEN); break;
       case 4: v.deviceLabel = deviceLabel(r, `${C}.device_label`); break;
       case 5: v.pin = r.text(`${C}.pin`, MIN_PIN_LEN, MAX_PIN_LEN); break;
       default: return false;
@@ -215,7 +218,7 @@ function decodeAttestRequest(r: CborReader): AttestRequest {
   });
   const out: AttestRequest = {
     origin: required(v.origin, C), userHandle: required(v.userHandle, C),
-    keyAuthorization: required(v.keyAuthorization, C), deviceLabel: required(v.deviceLabel, C),
+    keyAuthorizationHash: required(v.keyAuthorizationHash, C), deviceLabel: required(v.deviceLabel, C),
   };
   if (v.pin !== undefined) out.pin = v.pin;
   return out;
@@ -225,12 +228,17 @@ function decodeAttestResponse(r: CborReader): AttestResponse {
   const C = 'AttestResponse';
   const v: Partial<AttestResponse> = {};
   r.intMap(C, (key) => {
-    if (key === 1) v.csr = r.bytes(`${C}.csr`, 1, MAX_CSR_LEN);
-    else if (key === 2) v.attestationObject = r.bytes(`${C}.attestation_object`, 1, MAX_ATTESTATION_OBJECT_LEN);
+    if (key === 1) {
+      const point = r.bytes(`${C}.public_key`, P256_POINT_LEN, P256_POINT_LEN);
+      // Uncompressed SEC1; whether it is on the curve is the verifier's check.
+      if (point[0] !== 0x04) throw new DecodeError('invalid_value', `${C}.public_key`);
+      v.publicKey = point;
+    } else if (key === 2) v.csrSignature = r.bytes(`${C}.csr_signature`, RAW_SIGNATURE_LEN, RAW_SIGNATURE_LEN);
+    else if (key === 3) v.signature = r.bytes(`${C}.signature`, RAW_SIGNATURE_LEN, RAW_SIGNATURE_LEN);
     else return false;
     return true;
   });
-  return { csr: required(v.csr, C), attestationObject: required(v.attestationObject, C) };
+  return { publicKey: required(v.publicKey, C), csrSignature: required(v.csrSignature, C), signature: required(v.signature, C) };
 }
 
 function decodeCors(r: CborReader): CorsPolicy {
@@ -287,16 +295,13 @@ function decodeInstallResponse(r: CborReader): InstallResponse {
   const C = 'InstallResponse';
   const v: Partial<InstallResponse> = {};
   r.intMap(C, (key) => {
-    if (key === 1) v.name = localName(r, `${C}.name`);
-    else if (key === 2) {
-      const port = r.uint(`${C}.https_port`);
-      if (port === 0 || port > 65535) throw new DecodeError('invalid_value', `${C}.https_port`);
-      v.httpsPort = port;
-    } else if (key === 3) v.fingerprint = fingerprint(r, `${C}.fingerprint`);
-    else return false;
+    if (key !== 1) return false;
+    const port = r.uint(`${C}.https_port`);
+    if (port === 0 || port > 65535) throw new DecodeError('invalid_value', `${C}.https_port`);
+    v.httpsPort = port;
     return true;
   });
-  return { name: required(v.name, C), httpsPort: required(v.httpsPort, C), fingerprint: required(v.fingerprint, C) };
+  return { httpsPort: required(v.httpsPort, C) };
 }
 
 function decodeBinding(r: CborReader): BindingSummary {

@@ -3,7 +3,7 @@
 // the others let it inspect what its device and issuer produce.
 
 import {
-  MAX_CERTIFICATE_LEN, MAX_CHAIN_LEN, MAX_SIGNATURE_LEN, MAX_SPKI_LEN, MAX_USER_HANDLE_LEN,
+  CERTIFICATE_ID_LEN, MAX_CERTIFICATE_LEN, MAX_CHAIN_LEN, MAX_SIGNATURE_LEN, MAX_SPKI_LEN, MAX_USER_HANDLE_LEN,
   MAX_VALUE_LEN, MIN_FRAGMENT_LEN,
 } from './constants.js';
 import { type CborValue, decodeCanonical, encodeCbor, required } from './cbor.js';
@@ -95,22 +95,34 @@ export function decodeAttestationObject(bytes: Uint8Array): AttestationObject {
 // ---- transcript ----
 
 export interface TranscriptInput {
-  keyAuthorization: string;
+  /** SHA-256 of the ACME key authorization, as ATTEST carries it ({@link keyAuthorizationHash}). */
+  keyAuthorizationHash: Uint8Array;
   origin: string;
   userHandle: Uint8Array;
   csrSpki: Uint8Array;
   names: string[];
 }
 
+const sha256 = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(b)));
+
+/** SHA-256 of an ACME key authorization: ATTEST's key 3 and the transcript's second element. */
+export async function keyAuthorizationHash(keyAuthorization: string): Promise<Uint8Array> {
+  return sha256(new TextEncoder().encode(keyAuthorization));
+}
+
+/** A certificate's id in GET_INFO's known_issuers: the first 8 bytes of SHA-256 of its DER. */
+export async function certificateId(der: Uint8Array): Promise<Uint8Array> {
+  return (await sha256(der)).slice(0, CERTIFICATE_ID_LEN);
+}
+
 /** The bytes the device's attestation key signs (SPEC §7.1). */
 export async function transcriptBytes(t: TranscriptInput): Promise<Uint8Array> {
-  const digest = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(b)));
   return encodeCbor([
     'localcert attestation v1',
-    await digest(new TextEncoder().encode(t.keyAuthorization)),
+    t.keyAuthorizationHash,
     t.origin,
     t.userHandle,
-    await digest(t.csrSpki),
+    await sha256(t.csrSpki),
     t.names,
   ]);
 }
@@ -129,7 +141,8 @@ export interface OriginBinding {
   userHandleDigest: Uint8Array;
 }
 
-function derHeader(tag: number, len: number): number[] {
+/** A DER tag and definite, minimal length (values here are under 64 KiB). */
+export function derHeader(tag: number, len: number): number[] {
   if (len < 0x80) return [tag, len];
   if (len < 0x100) return [tag, 0x81, len];
   return [tag, 0x82, len >> 8, len & 0xff];

@@ -7,7 +7,7 @@ import {
   AbortedError, BackendProtocolError, LocalcertError, VerificationError, backendError,
 } from './errors.js';
 import type { BindingSummary, CorsPolicy, InfoResponse } from './messages.js';
-import { checkDeviceName, deriveName, parseDeviceLabel, parseOrigin } from './names.js';
+import { deriveName, parseDeviceLabel, parseOrigin } from './names.js';
 import { type Clock, type Link, type RequestOptions, Session } from './session.js';
 import { type ConnectOptions, bluetooth, chooseDevice, connect } from './webbluetooth.js';
 
@@ -78,7 +78,6 @@ export function fromBase64url(s: string): Uint8Array {
   return Uint8Array.from(b, (c) => c.charCodeAt(0));
 }
 
-const toHex = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
 
 function checkAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new AbortedError(signal.reason);
@@ -189,6 +188,7 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
 
   const { session, connectAttempts } = await openSession(options);
   let installed: unknown;
+  let issuedFingerprint = '';
   try {
     step('info');
     const infoAnswer = await session.request({ kind: 'get_info' }, req);
@@ -217,7 +217,7 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
       kind: 'attest',
       value: {
         origin, userHandle: fromBase64url(field<string>(attest, 'user_handle', 'string')),
-        keyAuthorization: field<string>(attest, 'key_authorization', 'string'), deviceLabel,
+        keyAuthorizationHash: fromBase64url(field<string>(attest, 'key_authorization_hash', 'string')), deviceLabel,
         pin: options.pin,
       },
     }, {
@@ -233,7 +233,7 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
     step('attestation');
     const issued = await backend.call('POST', `/flows/${encodeURIComponent(String(flowId))}/attestation`, { attest: base64url(attestAnswer.bytes) });
     const install = field<object>(issued, 'install', 'object');
-    const fingerprint = field<string>(issued, 'fingerprint', 'string').toLowerCase();
+    issuedFingerprint = field<string>(issued, 'fingerprint', 'string').toLowerCase();
     if (field<string>(issued, 'name', 'string') !== name) throw new VerificationError('name_mismatch', 'the backend issued for another name');
     const chain = field<unknown[]>(install, 'chain', 'object');
     if (!Array.isArray(chain) || !chain.every((c) => typeof c === 'string')) throw new BackendProtocolError('install.chain is not a list of base64url strings');
@@ -247,10 +247,8 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
         starUrl: typeof starUrl === 'string' ? starUrl : undefined,
       },
     }, req);
-    const result = (installAnswer.response as { value: { name: string; fingerprint: Uint8Array } }).value;
-    if (result.name !== name) throw new VerificationError('name_mismatch', `the device installed ${result.name}, not ${name}`);
-    await checkDeviceName(result.name, origin, deviceCert);
-    if (toHex(result.fingerprint) !== fingerprint) throw new VerificationError('fingerprint_mismatch', 'the device serves another certificate than the one issued');
+    // Success means the device checked the leaf against its pending key and name (SPEC §5.3);
+    // the fetch() below then meets the certificate itself.
 
     step('installed');
     installed = await backend.call('POST', `/flows/${encodeURIComponent(String(flowId))}/installed`, { install: base64url(installAnswer.bytes) });
@@ -261,6 +259,7 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
   const name = field<string>(installed, 'name', 'string');
   const url = field<string>(installed, 'url', 'string');
   const fingerprint = field<string>(installed, 'fingerprint', 'string');
+  if (fingerprint.toLowerCase() !== issuedFingerprint) throw new VerificationError('fingerprint_mismatch', 'the backend completed the flow for another certificate than it issued');
   step('fetch');
   const deviceAnswer = await fetchDevice(fetchFn, new URL(options.path ?? '/', url).href, options.signal);
   step('done');

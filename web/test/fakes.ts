@@ -33,7 +33,7 @@ export class ManualClock implements Clock {
 
 export class FakeLink implements Link {
   writes: Uint8Array[] = [];
-  info: Uint8Array = encodeInfo({ revision: 1, maxFragmentLen: 18, maxMessageLen: 8192 });
+  info: Uint8Array = encodeInfo({ revision: 2, maxFragmentLen: 18, maxMessageLen: 8192 });
   private onValue: ((v: Uint8Array) => void) | undefined;
   private onDisconnect: (() => void) | undefined;
   closed = false;

@@ -8,7 +8,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { createServer } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Link } from '../src/session.js';
 import { REPO_ROOT, hex, unhex } from './util.js';
@@ -225,6 +225,8 @@ export async function startDevice(dir: string, issuerRoot: string, mtu: number, 
     `attestation_key = "${join(deviceDir, 'attestation.key.pem')}"`,
     `attestation_chain = "${join(deviceDir, 'attestation.pem')}"`,
     `issuer_roots = "${issuerRoot}"`,
+    // The issuing intermediate beside the root: INSTALL carries the leaf alone (SPEC §5.3).
+    `issuer_intermediates = "${join(dirname(issuerRoot), 'intermediate.pem')}"`,
     presence,
     `https_port = ${await freePort()}`,
     'https_listen = "127.0.0.1"',

@@ -17,7 +17,7 @@ import { unhex } from './util.js';
 
 const ORIGIN = 'https://vod.example.com';
 const CERT = unhex('30822073616d706c6520646576696365206174746573746174696f6e206365727469666963617465');
-const INFO = encodeResponse({ kind: 'info', value: { revision: 1, product: 'Media Server 1', deviceLabel: 'media-server-1', attestationChain: [CERT], presence: 0, bindings: 0, maxBindings: 8 } });
+const INFO = encodeResponse({ kind: 'info', value: { revision: 2, product: 'Media Server 1', deviceLabel: 'media-server-1', attestationChain: [CERT], presence: 0, bindings: 0, maxBindings: 8, knownIssuers: [] } });
 
 function device(): FakeLink {
   const link = new FakeLink();
@@ -65,7 +65,7 @@ test('a backend asking for a name this device would not have is refused before A
   const link = device();
   const { fetchFn, calls } = backend({
     '/config': CONFIG,
-    '/flows': [201, { flow: 'f1', name: 'media-server-1-vod-example-com-hp65xr-zzzz.local', attest: { origin: ORIGIN, user_handle: 'dXNlcg', key_authorization: 'a.b', device_label: 'media-server-1' } }],
+    '/flows': [201, { flow: 'f1', name: 'media-server-1-vod-example-com-hp65xr-zzzz.local', attest: { origin: ORIGIN, user_handle: 'dXNlcg', key_authorization_hash: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', device_label: 'media-server-1' } }],
   });
   await assert.rejects(provision({ backend: '/localcert', origin: ORIGIN, fetch: fetchFn, link: async () => link }),
     (e) => e instanceof VerificationError && e.code === 'name_mismatch');

@@ -27,10 +27,11 @@ async function open(link = new FakeLink(), clock = new ManualClock()) {
 test('info out of range is refused with DeviceInfoError, before any subscription', async () => {
   const cases: [string, Uint8Array][] = [
     ['revision 0', encodeInfo({ revision: 0, maxFragmentLen: 18, maxMessageLen: 8192 })],
-    ['fragment 17', encodeInfo({ revision: 1, maxFragmentLen: 17, maxMessageLen: 8192 })],
-    ['fragment 513', encodeInfo({ revision: 1, maxFragmentLen: 513, maxMessageLen: 8192 })],
-    ['message 0', encodeInfo({ revision: 1, maxFragmentLen: 18, maxMessageLen: 0 })],
-    ['revision 2', encodeInfo({ revision: 2, maxFragmentLen: 18, maxMessageLen: 8192 })],
+    ['fragment 17', encodeInfo({ revision: 2, maxFragmentLen: 17, maxMessageLen: 8192 })],
+    ['fragment 513', encodeInfo({ revision: 2, maxFragmentLen: 513, maxMessageLen: 8192 })],
+    ['message 0', encodeInfo({ revision: 2, maxFragmentLen: 18, maxMessageLen: 0 })],
+    ['revision 1', encodeInfo({ revision: 1, maxFragmentLen: 18, maxMessageLen: 8192 })],
+    ['revision 3', encodeInfo({ revision: 3, maxFragmentLen: 18, maxMessageLen: 8192 })],
     ['unknown key', encodeCbor(new Map([[1, 1], [2, 18], [3, 8192], [4, 0]]))],
     ['not CBOR', Uint8Array.of(0xff)],
   ];
@@ -43,7 +44,7 @@ test('info out of range is refused with DeviceInfoError, before any subscription
 
 test('fragments are sized from max_fragment_len', async () => {
   const link = new FakeLink();
-  link.info = encodeInfo({ revision: 1, maxFragmentLen: 40, maxMessageLen: 8192 });
+  link.info = encodeInfo({ revision: 2, maxFragmentLen: 40, maxMessageLen: 8192 });
   const { session } = await open(link);
   assert.equal(session.fragmentLen, 40);
   const p = session.request({ kind: 'remove', value: { origin: 'https://a-rather-long-origin.example.com:8443' } });
@@ -57,7 +58,7 @@ test('fragments are sized from max_fragment_len', async () => {
 
 test('a request longer than the device\'s max_message_len is not sent', async () => {
   const link = new FakeLink();
-  link.info = encodeInfo({ revision: 1, maxFragmentLen: 18, maxMessageLen: 20 });
+  link.info = encodeInfo({ revision: 2, maxFragmentLen: 18, maxMessageLen: 20 });
   const { session } = await open(link);
   await assert.rejects(session.request({ kind: 'remove', value: { origin: 'https://vod.example.com' } }),
     (e) => e instanceof LocalcertError && e.code === 'message_too_long');
@@ -144,7 +145,7 @@ test('error statuses and ERROR frames are typed §6 errors', async () => {
 test('KEEPALIVE calls back and keeps the request alive; silence for 5 s cancels', async () => {
   const { link, clock, session } = await open();
   const seen: string[] = [];
-  const p = session.request({ kind: 'attest', value: { origin: 'https://a.test', userHandle: Uint8Array.of(1), keyAuthorization: 'a.b', deviceLabel: 'tv' } }, { onKeepAlive: (s) => seen.push(s) });
+  const p = session.request({ kind: 'attest', value: { origin: 'https://a.test', userHandle: Uint8Array.of(1), keyAuthorizationHash: new Uint8Array(32), deviceLabel: 'tv' } }, { onKeepAlive: (s) => seen.push(s) });
   await settle();
   for (let i = 0; i < 10; i++) {
     clock.advance(1000);

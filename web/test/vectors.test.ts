@@ -11,8 +11,9 @@ import {
 } from '../src/messages.js';
 import {
   decodeAttestationObject, decodeInfo, decodeOriginBinding, encodeAttestationObject, encodeInfo,
-  encodeOriginBinding, ORIGIN_BINDING_OID_DER, transcriptBytes,
+  encodeOriginBinding, ORIGIN_BINDING_OID_DER, certificateId, keyAuthorizationHash, transcriptBytes,
 } from '../src/objects.js';
+import { assembleCsr, csrRequestInfo, derSignature, p256Spki } from '../src/csr.js';
 import {
   checkDeviceName, deriveName, deviceLabelFromText, deviceTag, originTag, parseDeviceLabel,
   parseLocalName, parseOrigin,
@@ -43,9 +44,10 @@ test('framing.json: fragments at every MTU, both directions', () => {
 /** Decoded values are compared through their encoding plus a JSON view, so bytes compare by value. */
 const view = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (_k, x) => (x instanceof Uint8Array ? `h'${hex(x)}'` : x)));
 
-function expectedRequest(name: string): Request {
-  const ka = 'evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ';
-  const attest = { origin: 'https://vod.example.com', userHandle: new TextEncoder().encode('user-42'), keyAuthorization: ka, deviceLabel: 'media-server-1' };
+const KEY_AUTHORIZATION = 'evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ';
+
+async function expectedRequest(name: string): Promise<Request> {
+  const attest = { origin: 'https://vod.example.com', userHandle: new TextEncoder().encode('user-42'), keyAuthorizationHash: await keyAuthorizationHash(KEY_AUTHORIZATION), deviceLabel: 'media-server-1' };
   const cors = { methods: ['GET', 'POST'], allowHeaders: ['content-type'], exposeHeaders: [] as string[], allowCredentials: false, maxAge: 600 };
   switch (name) {
     case 'get_info': return { kind: 'get_info' };
@@ -63,11 +65,19 @@ const NAME = 'media-server-1-vod-example-com-hp65xr-f1jk.local';
 const AB = new Uint8Array(32).fill(0xab);
 const DEVICE_CERT = unhex('30822073616d706c6520646576696365206174746573746174696f6e206365727469666963617465');
 
-function expectedResponse(name: string): Response {
+/** The P-256 generator point: the samples' TLS key. */
+const GENERATOR = unhex('046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5');
+const ATTEST_ANSWER = {
+  publicKey: GENERATOR,
+  csrSignature: Uint8Array.from({ length: 64 }, (_, i) => i + 1),
+  signature: Uint8Array.from({ length: 64 }, (_, i) => 0xff - i),
+};
+
+async function expectedResponse(name: string): Promise<Response> {
   switch (name) {
-    case 'info': return { kind: 'info', value: { revision: 1, product: 'Media Server 1', deviceLabel: 'media-server-1', attestationChain: [DEVICE_CERT, new TextEncoder().encode('batch certificate')], presence: 1, bindings: 1, maxBindings: 8 } };
-    case 'attest': return { kind: 'attest', value: { csr: unhex('3081f0010203'), attestationObject: unhex('a263') } };
-    case 'install': return { kind: 'install', value: { name: NAME, httpsPort: 8443, fingerprint: AB } };
+    case 'info': return { kind: 'info', value: { revision: 2, product: 'Media Server 1', deviceLabel: 'media-server-1', attestationChain: [DEVICE_CERT, new TextEncoder().encode('batch certificate')], presence: 1, bindings: 1, maxBindings: 8, knownIssuers: [await certificateId(new TextEncoder().encode('issuing intermediate'))] } };
+    case 'attest': return { kind: 'attest', value: ATTEST_ANSWER };
+    case 'install': return { kind: 'install', value: { httpsPort: 8443 } };
     case 'list': return { kind: 'list', value: [{ origin: 'https://vod.example.com', name: NAME, fingerprint: AB, notAfter: 1795000000, star: true }] };
     case 'list_empty': return { kind: 'list', value: [] };
     case 'remove': return { kind: 'remove', value: { name: NAME } };
@@ -77,19 +87,19 @@ function expectedResponse(name: string): Response {
   throw new Error(`no expected value for response ${name}`);
 }
 
-test('messages.json: every request and response, both directions', () => {
+test('messages.json: every request and response, both directions', async () => {
   const file = vectors('messages.json');
   let requests = 0;
   let responses = 0;
   for (const c of file.cases) {
     const bytes = unhex(c.hex);
     if (c.kind === 'request') {
-      const expected = expectedRequest(c.name);
+      const expected = await expectedRequest(c.name);
       assert.equal(hex(encodeRequest(expected)), c.hex, `encode ${c.name}`);
       assert.deepEqual(view(decodeRequest(bytes)), view(expected), `decode ${c.name}`);
       requests++;
     } else {
-      const expected = expectedResponse(c.name);
+      const expected = await expectedResponse(c.name);
       assert.equal(hex(encodeResponse(expected)), c.hex, `encode ${c.name}`);
       assert.deepEqual(view(decodeResponse(c.operation as Operation, bytes)), view(expected), `decode ${c.name}`);
       responses++;
@@ -103,7 +113,9 @@ test('transcripts.json: the bytes to sign, rebuilt from the inputs', async () =>
   const file = vectors('transcripts.json');
   assert.equal(file.cases.length, 2);
   for (const c of file.cases) {
-    const bytes = await transcriptBytes({ keyAuthorization: c.key_authorization, origin: c.origin, userHandle: unhex(c.user_handle), csrSpki: unhex(c.csr_spki), names: c.names });
+    const hash = await keyAuthorizationHash(c.key_authorization);
+    assert.equal(hex(hash), c.key_authorization_hash);
+    const bytes = await transcriptBytes({ keyAuthorizationHash: hash, origin: c.origin, userHandle: unhex(c.user_handle), csrSpki: unhex(c.csr_spki), names: c.names });
     assert.equal(hex(bytes), c.hex);
   }
 });
@@ -122,7 +134,7 @@ test('names.json: labels, origin tags, device tags and names, both directions', 
   }
 });
 
-test('objects.json: origin binding, attestation object and info values, both directions', () => {
+test('objects.json: origin binding, attestation object, certificate id, ATTEST parts and info values', async () => {
   const file = vectors('objects.json');
   const b = file.origin_binding;
   assert.equal(hex(ORIGIN_BINDING_OID_DER), b.oid_der_content);
@@ -135,10 +147,21 @@ test('objects.json: origin binding, attestation object and info values, both dir
   assert.equal(hex(att.x5c[0]!), hex(DEVICE_CERT));
   assert.equal(new TextDecoder().decode(att.userHandle), 'user-42');
   assert.equal(hex(encodeAttestationObject(att)), file.attestation_object.hex);
+  assert.equal(hex(await certificateId(unhex(file.certificate_id.der))), file.certificate_id.id);
+  // The CSR and the attestation object's signature, rebuilt from an ATTEST answer (SPEC §5.2).
+  const parts = file.attest_parts;
+  const answer = decodeResponse(Operation.ATTEST, unhex(parts.response));
+  assert.equal(answer.kind, 'attest');
+  const a = (answer as { value: typeof ATTEST_ANSWER }).value;
+  assert.equal(hex(p256Spki(a.publicKey)), parts.spki);
+  const requestInfo = csrRequestInfo(a.publicKey, parts.names);
+  assert.equal(hex(requestInfo), parts.request_info);
+  assert.equal(hex(assembleCsr(requestInfo, a.csrSignature)), parts.csr);
+  assert.equal(hex(derSignature(a.signature)), parts.signature_der);
   const mtus = [[23, 18], [185, 180], [247, 242], [517, 512]] as const;
   file.info.forEach((c: { hex: string }, i: number) => {
     const info = decodeInfo(unhex(c.hex));
-    assert.deepEqual(info, { revision: 1, maxFragmentLen: mtus[i]![1], maxMessageLen: 8192 });
+    assert.deepEqual(info, { revision: 2, maxFragmentLen: mtus[i]![1], maxMessageLen: 8192 });
     assert.equal(fragmentLen(mtus[i]![0]), info.maxFragmentLen);
     assert.equal(hex(encodeInfo(info)), c.hex);
   });
@@ -158,6 +181,8 @@ function errorFor(target: string, input: any): string {
   switch (target) {
     case 'request': return attempt(() => decodeRequest(unhex(input)));
     case 'response:install': return attempt(() => decodeResponse(Operation.INSTALL, unhex(input)));
+    case 'response:info': return attempt(() => decodeResponse(Operation.GET_INFO, unhex(input)));
+    case 'response:attest': return attempt(() => decodeResponse(Operation.ATTEST, unhex(input)));
     case 'response:list': return attempt(() => decodeResponse(Operation.LIST, unhex(input)));
     case 'attestation': return attempt(() => decodeAttestationObject(unhex(input)));
     case 'info': return attempt(() => decodeInfo(unhex(input)));

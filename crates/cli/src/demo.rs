@@ -204,6 +204,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut device_config = DeviceConfig::new(PRODUCT);
     device_config.https_port = https_port;
     device_config.trust = IssuerTrust::Roots(vec![issuer_root.clone()]);
+    // Configured beside the root, the issuing intermediate need not cross BLE (SPEC §5.3).
+    device_config.issuer_intermediates = vec![read_root(&config.ca_files().intermediate_cert)?];
     let (interfaces, scope) = match args.mdns_interface.as_str() {
         "lo" => (Interfaces::LoopbackOnly, Scope::Loopback),
         name => (

@@ -272,7 +272,6 @@ mod tests {
     use crate::runtime::DeviceBuilder;
     use crate::signer::FileSigner;
     use crate::test_pki::TestCa;
-    use localcert_proto::attestation::AttestationObject;
     use localcert_proto::binding::OriginBinding;
     use localcert_proto::frame::{Frame, Reassembler};
     use localcert_proto::gatt::fragment_len;
@@ -309,16 +308,14 @@ mod tests {
             &Request::Attest(AttestRequest {
                 origin: origin.clone(),
                 user_handle: b"u".to_vec(),
-                key_authorization: "t.k".into(),
+                key_authorization_hash: [7; 32],
                 device_label: label.clone(),
                 pin: None,
             }),
         ) else {
             panic!("attest failed");
         };
-        let spki = AttestationObject::decode(&att.attestation_object)
-            .unwrap()
-            .spki;
+        let spki = att.spki();
         let name = agent.with_device(|d| {
             localcert_proto::name::LocalName::derive(&label, &origin, d.device_tag())
         });

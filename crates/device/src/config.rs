@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use localcert_proto::message::MAX_KNOWN_ISSUERS;
 use localcert_proto::name::DeviceLabel;
 use serde::Deserialize;
 
@@ -59,6 +60,10 @@ pub struct DaemonConfig {
     pub attestation_chain: PathBuf,
     /// PEM file of the issuer root(s) the device trusts for INSTALL and renewal.
     pub issuer_roots: PathBuf,
+    /// PEM file of the issuer's issuing intermediate(s), held beside the roots: GET_INFO
+    /// reports them, so INSTALL omits them (SPEC §5.3). Optional: without it the UA sends
+    /// the whole chain.
+    pub issuer_intermediates: Option<PathBuf>,
     /// How ATTEST is confirmed.
     pub presence: PresenceMode,
     /// For `presence = "pin"`: a file holding the PIN (first line).
@@ -323,6 +328,15 @@ impl DaemonConfig {
             &files::read(&self.issuer_roots)?,
             "issuer roots",
         )?);
+        if let Some(path) = &self.issuer_intermediates {
+            config.issuer_intermediates =
+                pki::certificates_from_pem(&files::read(path)?, "issuer intermediates")?;
+            if config.issuer_intermediates.len() > MAX_KNOWN_ISSUERS {
+                return Err(Error::Config(format!(
+                    "issuer_intermediates: at most {MAX_KNOWN_ISSUERS} certificates"
+                )));
+            }
+        }
         Ok(config)
     }
 

@@ -94,6 +94,11 @@ pub struct DeviceConfig {
     pub max_pending: usize,
     /// Which issuer the device trusts.
     pub trust: IssuerTrust,
+    /// Issuing intermediates (DER) the device holds beside its trusted roots. GET_INFO reports
+    /// their ids so that INSTALL can omit them (SPEC §5.1, §5.3); the device completes the
+    /// chain from them and serves it whole in TLS. They are candidates for a path, never
+    /// anchors: a chain must still verify up to a root of `trust`.
+    pub issuer_intermediates: Vec<Vec<u8>>,
 }
 
 impl DeviceConfig {
@@ -108,6 +113,7 @@ impl DeviceConfig {
             presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
             trust: IssuerTrust::Roots(Vec::new()),
+            issuer_intermediates: Vec::new(),
         }
     }
 }

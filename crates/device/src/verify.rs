@@ -38,7 +38,6 @@ pub(crate) struct Expected<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedLeaf {
     pub not_after: u64,
-    pub fingerprint: [u8; 32],
 }
 
 /// The profile's refusals as wire codes: what contradicts the pending key is CHAIN_MISMATCH,
@@ -118,18 +117,20 @@ pub(crate) fn check_leaf(leaf: &[u8], expected: &Expected<'_>) -> Result<Verifie
     }
     Ok(VerifiedLeaf {
         not_after: claims.not_after,
-        fingerprint: pki::sha256(leaf),
     })
 }
 
 /// Verifies `chain` (leaf first) to one of `anchors` (DER certificates) at `now_unix`, for TLS
-/// server use and for every name in `names`.
+/// server use and for every name in `names`. Intermediates come from the chain and from `held`
+/// (the issuer certificates the device is configured with, which INSTALL may omit). Returns
+/// the chain to serve: the leaf, then the verified path's intermediates (no anchor).
 pub(crate) fn check_chain(
     chain: &[Vec<u8>],
     anchors: &[Vec<u8>],
+    held: &[Vec<u8>],
     names: &[LocalName],
     now_unix: u64,
-) -> Result<(), Refused> {
+) -> Result<Vec<Vec<u8>>, Refused> {
     let (leaf, intermediates) = chain
         .split_first()
         .ok_or(refused(ErrorCode::InvalidParameter, "empty chain"))?;
@@ -149,6 +150,7 @@ pub(crate) fn check_chain(
     }
     let intermediates: Vec<CertificateDer<'_>> = intermediates
         .iter()
+        .chain(held.iter().filter(|h| !intermediates.contains(h)))
         // An anchor sent along in the chain is not an intermediate.
         .filter(|c| !anchors.contains(c))
         .map(|c| CertificateDer::from(c.as_slice()))
@@ -160,23 +162,27 @@ pub(crate) fn check_chain(
             "leaf certificate cannot be parsed",
         )
     })?;
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust,
-        &intermediates,
-        UnixTime::since_unix_epoch(std::time::Duration::from_secs(now_unix)),
-        webpki::KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map_err(map_webpki)?;
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust,
+            &intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now_unix)),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(map_webpki)?;
+    let served: Vec<Vec<u8>> = std::iter::once(leaf.clone())
+        .chain(path.intermediate_certificates().map(|c| c.der().to_vec()))
+        .collect();
     for name in names {
         let server_name = ServerName::try_from(name.as_str())
             .map_err(|_| refused(ErrorCode::ChainMismatch, "name is not a DNS name"))?;
         ee.verify_is_valid_for_subject_name(&server_name)
             .map_err(|_| refused(ErrorCode::ChainMismatch, "leaf is not valid for the name"))?;
     }
-    Ok(())
+    Ok(served)
 }
 
 fn map_webpki(e: webpki::Error) -> Refused {

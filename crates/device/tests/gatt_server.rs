@@ -44,7 +44,7 @@ fn attest() -> Request {
     Request::Attest(AttestRequest {
         origin: Origin::parse("https://vod.example.com").unwrap(),
         user_handle: b"user-1".to_vec(),
-        key_authorization: "token.thumbprint".into(),
+        key_authorization_hash: [7; 32],
         device_label: DeviceLabel::parse("media-server-1").unwrap(),
         pin: None,
     })

@@ -37,7 +37,9 @@ async fn main() {
     let attest = Request::Attest(AttestRequest {
         origin: Origin::parse("https://vod.example.com").unwrap(),
         user_handle: b"user-1".to_vec(),
-        key_authorization: "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ".into(),
+        key_authorization_hash: localcert_proto::message::key_authorization_hash(
+            "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ",
+        ),
         device_label: DeviceLabel::parse("media-server-1").unwrap(),
         pin: None,
     });

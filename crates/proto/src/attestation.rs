@@ -3,19 +3,21 @@
 //! CBOR `{"fmt": "localcert-v1", "attStmt": {"alg": -7, "sig": …, "x5c": […], "spki": …,
 //! "userHandle": …}}` with text keys in deterministic order. `sig` is an ASN.1 DER ECDSA
 //! signature over the [`Transcript`](crate::transcript::Transcript).
+//!
+//! The device does not send it (revision 2): its ATTEST answer carries the CSR and `sig`, and
+//! the UA builds the object from GET_INFO's chain, the CSR's key and the user handle it sent.
 
 use minicbor::Decoder;
 
 use crate::cbor::{self, TextMap};
 use crate::error::DecodeError;
+pub use crate::message::MAX_SIGNATURE_LEN;
 use crate::message::{MAX_CERTIFICATE_LEN, MAX_CHAIN_LEN, MAX_USER_HANDLE_LEN};
 
 /// The `fmt` of our attestation statement format.
 pub const ATTESTATION_FORMAT: &str = "localcert-v1";
 /// COSE algorithm ES256 (ECDSA with P-256 and SHA-256).
 pub const COSE_ES256: i64 = -7;
-/// The longest signature: a DER ECDSA P-256 signature is at most 72 bytes.
-pub const MAX_SIGNATURE_LEN: usize = 72;
 /// The longest SubjectPublicKeyInfo: a P-256 one is 91 bytes.
 pub const MAX_SPKI_LEN: usize = 512;
 

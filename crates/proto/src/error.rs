@@ -259,6 +259,10 @@ pub enum DecodeError {
     BadLength(&'static str),
     /// A value is of the right type but not allowed (e.g. a zero port).
     InvalidValue(&'static str),
+    /// An Origin field that is not a valid origin (SPEC §8.1).
+    InvalidOrigin(&'static str),
+    /// A Label field that is not a valid device label (SPEC §8.2).
+    InvalidLabel(&'static str),
     /// Bytes follow the end of the message.
     TrailingBytes(&'static str),
     /// Valid CBOR, but not in the deterministic encoding the spec requires.
@@ -282,6 +286,8 @@ impl DecodeError {
             Self::KeyOrder(_) => "key_order",
             Self::BadLength(_) => "bad_length",
             Self::InvalidValue(_) => "invalid_value",
+            Self::InvalidOrigin(_) => "invalid_origin",
+            Self::InvalidLabel(_) => "invalid_label",
             Self::TrailingBytes(_) => "trailing_bytes",
             Self::NonCanonical(_) => "non_canonical",
             Self::Empty => "empty",
@@ -295,6 +301,8 @@ impl DecodeError {
         match self {
             Self::UnknownOperation(_) => ErrorCode::InvalidCommand,
             Self::BadLength(_) => ErrorCode::InvalidLength,
+            Self::InvalidOrigin(_) => ErrorCode::InvalidOrigin,
+            Self::InvalidLabel(_) => ErrorCode::InvalidLabel,
             _ => ErrorCode::InvalidParameter,
         }
     }
@@ -312,6 +320,8 @@ impl fmt::Display for DecodeError {
             Self::KeyOrder(c) => write!(f, "{c}: keys repeated or out of order"),
             Self::BadLength(c) => write!(f, "{c}: length outside its limits"),
             Self::InvalidValue(c) => write!(f, "{c}: value not allowed"),
+            Self::InvalidOrigin(c) => write!(f, "{c}: not a valid origin"),
+            Self::InvalidLabel(c) => write!(f, "{c}: not a valid device label"),
             Self::TrailingBytes(c) => write!(f, "{c}: trailing bytes after the value"),
             Self::NonCanonical(c) => write!(f, "{c}: not in deterministic encoding"),
             Self::Empty => f.write_str("empty message"),

@@ -31,7 +31,7 @@ pub const ATT_MARGIN: u16 = 5;
 /// The largest characteristic value (Bluetooth Core, Vol 3, Part F, §3.2.9).
 pub const MAX_VALUE_LEN: usize = 512;
 /// The protocol revision this crate implements.
-pub const PROTOCOL_REVISION: u64 = 1;
+pub const PROTOCOL_REVISION: u64 = 2;
 
 /// The fragment size for an ATT MTU: `min(clamp(mtu, 23, 517) - 5, 512)`.
 ///

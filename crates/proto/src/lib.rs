@@ -13,6 +13,7 @@ mod cbor;
 
 pub mod attestation;
 pub mod binding;
+pub mod csr;
 pub mod error;
 pub mod frame;
 pub mod gatt;

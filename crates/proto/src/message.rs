@@ -2,21 +2,27 @@
 //!
 //! A request is `[operation byte] ++ CBOR map` (GET_INFO and LIST have no map); a response is
 //! `[status byte] ++ CBOR map`, status 0 meaning success. Maps have small unsigned integer keys
-//! and must be in deterministic encoding (RFC 8949 §4.2); decoding is strict.
+//! and must be in deterministic encoding (RFC 8949 §4.2); decoding is strict. The maps'
+//! encoders and decoders are in `maps`.
 
 use std::time::Duration;
 
-use minicbor::Decoder;
+use sha2::{Digest, Sha256};
 
-use crate::cbor::{self, Enc, EncResult, IntMap};
+use crate::cbor;
+use crate::csr::{P256_POINT_LEN, RAW_SIGNATURE_LEN};
 use crate::error::{DecodeError, ErrorCode};
 use crate::name::{DeviceLabel, LocalName};
-use crate::origin::{MAX_ORIGIN_LEN, Origin};
+use crate::origin::Origin;
+
+mod maps;
+
+use maps::{CborMap, decode_error_message, decode_list, decode_map, encode_list};
 
 /// The longest user handle (as WebAuthn's `user.id`).
 pub const MAX_USER_HANDLE_LEN: usize = 64;
-/// The longest ACME key authorization (`token.thumbprint`).
-pub const MAX_KEY_AUTHORIZATION_LEN: usize = 256;
+/// A SHA-256 digest: the key authorization's hash in ATTEST.
+pub const DIGEST_LEN: usize = 32;
 /// The shortest PIN.
 pub const MIN_PIN_LEN: usize = 4;
 /// The longest PIN.
@@ -27,10 +33,12 @@ pub const MAX_PRODUCT_LEN: usize = 64;
 pub const MAX_CERTIFICATE_LEN: usize = 2048;
 /// The most certificates in a chain (leaf first).
 pub const MAX_CHAIN_LEN: usize = 3;
-/// The longest DER certificate signing request.
-pub const MAX_CSR_LEN: usize = 1024;
-/// The longest attestation object.
-pub const MAX_ATTESTATION_OBJECT_LEN: usize = 4096;
+/// The longest DER ECDSA P-256 signature (the attestation object's `sig`).
+pub const MAX_SIGNATURE_LEN: usize = 72;
+/// The most issuer certificates a device reports holding (GET_INFO key 8).
+pub const MAX_KNOWN_ISSUERS: usize = 4;
+/// A certificate id: the first bytes of the SHA-256 of the certificate's DER.
+pub const CERTIFICATE_ID_LEN: usize = 8;
 /// The longest STAR renewal URL.
 pub const MAX_URL_LEN: usize = 512;
 /// The most origin bindings a LIST reports.
@@ -45,6 +53,22 @@ pub const MAX_CORS_MAX_AGE: u64 = 86_400;
 pub const MAX_ERROR_MESSAGE_LEN: usize = 128;
 /// A SHA-256 certificate fingerprint.
 pub const FINGERPRINT_LEN: usize = 32;
+
+/// The id of a certificate in GET_INFO's `known_issuers`: the first [`CERTIFICATE_ID_LEN`]
+/// bytes of the SHA-256 of its DER. It only tells a UA which certificates INSTALL may omit;
+/// the device verifies the chain it builds, so a collision costs a refusal, never trust.
+pub fn certificate_id(der: &[u8]) -> [u8; CERTIFICATE_ID_LEN] {
+    let digest = Sha256::digest(der);
+    let mut id = [0; CERTIFICATE_ID_LEN];
+    id.copy_from_slice(&digest[..CERTIFICATE_ID_LEN]);
+    id
+}
+
+/// SHA-256 of an ACME key authorization, as ATTEST carries it (the transcript's second
+/// element).
+pub fn key_authorization_hash(key_authorization: &str) -> [u8; DIGEST_LEN] {
+    Sha256::digest(key_authorization.as_bytes()).into()
+}
 
 /// How long a device keeps the key of an ATTEST waiting for its INSTALL (a fail-safe: a key
 /// that is never installed is dropped).
@@ -109,6 +133,9 @@ pub struct InfoResponse {
     pub bindings: u64,
     /// 7: origin bindings the device can hold.
     pub max_bindings: u64,
+    /// 8: ids ([`certificate_id`]) of the issuer certificates the device holds beside its
+    /// trusted roots; INSTALL may omit them.
+    pub known_issuers: Vec<[u8; CERTIFICATE_ID_LEN]>,
 }
 
 /// ATTEST request.
@@ -118,21 +145,47 @@ pub struct AttestRequest {
     pub origin: Origin,
     /// 2: the user handle, opaque, 1 to 64 bytes.
     pub user_handle: Vec<u8>,
-    /// 3: the ACME key authorization of the `device-attest-01` challenge.
-    pub key_authorization: String,
+    /// 3: SHA-256 of the ACME key authorization of the `device-attest-01` challenge
+    /// ([`key_authorization_hash`]).
+    pub key_authorization_hash: [u8; DIGEST_LEN],
     /// 4: the device label for the name.
     pub device_label: DeviceLabel,
     /// 5: the PIN, when the device asks for one.
     pub pin: Option<String>,
 }
 
-/// ATTEST response.
+/// ATTEST response: the CSR and the transcript signature, in parts. The UA rebuilds the CSR
+/// ([`AttestResponse::csr`]) and the attestation object ([`crate::attestation`]) from them and
+/// from what it already holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttestResponse {
-    /// 1: PKCS#10 CSR, DER.
-    pub csr: Vec<u8>,
-    /// 2: attestation object, CBOR (see [`crate::attestation`]).
-    pub attestation_object: Vec<u8>,
+    /// 1: the new TLS key, an uncompressed SEC1 P-256 point.
+    pub public_key: [u8; P256_POINT_LEN],
+    /// 2: the TLS key's raw ECDSA signature over the CSR's `CertificationRequestInfo`
+    /// ([`crate::csr::request_info`]).
+    pub csr_signature: [u8; RAW_SIGNATURE_LEN],
+    /// 3: the attestation key's raw ECDSA signature over the transcript.
+    pub signature: [u8; RAW_SIGNATURE_LEN],
+}
+
+impl AttestResponse {
+    /// The DER SubjectPublicKeyInfo of the TLS key (the transcript's and the issuer's `spki`).
+    pub fn spki(&self) -> Vec<u8> {
+        crate::csr::p256_spki(&self.public_key)
+    }
+
+    /// The CSR the device signed, for `names` (the names the UA derived, in order).
+    pub fn csr(&self, names: &[LocalName]) -> Vec<u8> {
+        crate::csr::assemble(
+            &crate::csr::request_info(&self.public_key, names),
+            &self.csr_signature,
+        )
+    }
+
+    /// The transcript signature as DER, as the attestation object carries it.
+    pub fn der_signature(&self) -> Vec<u8> {
+        crate::csr::der_signature(&self.signature)
+    }
 }
 
 /// The CORS policy for an origin binding. The allowed origin is the binding's own; there is no
@@ -154,7 +207,8 @@ pub struct CorsPolicy {
 /// INSTALL request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallRequest {
-    /// 1: the issued chain, DER, leaf first.
+    /// 1: the issued chain, DER, leaf first, without the issuer certificates the device
+    /// reported in `known_issuers`.
     pub chain: Vec<Vec<u8>>,
     /// 2: the CORS policy.
     pub cors: CorsPolicy,
@@ -162,15 +216,11 @@ pub struct InstallRequest {
     pub star_url: Option<String>,
 }
 
-/// INSTALL response.
+/// INSTALL response. The UA knows the name and the leaf it sent; success is the news.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallResponse {
-    /// 1: the name the device now serves.
-    pub name: LocalName,
-    /// 2: the HTTPS port.
+    /// 1: the HTTPS port.
     pub https_port: u16,
-    /// 3: SHA-256 of the installed leaf certificate.
-    pub fingerprint: [u8; FINGERPRINT_LEN],
 }
 
 /// One origin binding, as LIST reports it.
@@ -330,467 +380,5 @@ impl Response {
             .map(Self::List),
             Operation::Remove => decode_map(body).map(Self::Remove),
         }
-    }
-}
-
-fn decode_error_message(d: &mut Decoder<'_>) -> Result<String, DecodeError> {
-    const CTX: &str = "ErrorResponse";
-    let mut message = None;
-    let mut map = IntMap::begin(d, CTX)?;
-    while let Some(key) = map.next_key(d)? {
-        match key {
-            1 => message = Some(cbor::text(d, CTX, 0, MAX_ERROR_MESSAGE_LEN)?.to_owned()),
-            _ => return map.unknown(key),
-        }
-    }
-    cbor::required(message, CTX, 1)
-}
-
-fn encode_list(e: &mut Enc, bindings: &[BindingSummary]) -> EncResult {
-    e.map(1)?.u8(1)?.array(bindings.len() as u64)?;
-    bindings.iter().try_for_each(|b| b.encode_map(e))
-}
-
-fn decode_list(d: &mut Decoder<'_>) -> Result<Vec<BindingSummary>, DecodeError> {
-    const CTX: &str = "ListResponse";
-    let mut bindings = None;
-    let mut map = IntMap::begin(d, CTX)?;
-    while let Some(key) = map.next_key(d)? {
-        match key {
-            1 => {
-                let n = cbor::array_len(d, CTX, 0, MAX_BINDINGS)?;
-                bindings = Some(
-                    (0..n)
-                        .map(|_| BindingSummary::decode_map(d))
-                        .collect::<Result<_, _>>()?,
-                );
-            }
-            _ => return map.unknown(key),
-        }
-    }
-    cbor::required(bindings, CTX, 1)
-}
-
-/// A structure encoded as a CBOR map with integer keys.
-trait CborMap: Sized {
-    const CTX: &'static str;
-    fn encode_map(&self, e: &mut Enc) -> EncResult;
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError>;
-}
-
-fn decode_map<T: CborMap>(bytes: &[u8]) -> Result<T, DecodeError> {
-    cbor::decode_canonical(bytes, T::CTX, T::decode_map, |v| {
-        cbor::encode(|e| v.encode_map(e))
-    })
-}
-
-fn origin(d: &mut Decoder<'_>, ctx: &'static str) -> Result<Origin, DecodeError> {
-    Origin::parse(cbor::text(d, ctx, 1, MAX_ORIGIN_LEN)?)
-        .map_err(|_| DecodeError::InvalidValue(ctx))
-}
-
-fn local_name(d: &mut Decoder<'_>, ctx: &'static str) -> Result<LocalName, DecodeError> {
-    LocalName::parse(cbor::text(d, ctx, 1, 128)?).map_err(|_| DecodeError::InvalidValue(ctx))
-}
-
-fn device_label(d: &mut Decoder<'_>, ctx: &'static str) -> Result<DeviceLabel, DecodeError> {
-    DeviceLabel::parse(cbor::text(d, ctx, 1, 64)?).map_err(|_| DecodeError::InvalidValue(ctx))
-}
-
-fn certificates(d: &mut Decoder<'_>, ctx: &'static str) -> Result<Vec<Vec<u8>>, DecodeError> {
-    cbor::bytes_array(d, ctx, (1, MAX_CHAIN_LEN), (1, MAX_CERTIFICATE_LEN))
-}
-
-/// An HTTP token (RFC 9110 §5.6.2), but never the `*` wildcard.
-fn is_token(s: &str) -> bool {
-    s != "*"
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn is_header_name(s: &str) -> bool {
-    is_token(s) && !s.bytes().any(|b| b.is_ascii_uppercase())
-}
-
-fn is_key_authorization(s: &str) -> bool {
-    let base64url = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    s.split_once('.')
-        .is_some_and(|(token, thumbprint)| base64url(token) && base64url(thumbprint))
-}
-
-fn is_https_url(s: &str) -> bool {
-    s.strip_prefix("https://")
-        .is_some_and(|rest| !rest.is_empty())
-        && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn encode_texts(e: &mut Enc, items: &[String]) -> EncResult {
-    e.array(items.len() as u64)?;
-    items.iter().try_for_each(|s| e.str(s).map(|_| ()))
-}
-
-fn encode_bytes_list(e: &mut Enc, items: &[Vec<u8>]) -> EncResult {
-    e.array(items.len() as u64)?;
-    items.iter().try_for_each(|b| e.bytes(b).map(|_| ()))
-}
-
-impl CborMap for InfoResponse {
-    const CTX: &'static str = "InfoResponse";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(7)?;
-        e.u8(1)?.u64(self.revision)?;
-        e.u8(2)?.str(&self.product)?;
-        e.u8(3)?.str(self.device_label.as_str())?;
-        e.u8(4)?;
-        encode_bytes_list(e, &self.attestation_chain)?;
-        e.u8(5)?.u8(self.presence as u8)?;
-        e.u8(6)?.u64(self.bindings)?;
-        e.u8(7)?.u64(self.max_bindings)?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = InfoResponse::CTX;
-        let (mut revision, mut product, mut label, mut chain) = (None, None, None, None);
-        let (mut presence, mut bindings, mut max_bindings) = (None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => revision = Some(cbor::uint(d, "InfoResponse.revision")?),
-                2 => {
-                    product =
-                        Some(cbor::text(d, "InfoResponse.product", 1, MAX_PRODUCT_LEN)?.to_owned())
-                }
-                3 => label = Some(device_label(d, "InfoResponse.device_label")?),
-                4 => chain = Some(certificates(d, "InfoResponse.attestation_chain")?),
-                5 => {
-                    presence = Some(match cbor::uint(d, "InfoResponse.presence")? {
-                        0 => PresenceMethod::None,
-                        1 => PresenceMethod::Button,
-                        2 => PresenceMethod::Pin,
-                        _ => return Err(DecodeError::InvalidValue("InfoResponse.presence")),
-                    })
-                }
-                6 => bindings = Some(cbor::uint(d, "InfoResponse.bindings")?),
-                7 => max_bindings = Some(cbor::uint(d, "InfoResponse.max_bindings")?),
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            revision: cbor::required(revision, C, 1)?,
-            product: cbor::required(product, C, 2)?,
-            device_label: cbor::required(label, C, 3)?,
-            attestation_chain: cbor::required(chain, C, 4)?,
-            presence: cbor::required(presence, C, 5)?,
-            bindings: cbor::required(bindings, C, 6)?,
-            max_bindings: cbor::required(max_bindings, C, 7)?,
-        })
-    }
-}
-
-impl CborMap for AttestRequest {
-    const CTX: &'static str = "AttestRequest";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(4 + u64::from(self.pin.is_some()))?;
-        e.u8(1)?.str(self.origin.as_str())?;
-        e.u8(2)?.bytes(&self.user_handle)?;
-        e.u8(3)?.str(&self.key_authorization)?;
-        e.u8(4)?.str(self.device_label.as_str())?;
-        if let Some(pin) = &self.pin {
-            e.u8(5)?.str(pin)?;
-        }
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = AttestRequest::CTX;
-        let (mut origin_v, mut user_handle, mut key_auth, mut label, mut pin) =
-            (None, None, None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => origin_v = Some(origin(d, "AttestRequest.origin")?),
-                2 => {
-                    let handle =
-                        cbor::bytes(d, "AttestRequest.user_handle", 1, MAX_USER_HANDLE_LEN)?;
-                    user_handle = Some(handle.to_vec());
-                }
-                3 => {
-                    const F: &str = "AttestRequest.key_authorization";
-                    let ka = cbor::text(d, F, 1, MAX_KEY_AUTHORIZATION_LEN)?;
-                    if !is_key_authorization(ka) {
-                        return Err(DecodeError::InvalidValue(F));
-                    }
-                    key_auth = Some(ka.to_owned());
-                }
-                4 => label = Some(device_label(d, "AttestRequest.device_label")?),
-                5 => {
-                    pin = Some(
-                        cbor::text(d, "AttestRequest.pin", MIN_PIN_LEN, MAX_PIN_LEN)?.to_owned(),
-                    )
-                }
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            origin: cbor::required(origin_v, C, 1)?,
-            user_handle: cbor::required(user_handle, C, 2)?,
-            key_authorization: cbor::required(key_auth, C, 3)?,
-            device_label: cbor::required(label, C, 4)?,
-            pin,
-        })
-    }
-}
-
-impl CborMap for AttestResponse {
-    const CTX: &'static str = "AttestResponse";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(2)?;
-        e.u8(1)?.bytes(&self.csr)?;
-        e.u8(2)?.bytes(&self.attestation_object)?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = AttestResponse::CTX;
-        let (mut csr, mut att) = (None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => csr = Some(cbor::bytes(d, "AttestResponse.csr", 1, MAX_CSR_LEN)?.to_vec()),
-                2 => {
-                    let obj = cbor::bytes(
-                        d,
-                        "AttestResponse.attestation_object",
-                        1,
-                        MAX_ATTESTATION_OBJECT_LEN,
-                    )?;
-                    att = Some(obj.to_vec());
-                }
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            csr: cbor::required(csr, C, 1)?,
-            attestation_object: cbor::required(att, C, 2)?,
-        })
-    }
-}
-
-impl CborMap for CorsPolicy {
-    const CTX: &'static str = "CorsPolicy";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(5)?;
-        e.u8(1)?;
-        encode_texts(e, &self.methods)?;
-        e.u8(2)?;
-        encode_texts(e, &self.allow_headers)?;
-        e.u8(3)?;
-        encode_texts(e, &self.expose_headers)?;
-        e.u8(4)?.bool(self.allow_credentials)?;
-        e.u8(5)?.u64(self.max_age)?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = CorsPolicy::CTX;
-        let (mut methods, mut allow, mut expose, mut credentials, mut max_age) =
-            (None, None, None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            let list = |d: &mut Decoder<'_>, ctx, min, valid: fn(&str) -> bool| {
-                cbor::text_array(d, ctx, (min, MAX_CORS_ITEMS), MAX_TOKEN_LEN, valid)
-            };
-            match key {
-                1 => methods = Some(list(d, "CorsPolicy.methods", 1, is_token)?),
-                2 => allow = Some(list(d, "CorsPolicy.allow_headers", 0, is_header_name)?),
-                3 => expose = Some(list(d, "CorsPolicy.expose_headers", 0, is_header_name)?),
-                4 => credentials = Some(cbor::boolean(d, "CorsPolicy.allow_credentials")?),
-                5 => {
-                    let age = cbor::uint(d, "CorsPolicy.max_age")?;
-                    if age > MAX_CORS_MAX_AGE {
-                        return Err(DecodeError::InvalidValue("CorsPolicy.max_age"));
-                    }
-                    max_age = Some(age);
-                }
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            methods: cbor::required(methods, C, 1)?,
-            allow_headers: cbor::required(allow, C, 2)?,
-            expose_headers: cbor::required(expose, C, 3)?,
-            allow_credentials: cbor::required(credentials, C, 4)?,
-            max_age: cbor::required(max_age, C, 5)?,
-        })
-    }
-}
-
-impl CborMap for InstallRequest {
-    const CTX: &'static str = "InstallRequest";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(2 + u64::from(self.star_url.is_some()))?;
-        e.u8(1)?;
-        encode_bytes_list(e, &self.chain)?;
-        e.u8(2)?;
-        self.cors.encode_map(e)?;
-        if let Some(url) = &self.star_url {
-            e.u8(3)?.str(url)?;
-        }
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = InstallRequest::CTX;
-        let (mut chain, mut cors, mut star_url) = (None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => chain = Some(certificates(d, "InstallRequest.chain")?),
-                2 => cors = Some(CorsPolicy::decode_map(d)?),
-                3 => {
-                    const F: &str = "InstallRequest.star_url";
-                    let url = cbor::text(d, F, 1, MAX_URL_LEN)?;
-                    if !is_https_url(url) {
-                        return Err(DecodeError::InvalidValue(F));
-                    }
-                    star_url = Some(url.to_owned());
-                }
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            chain: cbor::required(chain, C, 1)?,
-            cors: cbor::required(cors, C, 2)?,
-            star_url,
-        })
-    }
-}
-
-impl CborMap for InstallResponse {
-    const CTX: &'static str = "InstallResponse";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(3)?;
-        e.u8(1)?.str(self.name.as_str())?;
-        e.u8(2)?.u16(self.https_port)?;
-        e.u8(3)?.bytes(&self.fingerprint)?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = InstallResponse::CTX;
-        let (mut name, mut port, mut fingerprint) = (None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => name = Some(local_name(d, "InstallResponse.name")?),
-                2 => {
-                    const F: &str = "InstallResponse.https_port";
-                    let p = u16::try_from(cbor::uint(d, F)?).ok().filter(|&p| p != 0);
-                    port = Some(p.ok_or(DecodeError::InvalidValue(F))?);
-                }
-                3 => fingerprint = Some(cbor::byte_array(d, "InstallResponse.fingerprint")?),
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            name: cbor::required(name, C, 1)?,
-            https_port: cbor::required(port, C, 2)?,
-            fingerprint: cbor::required(fingerprint, C, 3)?,
-        })
-    }
-}
-
-impl CborMap for BindingSummary {
-    const CTX: &'static str = "BindingSummary";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(5)?;
-        e.u8(1)?.str(self.origin.as_str())?;
-        e.u8(2)?.str(self.name.as_str())?;
-        e.u8(3)?.bytes(&self.fingerprint)?;
-        e.u8(4)?.u64(self.not_after)?;
-        e.u8(5)?.bool(self.star)?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        const C: &str = BindingSummary::CTX;
-        let (mut origin_v, mut name, mut fingerprint, mut not_after, mut star) =
-            (None, None, None, None, None);
-        let mut map = IntMap::begin(d, C)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => origin_v = Some(origin(d, "BindingSummary.origin")?),
-                2 => name = Some(local_name(d, "BindingSummary.name")?),
-                3 => fingerprint = Some(cbor::byte_array(d, "BindingSummary.fingerprint")?),
-                4 => not_after = Some(cbor::uint(d, "BindingSummary.not_after")?),
-                5 => star = Some(cbor::boolean(d, "BindingSummary.star")?),
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            origin: cbor::required(origin_v, C, 1)?,
-            name: cbor::required(name, C, 2)?,
-            fingerprint: cbor::required(fingerprint, C, 3)?,
-            not_after: cbor::required(not_after, C, 4)?,
-            star: cbor::required(star, C, 5)?,
-        })
-    }
-}
-
-impl CborMap for RemoveRequest {
-    const CTX: &'static str = "RemoveRequest";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(1)?.u8(1)?.str(self.origin.as_str())?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let mut origin_v = None;
-        let mut map = IntMap::begin(d, Self::CTX)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => origin_v = Some(origin(d, "RemoveRequest.origin")?),
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            origin: cbor::required(origin_v, Self::CTX, 1)?,
-        })
-    }
-}
-
-impl CborMap for RemoveResponse {
-    const CTX: &'static str = "RemoveResponse";
-
-    fn encode_map(&self, e: &mut Enc) -> EncResult {
-        e.map(1)?.u8(1)?.str(self.name.as_str())?;
-        Ok(())
-    }
-
-    fn decode_map(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let mut name = None;
-        let mut map = IntMap::begin(d, Self::CTX)?;
-        while let Some(key) = map.next_key(d)? {
-            match key {
-                1 => name = Some(local_name(d, "RemoveResponse.name")?),
-                _ => return map.unknown(key),
-            }
-        }
-        Ok(Self {
-            name: cbor::required(name, Self::CTX, 1)?,
-        })
     }
 }

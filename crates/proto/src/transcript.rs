@@ -9,6 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::cbor;
+use crate::message::{DIGEST_LEN, key_authorization_hash};
 use crate::name::LocalName;
 use crate::origin::Origin;
 
@@ -33,11 +34,40 @@ pub struct Transcript<'a> {
 impl Transcript<'_> {
     /// The bytes to sign (ES256: ECDSA P-256 over their SHA-256).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let key_authorization_hash = Sha256::digest(self.key_authorization.as_bytes());
+        HashedTranscript {
+            key_authorization_hash: &key_authorization_hash(self.key_authorization),
+            origin: self.origin,
+            user_handle: self.user_handle,
+            csr_spki: self.csr_spki,
+            names: self.names,
+        }
+        .to_bytes()
+    }
+}
+
+/// The same transcript from the key authorization's hash, as a device gets it in ATTEST
+/// (revision 2 sends the hash, not the key authorization).
+#[derive(Clone, Copy, Debug)]
+pub struct HashedTranscript<'a> {
+    /// SHA-256 of the ACME key authorization.
+    pub key_authorization_hash: &'a [u8; DIGEST_LEN],
+    /// The origin the certificate is for.
+    pub origin: &'a Origin,
+    /// The user handle.
+    pub user_handle: &'a [u8],
+    /// The DER SubjectPublicKeyInfo of the key in the CSR.
+    pub csr_spki: &'a [u8],
+    /// The names, in the order of the CSR and the ACME order.
+    pub names: &'a [LocalName],
+}
+
+impl HashedTranscript<'_> {
+    /// The bytes to sign; equal to [`Transcript::to_bytes`] for the same inputs.
+    pub fn to_bytes(&self) -> Vec<u8> {
         let spki_hash = Sha256::digest(self.csr_spki);
         cbor::encode(|e| {
             e.array(6)?.str(TRANSCRIPT_DOMAIN)?;
-            e.bytes(&key_authorization_hash)?;
+            e.bytes(self.key_authorization_hash)?;
             e.str(self.origin.as_str())?;
             e.bytes(self.user_handle)?;
             e.bytes(&spki_hash)?;

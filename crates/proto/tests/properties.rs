@@ -77,16 +77,16 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (
             arb_origin(),
             bytes(1, MAX_USER_HANDLE_LEN),
-            "[A-Za-z0-9_-]{1,100}\\.[A-Za-z0-9_-]{43}",
+            any::<[u8; 32]>(),
             arb_label(),
             prop::option::of("[0-9]{4,8}")
         )
             .prop_map(
-                |(origin, user_handle, key_authorization, device_label, pin)| {
+                |(origin, user_handle, key_authorization_hash, device_label, pin)| {
                     Request::Attest(AttestRequest {
                         origin,
                         user_handle,
-                        key_authorization,
+                        key_authorization_hash,
                         device_label,
                         pin,
                     })

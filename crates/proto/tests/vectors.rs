@@ -15,12 +15,15 @@ use std::time::Instant;
 
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::binding::{ORIGIN_BINDING_OID, ORIGIN_BINDING_OID_DER, OriginBinding};
+use localcert_proto::csr;
 use localcert_proto::frame::{Command, Fragmenter, Frame, Reassembler};
 use localcert_proto::gatt::{GattInfo, fragment_len};
-use localcert_proto::message::{Operation, Request, Response};
+use localcert_proto::message::{
+    Operation, Request, Response, certificate_id, key_authorization_hash,
+};
 use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName, origin_tag};
 use localcert_proto::origin::Origin;
-use localcert_proto::transcript::Transcript;
+use localcert_proto::transcript::{HashedTranscript, Transcript};
 use minicbor::Encoder;
 use samples::*;
 use serde_json::{Value, json};
@@ -182,18 +185,15 @@ fn sample_transcripts() -> Vec<(Vec<LocalName>, &'static [u8])> {
     ]
 }
 
-/// A P-256 SubjectPublicKeyInfo (the generator point as public key).
-const SAMPLE_SPKI: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
-
 #[test]
 fn transcripts() {
     let spki = hex::decode(SAMPLE_SPKI).unwrap();
     let vod = origin("https://vod.example.com");
-    let ka = attest_request().key_authorization;
+    let ka = KEY_AUTHORIZATION;
     let mut expected = vec![];
     for (names, user_handle) in sample_transcripts() {
         let bytes = Transcript {
-            key_authorization: &ka,
+            key_authorization: ka,
             origin: &vod,
             user_handle,
             csr_spki: &spki,
@@ -201,7 +201,8 @@ fn transcripts() {
         }
         .to_bytes();
         expected.push(json!({
-            "key_authorization": ka, "origin": vod.as_str(), "user_handle": hex::encode(user_handle),
+            "key_authorization": ka,
+            "key_authorization_hash": hex::encode(key_authorization_hash(ka)), "origin": vod.as_str(), "user_handle": hex::encode(user_handle),
             "csr_spki": SAMPLE_SPKI, "names": names.iter().map(LocalName::as_str).collect::<Vec<_>>(),
             "hex": hex::encode(&bytes), "diag": diag(&bytes),
         }));
@@ -230,6 +231,17 @@ fn transcripts() {
         }
         .to_bytes();
         assert_eq!(bytes, unhex(&case["hex"]));
+        // A device signs the same bytes from the hash ATTEST carries.
+        let hash: [u8; 32] = unhex(&case["key_authorization_hash"]).try_into().unwrap();
+        let hashed = HashedTranscript {
+            key_authorization_hash: &hash,
+            origin: &origin(case["origin"].as_str().unwrap()),
+            user_handle: &unhex(&case["user_handle"]),
+            csr_spki: &unhex(&case["csr_spki"]),
+            names: &names,
+        }
+        .to_bytes();
+        assert_eq!(hashed, bytes);
     }
 }
 
@@ -289,6 +301,8 @@ fn extension_and_attestation_and_info() {
         spki: hex::decode(SAMPLE_SPKI).unwrap(),
         user_handle: b"user-42".to_vec(),
     };
+    let answer = attest_response();
+    let csr_name = name("https://vod.example.com");
     let infos: Vec<GattInfo> = [23u16, 185, 247, 517]
         .iter()
         .map(|&m| GattInfo::for_mtu(m))
@@ -303,6 +317,15 @@ fn extension_and_attestation_and_info() {
                 "user_handle_digest": hex::encode(binding.user_handle_digest), "der": hex::encode(binding.to_der()),
             },
             "attestation_object": { "hex": hex::encode(att.encode()), "diag": diag(&att.encode()) },
+            "certificate_id": { "der": hex::encode(DEVICE_CERT), "id": hex::encode(certificate_id(DEVICE_CERT)) },
+            "attest_parts": {
+                "response": hex::encode(Response::Attest(answer.clone()).encode()),
+                "names": [csr_name.as_str()],
+                "spki": hex::encode(answer.spki()),
+                "request_info": hex::encode(csr::request_info(&answer.public_key, std::slice::from_ref(&csr_name))),
+                "csr": hex::encode(answer.csr(std::slice::from_ref(&csr_name))),
+                "signature_der": hex::encode(answer.der_signature()),
+            },
             "info": infos.iter().map(|i| json!({"hex": hex::encode(i.encode()), "diag": diag(&i.encode())})).collect::<Vec<_>>(),
         }),
     );
@@ -313,6 +336,24 @@ fn extension_and_attestation_and_info() {
     assert_eq!(
         AttestationObject::decode(&unhex(&file["attestation_object"]["hex"])),
         Ok(att)
+    );
+    assert_eq!(
+        certificate_id(&unhex(&file["certificate_id"]["der"])).to_vec(),
+        unhex(&file["certificate_id"]["id"])
+    );
+    let parts = &file["attest_parts"];
+    let Ok(Response::Attest(decoded)) =
+        Response::decode(Operation::Attest, &unhex(&parts["response"]))
+    else {
+        panic!("attest_parts.response");
+    };
+    let names = vec![LocalName::parse(parts["names"][0].as_str().unwrap()).unwrap()];
+    assert_eq!(decoded.spki(), unhex(&parts["spki"]));
+    assert_eq!(decoded.csr(&names), unhex(&parts["csr"]));
+    assert_eq!(decoded.der_signature(), unhex(&parts["signature_der"]));
+    assert_eq!(
+        csr::raw_signature(&unhex(&parts["signature_der"])),
+        Some(decoded.signature)
     );
     for (case, info) in file["info"].as_array().unwrap().iter().zip(infos) {
         assert_eq!(GattInfo::decode(&unhex(&case["hex"])), Ok(info));
@@ -343,7 +384,7 @@ fn attest_with(edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Vec<u8> {
     let mut fields: Vec<(u64, Vec<u8>)> = vec![
         (1, cbor(|e| e.str(r.origin.as_str()).map(drop))),
         (2, cbor(|e| e.bytes(&r.user_handle).map(drop))),
-        (3, cbor(|e| e.str(&r.key_authorization).map(drop))),
+        (3, cbor(|e| e.bytes(&r.key_authorization_hash).map(drop))),
         (4, cbor(|e| e.str(r.device_label.as_str()).map(drop))),
     ];
     edit(&mut fields);
@@ -357,6 +398,38 @@ fn attest_with(edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Vec<u8> {
 
 fn set(fields: &mut [(u64, Vec<u8>)], key: u64, value: Vec<u8>) {
     fields.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+}
+
+/// An AttestResponse map with field `key` set to `value`.
+fn attest_response_with(key: u8, value: &[u8]) -> Vec<u8> {
+    let good = attest_response();
+    cbor(|e| {
+        e.map(3)?;
+        let fields: [&[u8]; 3] = [&good.public_key, &good.csr_signature, &good.signature];
+        for (k, v) in (1u8..).zip(fields) {
+            e.u8(k)?.bytes(if k == key { value } else { v })?;
+        }
+        Ok(())
+    })
+}
+
+/// An InfoResponse map with one known issuer id of the given bytes.
+fn info_with_known(id: &[u8]) -> Vec<u8> {
+    info_map("media-server-1", id)
+}
+
+/// An InfoResponse map with the given device label.
+fn info_with_label(label: &str) -> Vec<u8> {
+    info_map(label, &[0; 8])
+}
+
+fn info_map(label: &str, id: &[u8]) -> Vec<u8> {
+    cbor(|e| {
+        e.map(8)?.u8(1)?.u8(2)?.u8(2)?.str("Media Server 1")?;
+        e.u8(3)?.str(label)?.u8(4)?.array(1)?.bytes(DEVICE_CERT)?;
+        e.u8(5)?.u8(0)?.u8(6)?.u8(0)?.u8(7)?.u8(4)?;
+        e.u8(8)?.array(1)?.bytes(id).map(drop)
+    })
 }
 
 fn install_with_cors(cors: Vec<u8>) -> Vec<u8> {
@@ -443,7 +516,7 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
             h(op(0x02, cbor(|e| e.array(0).map(drop)))),
         ),
         (
-            "attest_missing_key_authorization",
+            "attest_missing_key_authorization_hash",
             "request",
             h(attest_with(|f| f.retain(|(k, _)| *k != 3))),
         ),
@@ -496,9 +569,33 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
             })),
         ),
         (
-            "attest_key_authorization_without_dot",
+            "attest_key_authorization_hash_short",
             "request",
-            h(attest_with(|f| set(f, 3, cbor(|e| e.str("abc").map(drop))))),
+            h(attest_with(|f| {
+                set(f, 3, cbor(|e| e.bytes(&[0; 31]).map(drop)))
+            })),
+        ),
+        (
+            "attest_key_authorization_as_text",
+            "request",
+            h(attest_with(|f| {
+                set(f, 3, cbor(|e| e.str("abc.def").map(drop)))
+            })),
+        ),
+        (
+            "attest_label_too_long",
+            "request",
+            h(attest_with(|f| {
+                set(f, 4, cbor(|e| e.str(&"a".repeat(21)).map(drop)))
+            })),
+        ),
+        (
+            "remove_origin_ip",
+            "request",
+            h(op(
+                0x05,
+                cbor(|e| e.map(1)?.u8(1)?.str("https://10.0.0.1").map(drop)),
+            )),
         ),
         (
             "attest_label_upper_case",
@@ -622,53 +719,40 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
         (
             "install_response_port_zero",
             "response:install",
-            h(op(
-                0,
-                cbor(|e| {
-                    e.map(3)?
-                        .u8(1)?
-                        .str("tv.local")?
-                        .u8(2)?
-                        .u8(0)?
-                        .u8(3)?
-                        .bytes(&[0; 32])
-                        .map(drop)
-                }),
-            )),
+            h(op(0, cbor(|e| e.map(1)?.u8(1)?.u8(0).map(drop)))),
         ),
         (
-            "install_response_short_fingerprint",
+            "install_response_rev1_name",
             "response:install",
             h(op(
                 0,
-                cbor(|e| {
-                    e.map(3)?
-                        .u8(1)?
-                        .str("tv.local")?
-                        .u8(2)?
-                        .u16(443)?
-                        .u8(3)?
-                        .bytes(&[0; 31])
-                        .map(drop)
-                }),
+                cbor(|e| e.map(2)?.u8(1)?.str("tv.local")?.u8(2)?.u16(443).map(drop)),
             )),
         ),
         (
-            "install_response_name_not_local",
-            "response:install",
-            h(op(
-                0,
-                cbor(|e| {
-                    e.map(3)?
-                        .u8(1)?
-                        .str("tv.example.com")?
-                        .u8(2)?
-                        .u16(443)?
-                        .u8(3)?
-                        .bytes(&[0; 32])
-                        .map(drop)
-                }),
-            )),
+            "info_response_known_issuer_short",
+            "response:info",
+            h(op(0, info_with_known(&[0; 7]))),
+        ),
+        (
+            "info_response_label_invalid",
+            "response:info",
+            h(op(0, info_with_label("Media Server"))),
+        ),
+        (
+            "attest_response_signature_der",
+            "response:attest",
+            h(op(0, attest_response_with(3, &[0x30; 70]))),
+        ),
+        (
+            "attest_response_key_compressed",
+            "response:attest",
+            h(op(0, attest_response_with(1, &[0x02; 33]))),
+        ),
+        (
+            "attest_response_key_not_uncompressed",
+            "response:attest",
+            h(op(0, attest_response_with(1, &[0x02; 65]))),
         ),
         (
             "list_response_too_many_bindings",
@@ -863,6 +947,14 @@ fn error_for(target: &str, input: &Value) -> String {
     match target {
         "request" => Request::decode(&bytes()).unwrap_err().kind().to_owned(),
         "response:install" => Response::decode(Operation::Install, &bytes())
+            .unwrap_err()
+            .kind()
+            .to_owned(),
+        "response:info" => Response::decode(Operation::GetInfo, &bytes())
+            .unwrap_err()
+            .kind()
+            .to_owned(),
+        "response:attest" => Response::decode(Operation::Attest, &bytes())
             .unwrap_err()
             .kind()
             .to_owned(),

@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use localcert_proto::message::{CorsPolicy, Operation, Response as DeviceResponse};
+use localcert_proto::message::{
+    CorsPolicy, Operation, Response as DeviceResponse, key_authorization_hash,
+};
 use localcert_proto::name::{DeviceLabel, LocalName};
 use localcert_proto::origin::Origin;
 use serde::Deserialize;
@@ -392,7 +394,7 @@ async fn start(backend: &Backend, user: Vec<u8>, body: &[u8]) -> Result<Response
         "attest": {
             "origin": attest.origin.as_str(),
             "user_handle": URL_SAFE_NO_PAD.encode(&attest.user_handle),
-            "key_authorization": attest.key_authorization,
+            "key_authorization_hash": URL_SAFE_NO_PAD.encode(key_authorization_hash(&attest.key_authorization)),
             "device_label": attest.device_label.as_str(),
         },
     });

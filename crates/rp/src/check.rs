@@ -3,12 +3,12 @@
 
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::gatt::PROTOCOL_REVISION;
-use localcert_proto::message::{AttestResponse, InfoResponse};
+use localcert_proto::message::{AttestResponse, InfoResponse, certificate_id};
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 use localcert_proto::profile;
 use localcert_proto::transcript::Transcript;
-use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 
 /// Checks the device's GET_INFO answer before an order is placed for it: the protocol
 /// revision this code implements, and an attestation certificate to derive the name from.
@@ -61,28 +61,43 @@ pub struct Expected<'a> {
     pub name: &'a LocalName,
 }
 
-/// Checks an ATTEST answer against the flow; returns the DER SPKI of the device's TLS key.
+/// What an accepted ATTEST answer gives the flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attested {
+    /// The DER SPKI of the device's TLS key (the CSR's).
+    pub spki: Vec<u8>,
+    /// The CSR (DER), rebuilt from the answer's key and signature for the flow's name.
+    pub csr: Vec<u8>,
+    /// The attestation object for the issuer (SPEC §7.2), built from GET_INFO's chain, the
+    /// CSR's key, the flow's user handle and the device's signature.
+    pub attestation_object: Vec<u8>,
+}
+
+/// Checks an ATTEST answer against the flow and builds the CSR and the attestation object.
 ///
-/// The CSR names exactly the flow's name; the attestation object is for the CSR's key, carries
-/// GET_INFO's chain and the flow's user, and its signature (by the device certificate's key)
-/// covers this order's transcript. The issuer checks the chain up to a manufacturer root.
-pub fn attestation(attest: &AttestResponse, expected: &Expected<'_>) -> Result<Vec<u8>, String> {
-    let spki = csr_spki(&attest.csr, expected.name)?;
-    let object = AttestationObject::decode(&attest.attestation_object)
-        .map_err(|e| format!("attestation object: {e}"))?;
-    if object.spki != spki {
-        return Err("the attestation is for another key than the CSR's".into());
+/// The CSR is rebuilt for exactly the flow's name (SPEC §5.2) and its signature by the new key
+/// must verify; the transcript signature (by the key of GET_INFO's device certificate) must
+/// cover this order's transcript over that key. The issuer checks the chain up to a
+/// manufacturer root.
+pub fn attestation(attest: &AttestResponse, expected: &Expected<'_>) -> Result<Attested, String> {
+    let names = std::slice::from_ref(expected.name);
+    let spki = attest.spki();
+    let csr = attest.csr(names);
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &attest.public_key)
+        .verify(
+            &localcert_proto::csr::request_info(&attest.public_key, names),
+            &attest.csr_signature,
+        )
+        .map_err(|_| "the CSR signature does not verify for this name and key")?;
+    // The rebuilt CSR passes the profile the issuer applies, for this name and key.
+    if csr_spki(&csr, expected.name)? != spki {
+        return Err("the rebuilt CSR is not for the answer's key".into());
     }
-    if object.x5c != expected.info.attestation_chain {
-        return Err("the attestation chain differs from GET_INFO's".into());
-    }
-    if object.user_handle != expected.user_handle {
-        return Err("the attestation is for another user".into());
-    }
-    let device_cert = object
-        .x5c
+    let device_cert = expected
+        .info
+        .attestation_chain
         .first()
-        .ok_or("the attestation carries no certificate")?;
+        .ok_or("GET_INFO carries no attestation certificate")?;
     let (_, cert) = x509_parser::parse_x509_certificate(device_cert)
         .map_err(|_| "the attestation certificate does not parse".to_owned())?;
     let transcript = Transcript {
@@ -94,12 +109,34 @@ pub fn attestation(attest: &AttestResponse, expected: &Expected<'_>) -> Result<V
     }
     .to_bytes();
     UnparsedPublicKey::new(
-        &ECDSA_P256_SHA256_ASN1,
+        &ECDSA_P256_SHA256_FIXED,
         cert.public_key().subject_public_key.data.as_ref(),
     )
-    .verify(&transcript, &object.sig)
-    .map_err(|_| "the attestation signature does not cover this order, origin and name")?;
-    Ok(spki)
+    .verify(&transcript, &attest.signature)
+    .map_err(|_| "the attestation signature does not cover this order, origin, user and name")?;
+    let attestation_object = AttestationObject {
+        sig: attest.der_signature(),
+        x5c: expected.info.attestation_chain.clone(),
+        spki: spki.clone(),
+        user_handle: expected.user_handle.to_vec(),
+    }
+    .encode();
+    Ok(Attested {
+        spki,
+        csr,
+        attestation_object,
+    })
+}
+
+/// The chain to send in INSTALL: the issued chain without the issuer certificates the device
+/// reported holding (GET_INFO's `known_issuers`). The leaf always goes.
+pub fn install_chain(issued: &[Vec<u8>], info: &InfoResponse) -> Vec<Vec<u8>> {
+    issued
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || !info.known_issuers.contains(&certificate_id(c)))
+        .map(|(_, c)| c.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -135,5 +172,40 @@ mod tests {
             }
         }
         assert_eq!(passed, ["typical", "empty_subject", "common_name_only"]);
+    }
+
+    use localcert_proto::message::PresenceMethod;
+    use localcert_proto::name::DeviceLabel;
+
+    fn info(known: &[&[u8]]) -> InfoResponse {
+        InfoResponse {
+            revision: 2,
+            product: "p".into(),
+            device_label: DeviceLabel::from_text("p"),
+            attestation_chain: vec![b"device".to_vec()],
+            presence: PresenceMethod::None,
+            bindings: 0,
+            max_bindings: 1,
+            known_issuers: known.iter().map(|c| certificate_id(c)).collect(),
+        }
+    }
+
+    #[test]
+    fn install_omits_exactly_the_issuers_the_device_holds() {
+        let issued = vec![b"leaf".to_vec(), b"inter".to_vec(), b"cross".to_vec()];
+        assert_eq!(install_chain(&issued, &info(&[])), issued);
+        assert_eq!(
+            install_chain(&issued, &info(&[b"inter"])),
+            vec![b"leaf".to_vec(), b"cross".to_vec()]
+        );
+        assert_eq!(
+            install_chain(&issued, &info(&[b"cross", b"inter"])),
+            vec![b"leaf".to_vec()]
+        );
+        // The leaf goes even if its id were reported.
+        assert_eq!(
+            install_chain(&issued, &info(&[b"leaf", b"inter", b"cross"])),
+            vec![b"leaf".to_vec()]
+        );
     }
 }

@@ -14,6 +14,7 @@ use instant_acme::{
 };
 use localcert_proto::message::{
     AttestRequest, AttestResponse, CorsPolicy, InfoResponse, InstallRequest, InstallResponse,
+    key_authorization_hash,
 };
 use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
@@ -50,7 +51,7 @@ pub struct AttestFields {
     pub origin: Origin,
     /// The user handle.
     pub user_handle: Vec<u8>,
-    /// The challenge's key authorization.
+    /// The challenge's key authorization (ATTEST carries its SHA-256).
     pub key_authorization: String,
     /// The device label for the name.
     pub device_label: DeviceLabel,
@@ -62,7 +63,7 @@ impl AttestFields {
         AttestRequest {
             origin: self.origin.clone(),
             user_handle: self.user_handle.clone(),
-            key_authorization: self.key_authorization.clone(),
+            key_authorization_hash: key_authorization_hash(&self.key_authorization),
             device_label: self.device_label.clone(),
             pin,
         }
@@ -217,8 +218,8 @@ impl Flow {
     }
 
     /// Checks the device's ATTEST answer against this flow without changing anything; returns
-    /// the DER SPKI of the device's TLS key.
-    pub fn check_attestation(&self, attest: &AttestResponse) -> Result<Vec<u8>, FlowError> {
+    /// the device's TLS key and the attestation object for the issuer.
+    pub fn check_attestation(&self, attest: &AttestResponse) -> Result<check::Attested, FlowError> {
         check::attestation(
             attest,
             &check::Expected {
@@ -250,7 +251,11 @@ impl Flow {
     /// nothing) and finalizes the order with its CSR.
     pub async fn answer_challenge(&mut self, attest: &AttestResponse) -> Result<(), FlowError> {
         self.expect(Stage::Ordered, "the attestation was already accepted")?;
-        let spki = self.check_attestation(attest)?;
+        let check::Attested {
+            spki,
+            csr,
+            attestation_object,
+        } = self.check_attestation(attest)?;
         let sent = async {
             let mut authorizations = self.order.authorizations();
             let mut authz = authorizations.next().await.ok_or_else(|| {
@@ -261,7 +266,7 @@ impl Flow {
                 .ok_or(instant_acme::Error::Str("the challenge is gone"))?;
             challenge
                 .send_device_attestation(&DeviceAttestation {
-                    att_obj: attest.attestation_object.clone().into(),
+                    att_obj: attestation_object.into(),
                 })
                 .await
         }
@@ -275,7 +280,7 @@ impl Flow {
                 return Err(FlowError::Issuer(format!("order is {other:?}")));
             }
         }
-        let finalized = self.order.finalize_csr(&attest.csr).await;
+        let finalized = self.order.finalize_csr(&csr).await;
         finalized.map_err(|e| self.failed(e))?;
         self.spki = Some(spki);
         self.stage = Stage::Finalized;
@@ -316,7 +321,11 @@ impl Flow {
             fingerprint,
             star_url,
         };
-        let request = install_request(&issued, &self.params.cors);
+        let request = InstallRequest {
+            chain: check::install_chain(&issued.chain, &self.info),
+            cors: self.params.cors.clone(),
+            star_url: issued.star_url.clone(),
+        };
         self.issued = Some(issued);
         self.stage = Stage::Issued;
         Ok(request)
@@ -333,37 +342,19 @@ impl Flow {
         self.issued.as_ref().map(|i| i.fingerprint)
     }
 
-    /// Checks the device's INSTALL answer: the name ordered and the certificate issued. A wrong
-    /// answer changes nothing; a right one completes the flow.
+    /// Takes the device's INSTALL answer (success: the device checked the leaf against its
+    /// pending key and name, and serves it) and completes the flow. The endpoint check over
+    /// HTTPS then sees the leaf itself.
     pub fn installed(&mut self, response: &InstallResponse) -> Result<Installed, FlowError> {
         self.expect(Stage::Issued, "no certificate was issued yet")?;
         let Some(issued) = &self.issued else {
             return Err(FlowError::State("no certificate was issued yet"));
         };
-        if response.name != self.name {
-            return Err(FlowError::device(format!(
-                "the device installed {}, expected {}",
-                response.name, self.name
-            )));
-        }
-        if response.fingerprint != issued.fingerprint {
-            return Err(FlowError::device(
-                "the device reports another certificate than the issued one",
-            ));
-        }
         self.stage = Stage::Installed;
         Ok(Installed {
             name: self.name.clone(),
             https_port: response.https_port,
             fingerprint: issued.fingerprint,
         })
-    }
-}
-
-fn install_request(issued: &Issued, cors: &CorsPolicy) -> InstallRequest {
-    InstallRequest {
-        chain: issued.chain.clone(),
-        cors: cors.clone(),
-        star_url: issued.star_url.clone(),
     }
 }

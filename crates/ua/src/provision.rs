@@ -379,12 +379,13 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
     else {
         return Err(invalid(Step::Attest, "answer of another kind"));
     };
-    let spki = flow
+    let attested = flow
         .check_attestation(&attest)
         .map_err(flow_error(Step::Attest))?;
+    let spki = attested.spki;
     timer.done(&format!(
-        "CSR for {name} and attestation ({} bytes)",
-        attest.attestation_object.len()
+        "TLS key, CSR for {name} ({} bytes) and signed transcript",
+        attested.csr.len()
     ));
 
     timer.start(Step::Mdns);
@@ -413,8 +414,12 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
 
     timer.start(Step::Download);
     let install = flow.download().await.map_err(flow_error(Step::Download))?;
-    let chain = install.chain.clone();
-    timer.done(&format!("{} certificates", chain.len()));
+    let chain = flow.chain().map(<[_]>::to_vec).unwrap_or_default();
+    timer.done(&format!(
+        "{} certificates, {} for the device (it holds the rest)",
+        chain.len(),
+        install.chain.len()
+    ));
 
     timer.start(Step::Install);
     let request = Request::Install(install);

@@ -4,19 +4,18 @@
 use std::time::Instant;
 
 use localcert_proto::ErrorCode;
-use localcert_proto::attestation::AttestationObject;
+use localcert_proto::csr::{self, P256_POINT_LEN, RAW_SIGNATURE_LEN};
 use localcert_proto::gatt::PROTOCOL_REVISION;
 use localcert_proto::message::{
-    AttestRequest, AttestResponse, InfoResponse, InstallRequest, InstallResponse, MAX_CSR_LEN,
-    RemoveRequest, RemoveResponse, Response,
+    AttestRequest, AttestResponse, InfoResponse, InstallRequest, InstallResponse,
+    MAX_KNOWN_ISSUERS, RemoveRequest, RemoveResponse, Response, certificate_id,
 };
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
-use localcert_proto::transcript::Transcript;
-use rcgen::PublicKeyData;
+use localcert_proto::transcript::HashedTranscript;
 
 use super::{Device, Event, IssuerTrust};
-use crate::keys::{DeviceKey, RcgenKey};
+use crate::keys::DeviceKey;
 use crate::pending::LeafLookup;
 use crate::pki;
 use crate::store::Binding;
@@ -32,6 +31,13 @@ impl Device {
             presence: self.presence.method(),
             bindings: self.store.bindings().len() as u64,
             max_bindings: self.config.max_bindings as u64,
+            known_issuers: self
+                .config
+                .issuer_intermediates
+                .iter()
+                .take(MAX_KNOWN_ISSUERS)
+                .map(|c| certificate_id(c))
+                .collect(),
         })
     }
 
@@ -57,34 +63,33 @@ impl Device {
             .keys
             .generate(self.rng.as_ref())
             .map_err(|_| internal("key generation failed"))?;
-        let (csr, spki) = match self.csr(&key, &name) {
+        // The CSR in parts (SPEC §5.2): the UA rebuilds the same request info from the key and
+        // the name it derived, so only the key and the signatures cross the link.
+        let (point, csr_signature) = match self.csr_parts(&key, &names) {
             Ok(made) => made,
             Err(r) => {
                 self.destroy_key(&key);
                 return Err(r);
             }
         };
-        let transcript = Transcript {
-            key_authorization: &request.key_authorization,
+        let spki = csr::p256_spki(&point);
+        let transcript = HashedTranscript {
+            key_authorization_hash: &request.key_authorization_hash,
             origin: &request.origin,
             user_handle: &request.user_handle,
             csr_spki: &spki,
             names: &names,
         };
-        let sig = match self.signer.sign(&transcript.to_bytes(), self.rng.as_ref()) {
-            Ok(sig) => sig,
-            Err(_) => {
-                self.destroy_key(&key);
-                return Err(internal("attestation signing failed"));
-            }
+        let signature = self
+            .signer
+            .sign(&transcript.to_bytes(), self.rng.as_ref())
+            .ok()
+            .as_deref()
+            .and_then(csr::raw_signature);
+        let Some(signature) = signature else {
+            self.destroy_key(&key);
+            return Err(internal("attestation signing failed"));
         };
-        let attestation_object = AttestationObject {
-            sig,
-            x5c: self.signer.chain().to_vec(),
-            spki: spki.clone(),
-            user_handle: request.user_handle.clone(),
-        }
-        .encode();
 
         // SPEC §5.2: the key waits for its INSTALL; it replaces the origin's earlier one.
         let dropped = self.pending.insert(
@@ -100,33 +105,37 @@ impl Device {
             origin: request.origin.clone(),
             name,
         });
+        // The UA builds the attestation object from GET_INFO's chain, the key and its own user
+        // handle: sending them back would only repeat them (SPEC §7.2).
         Ok(AttestResponse {
-            csr,
-            attestation_object,
+            public_key: point,
+            csr_signature,
+            signature,
         })
     }
 
-    /// A CSR for `name` signed by `key` (in its provider), and the key's SubjectPublicKeyInfo.
-    fn csr(&self, key: &DeviceKey, name: &LocalName) -> Result<(Vec<u8>, Vec<u8>), Refused> {
+    /// The key's public point and its raw signature (in its provider) over the CSR's request
+    /// info for `names` (SPEC §5.2.1).
+    fn csr_parts(
+        &self,
+        key: &DeviceKey,
+        names: &[LocalName],
+    ) -> Result<([u8; P256_POINT_LEN], [u8; RAW_SIGNATURE_LEN]), Refused> {
         let internal = |reason| refused(ErrorCode::Other, reason);
-        let signing = RcgenKey::new(self.keys.as_ref(), key, self.rng.as_ref())
-            .map_err(|_| internal("key generation failed"))?;
-        let mut params = rcgen::CertificateParams::new(vec![name.as_str().to_owned()])
-            .map_err(|_| internal("CSR generation failed"))?;
-        // The issuer decides what the certificate says; the CSR only proves the key.
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name.as_str());
-        let csr = params
-            .serialize_request(&signing)
-            .map_err(|_| internal("CSR generation failed"))?
-            .der()
-            .to_vec();
-        if csr.len() > MAX_CSR_LEN {
-            return Err(internal("CSR too long"));
-        }
-        Ok((csr, signing.subject_public_key_info()))
+        let point: [u8; P256_POINT_LEN] = self
+            .keys
+            .public_point(key)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or(internal("key generation failed"))?;
+        let signature = self
+            .keys
+            .sign(key, &csr::request_info(&point, names), self.rng.as_ref())
+            .ok()
+            .as_deref()
+            .and_then(csr::raw_signature)
+            .ok_or(internal("CSR signing failed"))?;
+        Ok((point, signature))
     }
 
     /// The issuer certificates a chain must lead to.
@@ -156,9 +165,11 @@ impl Device {
                 user_handle_digest: &pending.user_handle_digest,
             },
         )?;
-        verify::check_chain(
+        // The chain as served: the leaf and the path's intermediates, whether sent or held.
+        let chain = verify::check_chain(
             &request.chain,
             self.anchors(),
+            &self.config.issuer_intermediates,
             &pending.names,
             self.clock.unix_time(),
         )?;
@@ -179,7 +190,7 @@ impl Device {
             origin: pending.origin.clone(),
             name: name.clone(),
             key: pending.key.clone(),
-            chain: request.chain.clone(),
+            chain,
             cors: request.cors.clone(),
             star_url: request.star_url.clone(),
             user_handle_digest: pending.user_handle_digest,
@@ -209,9 +220,7 @@ impl Device {
         tracing::info!(origin = %binding.origin, name = %name, "binding installed");
         self.events.push_back(Event::Installed(Box::new(binding)));
         Ok(Response::Install(InstallResponse {
-            name,
             https_port: self.config.https_port,
-            fingerprint: leaf_info.fingerprint,
         }))
     }
 
@@ -256,7 +265,13 @@ impl Device {
                 user_handle_digest: &current.user_handle_digest,
             },
         )?;
-        verify::check_chain(&chain, self.anchors(), &names, self.clock.unix_time())?;
+        let chain = verify::check_chain(
+            &chain,
+            self.anchors(),
+            &self.config.issuer_intermediates,
+            &names,
+            self.clock.unix_time(),
+        )?;
         let mut binding = current.clone();
         binding.chain = chain;
         binding.not_after = leaf_info.not_after;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use localcert_proto::attestation::AttestationObject;
 use localcert_proto::binding::OriginBinding;
 use localcert_proto::frame::{FRAGMENT_TIMEOUT, KEEPALIVE_INTERVAL};
 use localcert_proto::gatt::PROTOCOL_REVISION;
+use localcert_proto::message::key_authorization_hash;
 use localcert_proto::message::{
     AttestResponse, CorsPolicy, InstallRequest, Operation, PresenceMethod, RemoveRequest,
     RemoveResponse,
@@ -101,7 +101,7 @@ fn attest_request(o: &str) -> AttestRequest {
     AttestRequest {
         origin: origin(o),
         user_handle: b"user-1".to_vec(),
-        key_authorization: "token123.thumbprint456".into(),
+        key_authorization_hash: key_authorization_hash("token123.thumbprint456"),
         device_label: DeviceLabel::parse("media-server").unwrap(),
         pin: None,
     }
@@ -169,10 +169,10 @@ impl Harness {
         names: &[&str],
         binding: Option<&OriginBinding>,
     ) -> Vec<Vec<u8>> {
-        let obj = AttestationObject::decode(&att.attestation_object).unwrap();
+        let spki = att.spki();
         let now = OffsetDateTime::from_unix_timestamp(NOW_UNIX as i64).unwrap();
         self.ca.issue(
-            &obj.spki,
+            &spki,
             names,
             binding,
             now - TimeDuration::hours(1),
@@ -235,20 +235,29 @@ fn get_info_reports_the_device() {
 fn attest_signs_the_transcript_over_the_csr_key_and_derived_name() {
     let mut h = harness();
     let att = h.attest("https://vod.example.com");
-    let obj = AttestationObject::decode(&att.attestation_object).unwrap();
-    assert_eq!(obj.x5c, h.device_chain);
-    assert_eq!(obj.user_handle, b"user-1");
+    let name = h.name_for("https://vod.example.com");
 
-    // The CSR carries the attested key and the derived name, and is self-signed correctly.
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&att.csr).unwrap();
+    // The CSR rebuilt from the answer carries the attested key and the derived name (subject
+    // empty), and its signature verifies: the device signed the same template.
+    let der = att.csr(std::slice::from_ref(&name));
+    let (rest, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+    assert!(rest.is_empty());
     csr.verify_signature().unwrap();
+    assert_eq!(csr.certification_request_info.subject.iter().count(), 0);
+    let spki = att.spki();
     assert_eq!(
         csr.certification_request_info.subject_pki.raw,
-        obj.spki.as_slice()
+        spki.as_slice()
     );
+    let mut names = vec![];
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            names.extend(san.general_names.iter().map(|g| format!("{g:?}")));
+        }
+    }
+    assert_eq!(names, [format!("DNSName({:?})", name.as_str())]);
 
-    let name = h.name_for("https://vod.example.com");
     assert!(
         name.as_str()
             .ends_with(&format!("-{}.local", h.dev.device_tag().as_str()))
@@ -257,14 +266,14 @@ fn attest_signs_the_transcript_over_the_csr_key_and_derived_name() {
         key_authorization: "token123.thumbprint456",
         origin: &origin("https://vod.example.com"),
         user_handle: b"user-1",
-        csr_spki: &obj.spki,
+        csr_spki: &spki,
         names: std::slice::from_ref(&name),
     }
     .to_bytes();
     let device_cert = pki::parse_certificate(&h.device_chain[0], "device").unwrap();
     let point = device_cert.public_key().subject_public_key.data.to_vec();
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &point)
-        .verify(&transcript, &obj.sig)
+        .verify(&transcript, &att.der_signature())
         .unwrap();
     assert_eq!(
         h.events(),
@@ -284,9 +293,7 @@ fn install_list_remove_round_trip() {
         panic!("install failed");
     };
     let name = h.name_for("https://vod.example.com");
-    assert_eq!(installed.name, name);
     assert_eq!(installed.https_port, 8443);
-    assert_eq!(installed.fingerprint, pki::sha256(&chain[0]));
     let events = h.events();
     assert!(matches!(&events[..], [Event::Installed(b)] if b.chain == chain && b.cors == cors()));
 
@@ -383,20 +390,14 @@ fn install_refusals_leave_the_pending_key_usable() {
 
     // Right fields, wrong issuer.
     let rogue = TestCa::new("Rogue");
-    let obj = AttestationObject::decode(&att.attestation_object).unwrap();
-    let rogue_chain = rogue.issue(
-        &obj.spki,
-        &[name.as_str()],
-        Some(&binding),
-        window.0,
-        window.1,
-    );
+    let spki = att.spki();
+    let rogue_chain = rogue.issue(&spki, &[name.as_str()], Some(&binding), window.0, window.1);
     assert_refused(h.install(rogue_chain), ErrorCode::UntrustedIssuer);
     // The leaf alone, without its intermediate.
     assert_refused(h.install(vec![good[0].clone()]), ErrorCode::UntrustedIssuer);
     // Expired and not yet valid.
     let expired = h.ca.issue(
-        &obj.spki,
+        &spki,
         &[name.as_str()],
         Some(&binding),
         now - TimeDuration::days(9),
@@ -404,7 +405,7 @@ fn install_refusals_leave_the_pending_key_usable() {
     );
     assert_refused(h.install(expired), ErrorCode::CertificateInvalid);
     let future = h.ca.issue(
-        &obj.spki,
+        &spki,
         &[name.as_str()],
         Some(&binding),
         now + TimeDuration::days(2),
@@ -425,9 +426,7 @@ fn install_refusals_leave_the_pending_key_usable() {
 }
 
 fn obj_spki(att: &AttestResponse) -> Vec<u8> {
-    AttestationObject::decode(&att.attestation_object)
-        .unwrap()
-        .spki
+    att.spki()
 }
 
 #[test]
@@ -739,10 +738,10 @@ fn renewal_swaps_the_chain_for_the_same_key_only() {
     h.events();
     let name = h.name_for(o);
     let binding = OriginBinding::new(origin(o), b"user-1");
-    let obj = AttestationObject::decode(&att.attestation_object).unwrap();
+    let spki = att.spki();
     let now = OffsetDateTime::from_unix_timestamp(NOW_UNIX as i64).unwrap();
     let next = h.ca.issue(
-        &obj.spki,
+        &spki,
         &[name.as_str()],
         Some(&binding),
         now,
@@ -766,7 +765,7 @@ fn renewal_swaps_the_chain_for_the_same_key_only() {
         ErrorCode::ChainMismatch
     );
     let rogue = TestCa::new("Rogue").issue(
-        &obj.spki,
+        &spki,
         &[name.as_str()],
         Some(&binding),
         now,
@@ -817,7 +816,8 @@ fn test_leaves_with_the_extension_parse_and_verify_with_webpki() {
         == localcert_proto::binding::ORIGIN_BINDING_OID_DER
         && !e.critical));
     let name = h.name_for("https://vod.example.com");
-    verify::check_chain(&chain, &[h.ca.root.clone()], &[name], NOW_UNIX).unwrap();
+    let served = verify::check_chain(&chain, &[h.ca.root.clone()], &[], &[name], NOW_UNIX).unwrap();
+    assert_eq!(served, chain);
 }
 
 #[test]
@@ -944,3 +944,5 @@ mod arbitrary_input {
         }
     }
 }
+
+mod revision2;

@@ -120,6 +120,9 @@ impl World {
         let mut config = DeviceConfig::new("Media Server 1");
         config.https_port = https_port;
         config.trust = IssuerTrust::Roots(vec![issuer_root.clone()]);
+        // The issuing intermediate beside the root: INSTALL carries the leaf alone.
+        let intermediate = localcert_issuer::ca::CaFiles::in_dir(dir.path()).intermediate_cert;
+        config.issuer_intermediates = vec![pem(&intermediate)];
         // STAR renewals come from the issuer on loopback, over its own TLS certificate.
         let fetcher: Arc<dyn StarFetch> = Arc::new(
             HttpsFetcher::new(&[pem(&issuer.tls_root)])

@@ -35,15 +35,33 @@ pub(crate) fn cors() -> CorsPolicy {
     }
 }
 
+/// The key authorization of the samples (SPEC §5.2's example).
+pub(crate) const KEY_AUTHORIZATION: &str =
+    "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ";
+
 pub(crate) fn attest_request() -> AttestRequest {
     AttestRequest {
         origin: origin("https://vod.example.com"),
         user_handle: b"user-42".to_vec(),
-        key_authorization: "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ".into(),
+        key_authorization_hash: key_authorization_hash(KEY_AUTHORIZATION),
         device_label: label(),
         pin: None,
     }
 }
+
+/// An ATTEST answer: the P-256 generator as the TLS key, and two sample signatures.
+pub(crate) fn attest_response() -> AttestResponse {
+    let mut public_key = [0u8; 65];
+    public_key.copy_from_slice(&hex::decode(&SAMPLE_SPKI[52..]).unwrap());
+    AttestResponse {
+        public_key,
+        csr_signature: std::array::from_fn(|i| i as u8 + 1),
+        signature: std::array::from_fn(|i| 0xff - i as u8),
+    }
+}
+
+/// A P-256 SubjectPublicKeyInfo (the generator point as public key).
+pub(crate) const SAMPLE_SPKI: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
 
 /// Every request, named.
 pub(crate) fn requests() -> Vec<(&'static str, Request)> {
@@ -95,31 +113,25 @@ pub(crate) fn responses() -> Vec<(&'static str, Operation, Response)> {
             "info",
             Operation::GetInfo,
             Response::Info(InfoResponse {
-                revision: 1,
+                revision: 2,
                 product: "Media Server 1".into(),
                 device_label: label(),
                 attestation_chain: vec![DEVICE_CERT.to_vec(), b"batch certificate".to_vec()],
                 presence: PresenceMethod::Button,
                 bindings: 1,
                 max_bindings: 8,
+                known_issuers: vec![certificate_id(b"issuing intermediate")],
             }),
         ),
         (
             "attest",
             Operation::Attest,
-            Response::Attest(AttestResponse {
-                csr: vec![0x30, 0x81, 0xf0, 1, 2, 3],
-                attestation_object: vec![0xa2, 0x63],
-            }),
+            Response::Attest(attest_response()),
         ),
         (
             "install",
             Operation::Install,
-            Response::Install(InstallResponse {
-                name: name("https://vod.example.com"),
-                https_port: 8443,
-                fingerprint,
-            }),
+            Response::Install(InstallResponse { https_port: 8443 }),
         ),
         (
             "list",

@@ -21,17 +21,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use localcert_issuer::loopback::LoopbackIssuer;
 use localcert_issuer::store::SqliteStore;
 use localcert_issuer::validate::TrustConfig;
-use localcert_proto::attestation::AttestationObject;
 use localcert_proto::message::{
     AttestResponse, InfoResponse, InstallResponse, PresenceMethod, Response,
 };
 use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName};
 use localcert_proto::origin::Origin;
-use localcert_proto::transcript::Transcript;
+use localcert_proto::transcript::HashedTranscript;
 use localcert_rp::config::{Config, Limits, UserToken};
 use localcert_rp::{AcmeSettings, Backend, Eab, TokenAuth};
 use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
@@ -242,13 +243,14 @@ impl SimDevice {
 
     pub fn info_response(&self) -> InfoResponse {
         InfoResponse {
-            revision: 1,
+            revision: localcert_proto::gatt::PROTOCOL_REVISION,
             product: "Media Server 1".into(),
             device_label: self.label.clone(),
             attestation_chain: self.chain.clone(),
             presence: PresenceMethod::Button,
             bindings: 0,
             max_bindings: 8,
+            known_issuers: vec![],
         }
     }
 
@@ -271,37 +273,33 @@ impl SimDevice {
         let origin = Origin::parse(attest["origin"].as_str().unwrap()).unwrap();
         let label = DeviceLabel::parse(attest["device_label"].as_str().unwrap()).unwrap();
         let user_handle = unb64(&attest["user_handle"]);
-        let key_authorization = attest["key_authorization"].as_str().unwrap();
+        let key_authorization_hash: [u8; 32] =
+            unb64(&attest["key_authorization_hash"]).try_into().unwrap();
         let name = self.name(origin.as_str(), &label);
         let csr_name = csr_name.map_or_else(|| name.clone(), |n| LocalName::parse(n).unwrap());
-        let tls_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![csr_name.to_string()]).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params.serialize_request(&tls_key).unwrap().der().to_vec();
-        let spki = localcert_rp::check::csr_spki(&csr, &csr_name).unwrap();
-        let transcript = Transcript {
-            key_authorization,
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let tls_key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap();
+        let public_key: [u8; 65] = tls_key.public_key().as_ref().try_into().unwrap();
+        let info = localcert_proto::csr::request_info(&public_key, &[csr_name]);
+        let csr_signature = raw(tls_key.sign(&rng, &info).unwrap().as_ref());
+        let spki = localcert_proto::csr::p256_spki(&public_key);
+        let transcript = HashedTranscript {
+            key_authorization_hash: &key_authorization_hash,
             origin: &origin,
             user_handle: &user_handle,
             csr_spki: &spki,
             names: &[name],
         }
         .to_bytes();
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), &transcript)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let object = AttestationObject {
-            sig,
-            x5c: self.chain.clone(),
-            spki,
-            user_handle,
-        };
+        let der = self.key.sign(&rng, &transcript).unwrap();
+        let signature = localcert_proto::csr::raw_signature(der.as_ref()).unwrap();
         AttestResponse {
-            csr,
-            attestation_object: object.encode(),
+            public_key,
+            csr_signature,
+            signature,
         }
     }
 
@@ -311,16 +309,16 @@ impl SimDevice {
 
     /// The INSTALL answer a device gives after installing the chain the backend returned.
     pub fn install(&self, answer: &Value, port: u16) -> Vec<u8> {
-        let leaf = unb64(&answer["install"]["chain"][0]);
-        let fingerprint = sha256(&leaf);
-        let name = LocalName::parse(answer["name"].as_str().unwrap()).unwrap();
-        Response::Install(InstallResponse {
-            name,
-            https_port: port,
-            fingerprint,
-        })
-        .encode()
+        assert!(
+            answer["install"]["chain"][0].is_string(),
+            "a leaf to install"
+        );
+        Response::Install(InstallResponse { https_port: port }).encode()
     }
+}
+
+fn raw(sig: &[u8]) -> [u8; 64] {
+    sig.try_into().unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
