@@ -94,7 +94,7 @@ modprobe -a hci_vhci bnep af_alg algif_hash algif_skcipher cmac ecb ctr drbg jit
 
 PRELOAD=
 case $CASE in
-provision)
+provision | manage)
     # ATT MTU 517 on one plain ATT bearer. main.conf is written in the overlay: the host's file
     # is untouched.
     printf '[GATT]\nChannels = 1\n' >/etc/bluetooth/main.conf
@@ -307,6 +307,46 @@ disconnect)
     sessions=$(count "$LOGS/device.log" "BLE session started")
     [ "$(count "$LOGS/device.log" "binding installed")" = 1 ] || fail "not exactly one install"
     finish 0 "disconnect mid-ATTEST: session ended, pending key expired and withdrawn, 0 bindings; then $NAME provisioned (UA ${UA_SECS}s, $sessions BLE sessions), 1 binding"
+    ;;
+manage)
+    # `ua list` and `ua remove` over BlueZ: provision, list, remove, list again, provision again.
+    ua_manage() { # ua_manage TAG ARGS…: `localcert ua ARGS… --json` against the device on hci0
+        timeout 90 "$BIN/localcert" ua "${@:2}" --device "$DEVICE_ADDR" --adapter hci1 \
+            --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" ||
+            fail "localcert ua ${*:2} ($1) failed: $(grep -v '^ ' "$LOGS/$1.log" | tail -n1)"
+    }
+    listed() { # listed TAG: "count origin name star fingerprint" of a `ua list --json`
+        python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bindings"]; print(len(b), *[" ".join([x["origin"], x["name"], str(x["star"]), x["fingerprint"]]) for x in b])' "$LOGS/$1.json"
+    }
+    provision_once ua-1
+    ua_manage list-1 list
+    read -r n origin name star fp1 <<<"$(listed list-1)" || fail "bad list: $(cat "$LOGS/list-1.json")"
+    [ "$n" = 1 ] && [ "$origin" = "$ORIGIN" ] && [ "$name" = "$NAME" ] && [ "$star" = False ] ||
+        fail "ua list after provisioning: $(listed list-1)"
+    ua_manage remove remove "$ORIGIN"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["removed"]; assert r["name"] == sys.argv[2] and r["origin"] == sys.argv[3], r' \
+        "$LOGS/remove.json" "$NAME" "$ORIGIN" || fail "ua remove: $(cat "$LOGS/remove.json")"
+    ua_manage list-2 list
+    read -r n _ <<<"$(listed list-2)"
+    [ "$n" = 0 ] || fail "ua list after remove: $(listed list-2)"
+    device_status "$LOGS/status-removed.json" || fail "localcert-device status failed"
+    read -r n _ <<<"$(bindings "$LOGS/status-removed.json")" || fail "bad status"
+    [ "$n" = 0 ] || fail "$n binding(s) on the device after ua remove"
+    # A second remove is the device's NOT_FOUND: exit 4, nothing changes.
+    rc=0
+    timeout 90 "$BIN/localcert" ua remove "$ORIGIN" --device "$DEVICE_ADDR" --adapter hci1 \
+        --scan-seconds 6 >"$LOGS/remove-again.out" 2>&1 || rc=$?
+    [ "$rc" = 4 ] || fail "a second ua remove exited $rc, not 4: $(tail -n1 "$LOGS/remove-again.out")"
+    provision_once ua-2
+    ua_manage list-3 list
+    read -r n origin name star fp3 <<<"$(listed list-3)" || fail "bad list: $(cat "$LOGS/list-3.json")"
+    [ "$n" = 1 ] && [ "$name" = "$NAME" ] && [ "$fp3" != "$fp1" ] ||
+        fail "ua list after provisioning again: $(listed list-3) (first certificate $fp1)"
+    device_status "$LOGS/status.json" || fail "localcert-device status failed"
+    read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status"
+    [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
+    [ "$(count "$LOGS/device.log" "binding installed")" = 2 ] || fail "not exactly two installs"
+    finish 0 "$NAME provisioned, listed, removed (0 listed, status 0, a second remove NOT_FOUND), provisioned again with a new certificate, listed (1)"
     ;;
 shell)
     log "shell: BlueZ (hci0, hci1), the issuer and the device daemon are up; 'exit' powers off"

@@ -9,7 +9,7 @@
 # on hci1. See README.md beside this file.
 #
 # Usage:  tests/bluez-vm/run.sh [setup] [build] [CASE...]      (default: setup build + all cases)
-#         cases: provision mtu23 disconnect (the default set); eatt (opt-in: BlueZ's default EATT
+#         cases: provision mtu23 disconnect manage (the default set); eatt (opt-in: BlueZ's default EATT
 #         spreads notifications over several channels and can reorder them, see README.md);
 #         shell (interactive VM, BlueZ up; not part of "all")
 # Env:    LOCALCERT_BZVM_OUT  scratch directory (default tests/bluez-vm/out, gitignored)
@@ -23,7 +23,7 @@ OUT=${LOCALCERT_BZVM_OUT:-$HERE/out}
 MEM=${MEM:-2048}
 SMP=${SMP:-2}
 CASE_TIMEOUT=${CASE_TIMEOUT:-240}
-ALL_CASES="provision mtu23 disconnect"
+ALL_CASES="provision mtu23 disconnect manage"
 export DEBIAN_FRONTEND=noninteractive
 say() { printf '=== [%(%H:%M:%S)T] %s\n' -1 "$*"; }
 mkdir -p "$OUT"
@@ -159,7 +159,7 @@ for step in "${steps[@]}"; do
     setup) setup ;;
     build) build ;;
     shell) vm shell ;;
-    provision | mtu23 | disconnect | eatt)
+    provision | mtu23 | disconnect | eatt | manage)
         [ -x "$OUT/bin/localcert" ] || { echo "run the build step first" >&2; exit 2; }
         say "case $step"
         t=$SECONDS
@@ -173,7 +173,7 @@ for step in "${steps[@]}"; do
         echo "$line"
         summary+=("$line")
         ;;
-    *) echo "unknown step $step (setup build provision mtu23 disconnect eatt shell)" >&2; exit 2 ;;
+    *) echo "unknown step $step (setup build provision mtu23 disconnect manage eatt shell)" >&2; exit 2 ;;
     esac
 done
 if [ ${#summary[@]} -gt 0 ]; then
