@@ -11,6 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use localcert_device::agent::Agent;
@@ -70,11 +73,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCALCERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // `Targets` reads the same `info,localcert_device::engine=debug` directives as EnvFilter
+    // without a regex engine (the binary's size matters on a device).
+    let filter = std::env::var("LOCALCERT_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
