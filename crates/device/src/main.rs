@@ -11,9 +11,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use http::{Request, Response};
 use http_body_util::Full;
 use localcert_device::agent::Agent;
@@ -23,6 +20,9 @@ use localcert_device::gatt::GattServer;
 use localcert_device::https;
 use localcert_device::status;
 use localcert_device::store::BindingStore;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// localcert device agent.
 #[derive(Debug, Parser)]

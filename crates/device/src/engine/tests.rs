@@ -945,4 +945,5 @@ mod arbitrary_input {
     }
 }
 
+mod key_lifecycle;
 mod revision2;
