@@ -58,6 +58,7 @@ contract!(
     attestations_race_to_one_ready_order,
     nonce_races_to_one_taker,
     new_accounts_race_to_one_per_eab_key,
+    many_calls_from_inside_an_async_task_complete,
 );
 
 fn t(secs: u64) -> SystemTime {
@@ -646,4 +647,24 @@ fn file_store_is_private_and_persistent() {
     let log = store.audit_log(1).unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].detail, "because");
+}
+
+/// The trait is synchronous, but callers such as the CLI's commands run inside tokio tasks: a
+/// few hundred calls from one task must all complete (PostgreSQL's store once livelocked after
+/// about twenty, its futures starved by the task's spent cooperative budget).
+fn many_calls_from_inside_an_async_task_complete(db: &Db) {
+    let store = db.open();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            for _ in 0..300 {
+                store.relying_parties().unwrap();
+            }
+        });
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("300 store calls from one async task did not complete in 60 s");
 }

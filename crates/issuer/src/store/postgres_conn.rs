@@ -165,7 +165,11 @@ impl PgStore {
     /// synchronous, and callers such as the CLI's commands run on async workers.
     pub(super) fn block<F: Future>(&self, future: F) -> F::Output {
         let _context = self.runtime.as_ref().map(tokio::runtime::Runtime::enter);
-        block_on(future)
+        // Unconstrained: called from inside a tokio task, the pool's and the client's futures
+        // would spend that task's cooperative budget and, once it is gone, return Pending with
+        // an immediate wake-up forever (this loop never yields to tokio, which refills it): a
+        // livelock after about twenty calls.
+        block_on(tokio::task::unconstrained(future))
     }
 }
 
