@@ -384,7 +384,7 @@ impl DaemonConfig {
             &files::read(&self.attestation_chain)?,
             "attestation chain",
         )?;
-        let (signer, keys) = self.signer_and_keys(chain, &store)?;
+        let (signer, keys) = self.signer_and_keys(chain, &store, &report)?;
         let mut builder = DeviceBuilder::new(self.device_config()?, signer)
             .keys(keys)
             .boxed_presence(self.presence()?)
@@ -402,13 +402,16 @@ impl DaemonConfig {
         &self,
         chain: Vec<Vec<u8>>,
         store: &DirStore,
+        report: &LoadReport,
     ) -> Result<SignerAndKeys, Error> {
         match (self.keys, &self.attestation_key, &self.pkcs11) {
             (KeysMode::Files, Some(key), _) => {
                 let key = pki::key_from_pem(&files::read(key)?, "attestation key")?;
                 Ok((Box::new(FileSigner::new(&key, chain)?), Arc::new(FileKeys)))
             }
-            (KeysMode::Pkcs11, _, Some(token)) => token_signer_and_keys(token, chain, store),
+            (KeysMode::Pkcs11, _, Some(token)) => {
+                token_signer_and_keys(token, chain, store, report)
+            }
             _ => Err(Error::Config("keys: incomplete settings".into())),
         }
     }
@@ -432,6 +435,7 @@ fn token_signer_and_keys(
     section: &Pkcs11Section,
     chain: Vec<Vec<u8>>,
     store: &DirStore,
+    report: &LoadReport,
 ) -> Result<SignerAndKeys, Error> {
     use crate::pkcs11::{TokenConfig, TokenKeys, TokenPin};
     use crate::store::BindingStore;
@@ -457,11 +461,16 @@ fn token_signer_and_keys(
         pin: &pin,
     })?);
     // Pending keys live in memory: a key made by an ATTEST of an earlier run that no binding
-    // holds will never be installed.
-    let held: Vec<&crate::keys::DeviceKey> = store.bindings().iter().map(|b| &b.key).collect();
-    let deleted = token.delete_unused_tls_keys(&held)?;
-    if deleted > 0 {
-        tracing::info!(deleted, "deleted token keys of ATTESTs never installed");
+    // holds will never be installed. Unless a binding file could not be read: its key may be
+    // one of them, and the file is kept for inspection, so its key is kept too.
+    if report.unusable.is_empty() {
+        let held: Vec<&crate::keys::DeviceKey> = store.bindings().iter().map(|b| &b.key).collect();
+        let deleted = token.delete_unused_tls_keys(&held)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "deleted token keys of ATTESTs never installed");
+        }
+    } else {
+        tracing::warn!("unusable binding files: token keys no binding holds are kept");
     }
     let key = token.find_labelled(&section.attestation_key_label)?;
     let keys: Arc<dyn KeyProvider> = token;
@@ -474,6 +483,7 @@ fn token_signer_and_keys(
     _: &Pkcs11Section,
     _: Vec<Vec<u8>>,
     _: &DirStore,
+    _: &LoadReport,
 ) -> Result<SignerAndKeys, Error> {
     Err(Error::Config(
         "keys = \"pkcs11\" needs a localcert-device built with the `pkcs11` feature".into(),
