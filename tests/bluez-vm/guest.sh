@@ -167,6 +167,7 @@ store_dir = "$DEVICE_DIR/store"
 attestation_key = "$DEVICE_CREDENTIAL/attestation.key.pem"
 attestation_chain = "$DEVICE_CREDENTIAL/attestation.pem"
 issuer_roots = "$ISSUER_DIR/state/root.pem"
+issuer_intermediates = "$ISSUER_DIR/state/intermediate.pem"
 presence = "auto"
 https_port = $DEVICE_PORT
 https_listen = "127.0.0.1"

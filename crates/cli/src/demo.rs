@@ -141,7 +141,8 @@ fn manufacture(dir: &Path) -> anyhow::Result<(PathBuf, FileSigner)> {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let wall = Instant::now();
     let profile = LinkProfile::by_name(&args.profile).with_context(|| {
-        let names: Vec<_> = LinkProfile::ALL.iter().map(|p| p.name).collect();
+        let mut names: Vec<_> = LinkProfile::ALL.iter().map(|p| p.name).collect();
+        names.push(LinkProfile::MTU23_30MS_1M_WITH_RESPONSE.name);
         format!("--profile must be one of {names:?}")
     })?;
     let origin =
@@ -264,7 +265,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             centrals += 1;
             gatt.connection(centrals)
         },
-        profile,
+        profile.clone(),
     );
     let plan = Plan {
         directory_url: directory_url.clone(),
@@ -331,10 +332,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             s.att_round_trips,
             outcome.exchanges
         );
+        let bound = profile.bound(s);
         println!(
-            "  BLE time      {:.2} s simulated ({})",
+            "  BLE time      {:.2} s simulated ({}); link bound {:.2} s for the same packets, ratio {:.2}",
             s.elapsed.as_secs_f64(),
-            args.profile
+            args.profile,
+            bound.as_secs_f64(),
+            s.elapsed.as_secs_f64() / bound.as_secs_f64().max(f64::EPSILON)
         );
     }
     println!("  wall time     {:.2} s", wall.elapsed().as_secs_f64());

@@ -2,10 +2,13 @@
 //! driver in the same process, or a scripted one), with a simulated clock.
 //!
 //! It models what makes BLE slow: the ATT MTU, the link-layer payload (27 bytes, or 251 with
-//! data length extension), the connection interval, how many packets fit in one connection
-//! event, the PHY rate, and that a write with response costs a connection event for its
-//! response. It counts bytes and round trips and can drop the connection at any fragment, so
-//! tests and benchmarks run the real protocol without a radio.
+//! data length extension), the connection interval, how many packets each side may send in one
+//! connection event (central and peripheral take turns within an event, so each direction has
+//! its own budget), the PHY rate, and that a write with response takes two connection events:
+//! the write in one, its response in the next, and the next write after that. It counts bytes,
+//! link-layer packets and round trips, computes the link bound from them
+//! ([`LinkProfile::bound`]), and can drop the connection at any fragment, so tests and
+//! benchmarks run the real protocol without a radio.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,17 +28,19 @@ pub struct LinkProfile {
     pub connection_interval: Duration,
     /// Link-layer payload per packet: 27, or up to 251 with data length extension.
     pub ll_payload: usize,
-    /// Data packets per connection event, per direction.
+    /// Data packets per connection event, per direction (the controller's limit).
     pub packets_per_event: u32,
     /// PHY bit rate: 1 Mbit/s or 2 Mbit/s.
     pub phy_bits_per_second: u64,
-    /// Whether the central writes with response (one ATT round trip per fragment).
+    /// Whether the central writes with response (two connection events per fragment). The
+    /// named profiles write without response, as a UA does when the control point offers it
+    /// (SPEC §2.2).
     pub write_with_response: bool,
 }
 
 impl LinkProfile {
     /// The worst common case: MTU 23, 30 ms interval, 1M PHY, no data length extension,
-    /// writes with response.
+    /// 4 packets per event each way.
     pub const MTU23_30MS_1M: Self = Self {
         name: "mtu23-30ms-1m",
         att_mtu: 23,
@@ -43,7 +48,15 @@ impl LinkProfile {
         ll_payload: 27,
         packets_per_event: 4,
         phy_bits_per_second: 1_000_000,
+        write_with_response: false,
+    };
+
+    /// [`LinkProfile::MTU23_30MS_1M`] with writes with response: a central whose stack or
+    /// peripheral offers no write without response (for comparison).
+    pub const MTU23_30MS_1M_WITH_RESPONSE: Self = Self {
+        name: "mtu23-30ms-1m-wr",
         write_with_response: true,
+        ..Self::MTU23_30MS_1M
     };
 
     /// A good modern link: MTU 247 with data length extension, 15 ms interval, 2M PHY,
@@ -61,9 +74,22 @@ impl LinkProfile {
     /// Both named profiles.
     pub const ALL: [Self; 2] = [Self::MTU23_30MS_1M, Self::MTU247_15MS_2M];
 
-    /// A profile by name.
+    /// A profile by name (the named ones and the with-response variant).
     pub fn by_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name == name)
+        Self::ALL
+            .into_iter()
+            .chain([Self::MTU23_30MS_1M_WITH_RESPONSE])
+            .find(|p| p.name == name)
+    }
+
+    /// The link bound for what `stats` counted: the time the same link-layer packets take when
+    /// every connection event is full and nothing waits for a response or a turnaround. The
+    /// directions add up, because every request must arrive before its answer leaves.
+    pub fn bound(&self, stats: &LinkStats) -> Duration {
+        let per_event = u64::from(self.packets_per_event.max(1));
+        let events = stats.packets_up.div_ceil(per_event) + stats.packets_down.div_ceil(per_event);
+        self.connection_interval
+            .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
     }
 
     /// Link-layer packets for one ATT value of `len` bytes (3 bytes ATT + 4 bytes L2CAP header).
@@ -96,8 +122,28 @@ pub struct LinkStats {
     pub bytes_down: u64,
     /// ATT round trips: writes with response and reads.
     pub att_round_trips: u64,
+    /// Link-layer data packets from the central (writes, read requests).
+    pub packets_up: u64,
+    /// Link-layer data packets from the peripheral (notifications, read and write responses).
+    pub packets_down: u64,
     /// Simulated time on the link since it connected.
     pub elapsed: Duration,
+}
+
+/// Which side sends.
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    /// Central to peripheral.
+    Up,
+    /// Peripheral to central.
+    Down,
+}
+
+/// One direction's use of the connection events.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    event: u64,
+    used: u32,
 }
 
 /// An in-memory link to a [`GattPeripheral`].
@@ -107,9 +153,9 @@ pub struct SimLink<P> {
     profile: LinkProfile,
     start: Instant,
     now: Instant,
-    /// The connection event in use and how many packets it has carried.
-    event: u64,
-    used: u32,
+    /// Per direction: the connection event in use and how many packets it has carried.
+    up: Slot,
+    down: Slot,
     /// The earliest time the central may write again (after a write's response).
     write_ready: Instant,
     /// Notifications in flight, with their arrival times.
@@ -130,8 +176,8 @@ impl<P: GattPeripheral> SimLink<P> {
             profile,
             start,
             now: start,
-            event: 0,
-            used: 0,
+            up: Slot::default(),
+            down: Slot::default(),
             write_ready: start,
             inbox: VecDeque::new(),
             stats: LinkStats::default(),
@@ -179,24 +225,59 @@ impl<P: GattPeripheral> SimLink<P> {
         self.start + offset
     }
 
-    /// Schedules `packets` link-layer packets no earlier than `not_before`; returns when the
-    /// last one has crossed.
-    fn transmit(&mut self, not_before: Instant, packets: u32) -> Instant {
+    /// The first connection event a packet queued at `at` can go in: the event under way if
+    /// this side is still sending in it back to back (its controller chains queued packets)
+    /// and has room, else the next event that starts at or after `at`.
+    fn event_at(&self, direction: Direction, at: Instant) -> u64 {
         let interval = self.profile.connection_interval.as_nanos().max(1);
-        let since = not_before.saturating_duration_since(self.start).as_nanos();
-        let first_event = u64::try_from(since.div_ceil(interval)).unwrap_or(u64::MAX);
-        if first_event > self.event {
-            self.event = first_event;
-            self.used = 0;
+        let since = at.saturating_duration_since(self.start).as_nanos();
+        let current = u64::try_from(since / interval).unwrap_or(u64::MAX);
+        let slot = match direction {
+            Direction::Up => self.up,
+            Direction::Down => self.down,
+        };
+        let chained = slot.event == current
+            && slot.used < self.profile.packets_per_event
+            && at <= self.event_start(current) + self.profile.packet_time() * slot.used;
+        if chained {
+            current
+        } else {
+            u64::try_from(since.div_ceil(interval)).unwrap_or(u64::MAX)
+        }
+    }
+
+    /// Schedules `packets` link-layer packets in one direction, in connection event
+    /// `first_event` or later; returns when the last one has crossed and in which event.
+    fn transmit(&mut self, direction: Direction, first_event: u64, packets: u32) -> (Instant, u64) {
+        let per_event = self.profile.packets_per_event.max(1);
+        let slot = match direction {
+            Direction::Up => &mut self.up,
+            Direction::Down => &mut self.down,
+        };
+        if first_event > slot.event {
+            *slot = Slot {
+                event: first_event,
+                used: 0,
+            };
         }
         for _ in 0..packets {
-            if self.used == self.profile.packets_per_event {
-                self.event += 1;
-                self.used = 0;
+            if slot.used == per_event {
+                slot.event += 1;
+                slot.used = 0;
             }
-            self.used += 1;
+            slot.used += 1;
         }
-        self.event_start(self.event) + self.profile.packet_time() * self.used
+        let (event, used) = (slot.event, slot.used);
+        match direction {
+            Direction::Up => self.stats.packets_up += u64::from(packets),
+            Direction::Down => self.stats.packets_down += u64::from(packets),
+        }
+        // Within an event the two sides alternate: the n-th packet of either side ends after
+        // n exchanges.
+        (
+            self.event_start(event) + self.profile.packet_time() * used,
+            event,
+        )
     }
 
     /// Counts a fragment and tells whether the link drops it (and the connection).
@@ -219,7 +300,12 @@ impl<P: GattPeripheral> SimLink<P> {
     fn collect_notifications(&mut self) -> Result<(), LinkError> {
         while let Some(value) = self.peripheral.poll_notification() {
             self.crossing()?;
-            let arrival = self.transmit(self.now, self.profile.packets_for(value.len()));
+            let first = self.event_at(Direction::Down, self.now);
+            let (arrival, _) = self.transmit(
+                Direction::Down,
+                first,
+                self.profile.packets_for(value.len()),
+            );
             self.stats.notifications += 1;
             self.stats.bytes_down += value.len() as u64;
             self.inbox.push_back((arrival, value));
@@ -242,30 +328,39 @@ impl<P: GattPeripheral + Send> BleLink for SimLink<P> {
             return Err(LinkError::Disconnected);
         }
         // A read is a request in one event and a response in the next.
-        let sent = self.transmit(self.now, 1);
+        let first = self.event_at(Direction::Up, self.now);
+        let (_, event) = self.transmit(Direction::Up, first, 1);
         let value = self.peripheral.read_info(self.profile.att_mtu);
-        self.now = self.transmit(
-            sent + self.profile.connection_interval,
+        let (arrived, _) = self.transmit(
+            Direction::Down,
+            event + 1,
             self.profile.packets_for(value.len()),
         );
+        self.now = arrived;
         self.stats.att_round_trips += 1;
         Ok(value)
     }
 
     async fn write(&mut self, fragment: &[u8]) -> Result<(), LinkError> {
         self.crossing()?;
-        let not_before = self.now.max(self.write_ready);
-        let arrived = self.transmit(not_before, self.profile.packets_for(fragment.len()));
+        let first = self.event_at(Direction::Up, self.now.max(self.write_ready));
+        let (arrived, event) = self.transmit(
+            Direction::Up,
+            first,
+            self.profile.packets_for(fragment.len()),
+        );
         self.stats.writes += 1;
         self.stats.bytes_up += fragment.len() as u64;
         self.peripheral
             .write(arrived, self.profile.att_mtu, fragment)
             .map_err(|refused| LinkError::Backend(format!("write refused: {refused}")))?;
         if self.profile.write_with_response {
-            // The write response comes back in the next connection event.
-            self.write_ready = self.transmit(arrived + self.profile.connection_interval, 1);
+            // The write response comes back in the next connection event, and the next write
+            // goes in the event after: two events per write.
+            let (answered, answered_in) = self.transmit(Direction::Down, event + 1, 1);
+            self.write_ready = self.event_start(answered_in + 1).max(answered);
             self.stats.att_round_trips += 1;
-            self.now = self.write_ready;
+            self.now = answered;
         } else {
             self.now = arrived;
         }
