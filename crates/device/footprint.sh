@@ -11,7 +11,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-$REPO/target/device/localcert-device}
 WORK=$(mktemp -d /tmp/localcert-footprint.XXXXXX)
-trap 'kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PID=
 
 strip -o "$WORK/localcert-device" "$BIN"
