@@ -289,10 +289,12 @@ disconnect)
     stop "$UA_PID" KILL
     UA_PID=
     btmgmt -i 1 power off >/dev/null 2>&1 || fail "cannot power hci1 off"
-    if grep -qF "5-9 ATTEST" "$LOGS/ua-1.log"; then
-        fail "the UA had the whole ATTEST answer before the disconnect (not mid-ATTEST)"
-    fi
-    log "central killed and its adapter powered off in the middle of ATTEST"
+    # Revision 2's ATTEST answer is 201 B (12 notifications at MTU 23), so the kill can land
+    # after the UA has it whole; the device is then still between ATTEST and INSTALL, and the
+    # fail-safe below is the same. The case says which of the two it saw.
+    when="mid-ATTEST"
+    grep -qF "5-9 ATTEST" "$LOGS/ua-1.log" && when="after the ATTEST answer, before INSTALL"
+    log "central killed and its adapter powered off $when"
     wait_for "$LOGS/device.log" "BLE session ended" 30 || fail "the device did not end the BLE session"
     # Fail-safe: the pending key of the interrupted ATTEST expires and its name is withdrawn.
     wait_for "$LOGS/device.log" "withdrawn from mDNS" $((PENDING_SECS + 30)) ||
@@ -307,7 +309,7 @@ disconnect)
     [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
     sessions=$(count "$LOGS/device.log" "BLE session started")
     [ "$(count "$LOGS/device.log" "binding installed")" = 1 ] || fail "not exactly one install"
-    finish 0 "disconnect mid-ATTEST: session ended, pending key expired and withdrawn, 0 bindings; then $NAME provisioned (UA ${UA_SECS}s, $sessions BLE sessions), 1 binding"
+    finish 0 "disconnect $when: session ended, pending key expired and withdrawn, 0 bindings; then $NAME provisioned (UA ${UA_SECS}s, $sessions BLE sessions), 1 binding"
     ;;
 manage)
     # `ua list` and `ua remove` over BlueZ: provision, list, remove, list again, provision again.
