@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -87,22 +85,8 @@ fn kill_9_under_load_loses_no_acknowledged_issuance() {
         .collect();
     let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let exe = std::env::current_exe().unwrap();
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_server_child", "--nocapture"])
-            .env(SERVER_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port: u16 = loop {
-            let line = lines.next().expect("server ended before ready").unwrap();
-            if let Some(port) = line.strip_prefix("ready ") {
-                break port.trim().parse().unwrap();
-            }
-        };
+        let (mut child, port) = common::child::spawn("crash_server_child", SERVER_ENV, dir.path());
         let directory = format!("https://localhost:{port}/acme/directory");
         let kill_after = Duration::from_millis(100 + random_below(900));
         runtime.block_on(async {

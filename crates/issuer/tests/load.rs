@@ -13,9 +13,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -104,20 +102,7 @@ fn concurrent_clients_for_a_minute_leave_no_error_bounded_memory_and_constant_au
             subjects.push(Arc::new(Subject::new(device, &origin, &kid, "tv")));
         }
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "load_server_child", "--nocapture"])
-        .env(SERVER_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("server ended before ready").unwrap();
-        if let Some(port) = line.strip_prefix("ready ") {
-            break port.trim().parse().unwrap();
-        }
-    };
+    let (mut child, port) = common::child::spawn("load_server_child", SERVER_ENV, dir.path());
     let pid = child.id();
     let directory = format!("https://localhost:{port}/acme/directory");
     let db = rusqlite::Connection::open(&db_path).unwrap();

@@ -3,8 +3,9 @@
 //! variable naming the state directory, and the child serves there until it is killed.
 //! It prints `ready PORT` once it listens.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,4 +44,26 @@ pub fn serve(dir: &Path) {
         .await
         .unwrap();
     });
+}
+
+/// Starts this test binary again as the child running the ignored test `test` (which calls
+/// [`serve`] when `env` names a directory) on `dir`, and returns it with its port once ready.
+pub fn spawn(test: &str, env: &str, dir: &Path) -> (Child, u16) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", test, "--nocapture"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server ended before ready").unwrap();
+        if let Some(port) = line.strip_prefix("ready ") {
+            break port.trim().parse().unwrap();
+        }
+    };
+    // Keep reading: a closed pipe would kill the child at its next line of output.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
 }
