@@ -259,7 +259,12 @@ impl AcmeServer {
             Ok(response) => response,
             Err(Failure::Refused(refusal)) => {
                 let detail = bounded(&refusal.to_string());
-                tracing::info!(path = %bounded(path), %detail, "refused");
+                if matches!(refusal, Refusal::IssuerNotValid { .. }) {
+                    // The operator's to fix, not the client's.
+                    tracing::error!(path = %bounded(path), %detail, "cannot issue");
+                } else {
+                    tracing::info!(path = %bounded(path), %detail, "refused");
+                }
                 self.audit(now, "refused", origin.as_ref(), path, &detail);
                 Response::problem(&refusal)
             }

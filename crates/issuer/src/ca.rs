@@ -20,7 +20,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 /// The DNS subtree both CA certificates permit.
 pub const PERMITTED_DNS: &str = ".local";
@@ -30,6 +30,9 @@ pub const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 86_400);
 pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(5 * 365 * 86_400);
 /// Lifetime of the generated localhost HTTPS certificate.
 pub const TLS_LIFETIME: Duration = Duration::from_secs(2 * 365 * 86_400);
+/// How long before the intermediate can no longer sign a full-lifetime leaf the issuer starts
+/// warning about it.
+pub const WARN_AHEAD: Duration = Duration::from_secs(30 * 86_400);
 /// Tolerance for clocks that are a little behind.
 pub const BACKDATE: Duration = Duration::from_secs(300);
 
@@ -285,6 +288,7 @@ pub struct IssuingCa {
     root_der: Vec<u8>,
     subject_der: Vec<u8>,
     key_identifier: Vec<u8>,
+    not_before: SystemTime,
     not_after: SystemTime,
 }
 
@@ -323,6 +327,7 @@ impl IssuingCa {
             ));
         }
         let subject_der = cert.subject().as_raw().to_vec();
+        let not_before = SystemTime::from(cert.validity().not_before.to_datetime());
         let not_after = SystemTime::from(cert.validity().not_after.to_datetime());
         let key_identifier = cert
             .extensions()
@@ -343,7 +348,42 @@ impl IssuingCa {
             root_der,
             subject_der,
             key_identifier,
+            not_before,
             not_after,
+        })
+    }
+
+    /// Whether the intermediate may sign, at `now`, a leaf valid until `leaf_end`: it must be
+    /// valid now and outlive the leaf. Otherwise the refusal names its validity, for the
+    /// operator to renew it (no client can fix this).
+    pub fn check_signing(&self, now: SystemTime, leaf_end: SystemTime) -> Result<(), Refusal> {
+        if now < self.not_before || now > self.not_after || leaf_end > self.not_after {
+            return Err(Refusal::IssuerNotValid {
+                not_before: rfc3339(self.not_before),
+                not_after: rfc3339(self.not_after),
+                leaf_end: rfc3339(leaf_end),
+            });
+        }
+        Ok(())
+    }
+
+    /// A warning for the operator at startup if, at `now`, the intermediate cannot sign a leaf
+    /// of `leaf_lifetime` (and so every finalize would be refused), or soon will not.
+    pub fn signing_warning(&self, now: SystemTime, leaf_lifetime: Duration) -> Option<String> {
+        let (from, until) = (rfc3339(self.not_before), rfc3339(self.not_after));
+        if now < self.not_before || now > self.not_after {
+            return Some(format!(
+                "the issuing intermediate is not valid now (valid from {from} to {until}): \
+                 every finalize will be refused until it is renewed"
+            ));
+        }
+        let last = self.not_after.checked_sub(leaf_lifetime)?;
+        (now + WARN_AHEAD > last).then(|| {
+            format!(
+                "the issuing intermediate expires at {until}: from {} on, a leaf of the \
+                 policy's lifetime would outlive it and finalize will be refused; renew it",
+                rfc3339(last)
+            )
         })
     }
 
@@ -421,6 +461,11 @@ impl IssuingCa {
         self.not_after
     }
 
+    /// When the intermediate becomes valid.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+
     /// The intermediate's subject key identifier (the AKI of every leaf).
     pub fn key_identifier(&self) -> &[u8] {
         &self.key_identifier
@@ -430,4 +475,13 @@ impl IssuingCa {
     pub fn root_fingerprint(&self) -> String {
         sha256_fingerprint(&self.root_der)
     }
+}
+
+/// Formats a time as RFC 3339 (UTC), in whole seconds as stored and as in certificates.
+pub fn rfc3339(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -288,6 +288,21 @@ pub enum Refusal {
     /// The auto-renewal request is outside policy.
     #[error("auto-renewal request is invalid: {0}")]
     AutoRenewal(&'static str),
+    /// The issuing intermediate cannot sign this leaf now: it is expired or not yet valid, or
+    /// expires before the leaf would. The operator's to fix (the startup log warns).
+    #[error(
+        "the issuing CA cannot sign now: its intermediate is valid from {not_before} to \
+         {not_after} and this certificate would end at {leaf_end}; the operator must renew the \
+         intermediate"
+    )]
+    IssuerNotValid {
+        /// The intermediate's notBefore (RFC 3339).
+        not_before: String,
+        /// Its notAfter.
+        not_after: String,
+        /// The end of the leaf that was to be signed.
+        leaf_end: String,
+    },
     /// The newOrder names a profile the server does not offer.
     #[error("unknown profile: this server offers \"default\" and \"star\"")]
     InvalidProfile,
@@ -341,6 +356,7 @@ impl Refusal {
             Self::AlreadyRevoked => ProblemType::AlreadyRevoked,
             Self::BadRevocationReason(_) => ProblemType::BadRevocationReason,
             Self::InvalidProfile => ProblemType::InvalidProfile,
+            Self::IssuerNotValid { .. } => ProblemType::ServerInternal,
         }
     }
 
@@ -354,6 +370,8 @@ impl Refusal {
             Self::OrderNotReady(_) => 403,
             // RFC 8555 §7.3.5: Conflict, with the other account's URL in Location.
             Self::KeyInUse => 409,
+            // The server cannot issue until its operator renews the intermediate.
+            Self::IssuerNotValid { .. } => 503,
             _ => self.problem_type().http_status(),
         }
     }

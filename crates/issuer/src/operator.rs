@@ -207,6 +207,10 @@ impl Bound {
     pub async fn bind(config: &Config) -> Result<Self, Error> {
         let store = open_store(config)?;
         let ca = IssuingCa::load(&config.ca_files())?;
+        let policy = config.policy();
+        if let Some(warning) = ca.signing_warning(SystemTime::now(), policy.leaf_lifetime) {
+            tracing::warn!("{warning}");
+        }
         let trust = config.trust()?;
         if config.trust.manufacturer_roots.is_empty() {
             tracing::warn!("no manufacturer roots configured: every attestation will be refused");
@@ -225,7 +229,7 @@ impl Bound {
             (None, Ok(addr)) => format!("https://localhost:{}", addr.port()),
             _ => config.base_url(),
         };
-        let mut server = AcmeServer::new(store, ca, trust, config.policy(), &base_url);
+        let mut server = AcmeServer::new(store, ca, trust, policy, &base_url);
         if let Some(key) = config.nonce_key()? {
             server = server.with_nonce_key(key);
         } else if config.postgres()?.is_some() {

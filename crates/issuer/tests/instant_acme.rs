@@ -18,25 +18,22 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::client::Client;
-use common::{Device, Manufacturer, TlsKey};
+use common::harness::{HMAC, KID, Parts, USER};
+use common::issuance::create_account;
+use common::{Device, TlsKey};
 use instant_acme::{
-    Account, ChallengeStatus, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier,
-    NewAccount, NewOrder, Order, OrderStatus, RetryPolicy, RevocationRequest,
+    ChallengeStatus, ChallengeType, DeviceAttestation, Identifier, NewOrder, Order, OrderStatus,
+    RetryPolicy, RevocationRequest,
 };
 use localcert_issuer::acme::{AcmeServer, Policy, rfc3339};
-use localcert_issuer::ca::{self, CaFiles, IssuingCa, TlsFiles};
+use localcert_issuer::ca::{self, TlsFiles};
 use localcert_issuer::serve;
-use localcert_issuer::store::{RelyingParty, RelyingPartyStatus, SqliteStore, Store};
-use localcert_issuer::validate::TrustConfig;
+use localcert_issuer::store::Store;
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const KID: &str = "kid-vod";
-const HMAC: &[u8] = &[42; 32];
-const USER: &[u8] = b"user-1";
 
 struct Raw {
     port: u16,
@@ -219,26 +216,17 @@ fn verify_chain(chain_pem: &str, ca: &[u8], name: &str, at: SystemTime) {
 async fn instant_acme_drives_the_full_flow() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
-    let files = CaFiles::in_dir(dir.path());
-    ca::init_ca(&files, "test", now).unwrap();
     let tls_files = TlsFiles::in_dir(dir.path());
     ca::init_tls(&tls_files, now).unwrap();
-    let ca = IssuingCa::load(&files).unwrap();
+    let Parts {
+        ca,
+        store,
+        origin,
+        device,
+        trust,
+        ..
+    } = Parts::new(dir.path(), now, now);
     let root_der = ca.root_der().to_vec();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
-    let origin = Origin::parse("https://vod.example.com").unwrap();
-    store
-        .add_relying_party(&RelyingParty {
-            origin: origin.clone(),
-            eab_kid: KID.into(),
-            eab_hmac_key: HMAC.to_vec(),
-            status: RelyingPartyStatus::Active,
-            created: now,
-        })
-        .unwrap();
-    let maker = Manufacturer::new("Acme TVs");
-    let device = maker.device("0001");
-    let trust = TrustConfig::new(std::slice::from_ref(&maker.root_der), []).unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -264,19 +252,10 @@ async fn instant_acme_drives_the_full_flow() {
     let raw = Raw::new(port, &tls_files.cert);
 
     // EAB account.
-    let (account, credentials) = Account::builder_with_root(&tls_files.cert)
-        .unwrap()
-        .create(
-            &NewAccount {
-                contact: &[],
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            server.directory_url(),
-            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
-        )
-        .await
-        .unwrap();
+    let (account, credentials) =
+        create_account(&tls_files.cert, &server.directory_url(), KID, HMAC)
+            .await
+            .unwrap();
 
     // A plain order, attested, finalized, downloaded.
     let name = device.name("tv", &origin);
@@ -442,18 +421,7 @@ async fn instant_acme_drives_the_full_flow() {
         .await
         .unwrap();
     // The EAB key is bound to this account: another account key cannot use it.
-    let second = Account::builder_with_root(&tls_files.cert)
-        .unwrap()
-        .create(
-            &NewAccount {
-                contact: &[],
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            server.directory_url(),
-            Some(&ExternalAccountKey::new(KID.into(), HMAC)),
-        )
-        .await;
+    let second = create_account(&tls_files.cert, &server.directory_url(), KID, HMAC).await;
     match second {
         Err(instant_acme::Error::Api(problem)) => {
             assert_eq!(

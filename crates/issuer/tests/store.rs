@@ -1,7 +1,8 @@
 //! The store contract, run on every backend (SQLite always, PostgreSQL when asked for: see
-//! store/backends.rs): single-use nonces, conditional transitions, issuance that is recorded
-//! exactly once or not at all, relying-party revocation, the audit log, and the same rules with
-//! several handles (replicas) racing on one database (store/races.rs).
+//! store/backends.rs). Here: relying parties, single-use nonces, the audit log and the shared
+//! fixtures; by subject: accounts (store/accounts.rs), orders (store/orders.rs), certificates
+//! and revocation (store/certificates.rs), and the same rules with several handles (replicas)
+//! racing on one database (store/races.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +11,10 @@
 mod backends;
 #[path = "store/accounts.rs"]
 mod accounts;
+#[path = "store/certificates.rs"]
+mod certificates;
+#[path = "store/orders.rs"]
+mod orders;
 #[path = "store/races.rs"]
 mod races;
 #[path = "store/tls.rs"]
@@ -25,13 +30,23 @@ use accounts::{
     an_eab_key_id_binds_one_account, audit_is_pruned_oldest_first_in_bounded_batches,
     is_eab_key_bound,
 };
+use certificates::{
+    certificates_are_revoked_once_and_listed_until_they_expire, issuance_is_recorded_exactly_once,
+    new_cert, revoking_a_relying_party_cascades,
+    star_renewal_is_due_at_half_lifetime_until_canceled,
+};
 use localcert_issuer::nonce::NonceKey;
 use localcert_issuer::store::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, AuthzStatus, CertRecord,
-    IssueOutcome, Order, OrderStatus, RelyingParty, RelyingPartyStatus, SqliteStore, Star, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, AuthzStatus, Order, OrderStatus,
+    RelyingParty, RelyingPartyStatus, SqliteStore, Star, Store,
 };
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
+use orders::{
+    attestation_is_recorded_once_and_makes_the_order_ready,
+    canceling_ends_pending_orders_and_star_renewals, order_with,
+    orders_and_authorizations_keep_their_order,
+};
 use races::{
     attestations_race_to_one_ready_order, finalizes_race_to_one_issuance,
     new_accounts_race_to_one_per_eab_key, nonce_races_to_one_taker,
@@ -134,19 +149,6 @@ fn attested() -> Attested {
     }
 }
 
-/// A certificate as the signer made it, before the store records it for its order.
-fn new_cert(id: &str, serial: &str, from: u64, days: u64) -> CertRecord {
-    CertRecord {
-        id: id.into(),
-        order_id: String::new(),
-        serial: serial.into(),
-        chain_pem: "PEM".into(),
-        not_before: t(from),
-        not_after: t(from + days * 86_400),
-        revoked: None,
-    }
-}
-
 /// The audit line a change carries.
 fn note(event: &str) -> AuditEntry {
     AuditEntry {
@@ -182,223 +184,6 @@ fn nonces_are_single_use_and_expire(db: &Db) {
     assert!(!store.consume_nonce(&n2, t(100)).unwrap(), "expired nonce");
 }
 
-fn attestation_is_recorded_once_and_makes_the_order_ready(db: &Db) {
-    let store = seeded(db, false);
-    assert!(
-        store
-            .record_attestation("authz-1", &attested(), &note("attested"))
-            .unwrap()
-    );
-    assert!(
-        !store
-            .record_attestation("authz-1", &attested(), &note("attested"))
-            .unwrap(),
-        "replayed challenge"
-    );
-    let authz = store.authorization("authz-1").unwrap().unwrap();
-    assert_eq!(authz.status, AuthzStatus::Valid);
-    assert_eq!(authz.attested, Some(attested()));
-    assert_eq!(
-        store.order("order-1").unwrap().unwrap().status,
-        OrderStatus::Ready
-    );
-}
-
-fn issuance_is_recorded_exactly_once(db: &Db) {
-    let store = seeded(db, false);
-    // Not ready yet: nothing is recorded.
-    let outcome = store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-0", "00", 20, 7),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(matches!(
-        outcome,
-        IssueOutcome::NotReady(OrderStatus::Pending)
-    ));
-    assert!(store.certificate("cert-0").unwrap().is_none());
-
-    store
-        .record_attestation("authz-1", &attested(), &note("attested"))
-        .unwrap();
-    // A change that fails inside its transaction (here: a serial already used by another
-    // order) leaves no trace, its audit line included, and the order ready.
-    let (other, authorizations) = order_with("order-2", &["radio"]);
-    store
-        .create_order(&other, &authorizations, &note("order-created"))
-        .unwrap();
-    store
-        .record_attestation(&authorizations[0].id, &attested(), &note("attested"))
-        .unwrap();
-    store
-        .issue(
-            "order-2",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-y", "01", 20, 7),
-            &note("issued"),
-        )
-        .unwrap();
-    let failed = store.issue(
-        "order-1",
-        OrderStatus::Ready,
-        None,
-        &new_cert("cert-x", "01", 20, 7),
-        &note("issued"),
-    );
-    assert!(failed.is_err());
-    assert!(store.certificate("cert-x").unwrap().is_none());
-    assert_eq!(
-        store.order("order-1").unwrap().unwrap().status,
-        OrderStatus::Ready
-    );
-    let issued_lines = |store: &dyn Store| {
-        store
-            .audit_log(100)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.event == "issued")
-            .count()
-    };
-    assert_eq!(issued_lines(store.as_ref()), 1, "order-2's only");
-
-    let IssueOutcome::Issued(cert) = store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-1", "02", 20, 7),
-            &note("issued"),
-        )
-        .unwrap()
-    else {
-        panic!("not issued")
-    };
-    assert_eq!(store.certificate("cert-1").unwrap(), Some(cert.clone()));
-    assert_eq!(cert.order_id, "order-1");
-    assert_eq!(store.certificate_by_serial("02").unwrap(), Some(cert));
-    let order = store.order("order-1").unwrap().unwrap();
-    assert_eq!(
-        (order.status, order.certificate_id.as_deref()),
-        (OrderStatus::Valid, Some("cert-1"))
-    );
-    // A second finalize does not issue again.
-    let again = store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-2", "03", 21, 7),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(matches!(again, IssueOutcome::NotReady(OrderStatus::Valid)));
-    assert!(store.certificate("cert-2").unwrap().is_none());
-    assert_eq!(issued_lines(store.as_ref()), 2, "order-2's and order-1's");
-}
-
-fn star_renewal_is_due_at_half_lifetime_until_canceled(db: &Db) {
-    let store = seeded(db, true);
-    store
-        .record_attestation("authz-1", &attested(), &note("attested"))
-        .unwrap();
-    store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-1", "01", 0, 8),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(store.star_orders_due(t(4 * 86_400 - 1)).unwrap().is_empty());
-    let due = store.star_orders_due(t(4 * 86_400)).unwrap();
-    assert_eq!(due.len(), 1);
-    assert_eq!(due[0].id, "order-1");
-    // A renewal replaces the latest certificate once.
-    let renewed = store
-        .issue(
-            "order-1",
-            OrderStatus::Valid,
-            Some("cert-1"),
-            &new_cert("cert-2", "02", 4 * 86_400, 8),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(matches!(renewed, IssueOutcome::Issued(_)));
-    let stale = store
-        .issue(
-            "order-1",
-            OrderStatus::Valid,
-            Some("cert-1"),
-            &new_cert("cert-3", "03", 4 * 86_400, 8),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(matches!(stale, IssueOutcome::NotReady(_)));
-    assert!(store.star_orders_due(t(4 * 86_400 + 1)).unwrap().is_empty());
-    store.cancel_order("order-1").unwrap();
-    assert!(store.star_orders_due(t(9 * 86_400)).unwrap().is_empty());
-    assert!(
-        store
-            .order("order-1")
-            .unwrap()
-            .unwrap()
-            .star
-            .unwrap()
-            .canceled
-    );
-}
-
-fn revoking_a_relying_party_cascades(db: &Db) {
-    let store = seeded(db, true);
-    store
-        .record_attestation("authz-1", &attested(), &note("attested"))
-        .unwrap();
-    store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-1", "01", 0, 7),
-            &note("issued"),
-        )
-        .unwrap();
-    let summary = store
-        .revoke_relying_party(&origin(), t(100))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (summary.accounts, summary.certificates, summary.star_orders),
-        (1, 1, 1)
-    );
-    assert_eq!(
-        store.account("acct-1").unwrap().unwrap().status,
-        AccountStatus::Revoked
-    );
-    assert_eq!(
-        store.relying_parties().unwrap()[0].status,
-        RelyingPartyStatus::Revoked
-    );
-    let revoked = store.revoked_unexpired(t(100)).unwrap();
-    assert_eq!(revoked.len(), 1);
-    assert_eq!(revoked[0].revoked, Some((t(100), 9)));
-    assert!(store.star_orders_due(t(6 * 86_400)).unwrap().is_empty());
-    let unknown = Origin::parse("https://unknown.example").unwrap();
-    assert_eq!(store.revoke_relying_party(&unknown, t(100)).unwrap(), None);
-    assert!(
-        store
-            .audit_log(10)
-            .unwrap()
-            .iter()
-            .any(|e| e.event == "rp-revoked")
-    );
-}
-
 fn account(id: &str, thumbprint: &str) -> Account {
     Account {
         id: id.into(),
@@ -408,193 +193,6 @@ fn account(id: &str, thumbprint: &str) -> Account {
         thumbprint: thumbprint.into(),
         status: AccountStatus::Valid,
     }
-}
-
-/// A pending order of `acct-1` with one pending authorization per name.
-fn order_with(id: &str, labels: &[&str]) -> (Order, Vec<Authorization>) {
-    let names: Vec<LocalName> = labels
-        .iter()
-        .map(|l| LocalName::parse(&format!("{l}.local")).unwrap())
-        .collect();
-    let authorizations = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Authorization {
-            id: format!("{id}-authz-{i}"),
-            order_id: id.into(),
-            name: name.clone(),
-            status: AuthzStatus::Pending,
-            token: format!("{id}-token-{i}"),
-            expires: t(300),
-            attested: None,
-        })
-        .collect();
-    let order = Order {
-        id: id.into(),
-        account_id: "acct-1".into(),
-        names,
-        status: OrderStatus::Pending,
-        expires: t(3600),
-        star: None,
-        certificate_id: None,
-    };
-    (order, authorizations)
-}
-
-fn orders_and_authorizations_keep_their_order(db: &Db) {
-    let store = seeded(db, false);
-    // Ids that sort differently from their creation order.
-    for id in ["order-z", "order-a", "order-m"] {
-        let (order, authorizations) = order_with(id, &["tv", "radio", "lamp"]);
-        store
-            .create_order(&order, &authorizations, &note("order-created"))
-            .unwrap();
-    }
-    assert_eq!(
-        store.order_ids("acct-1").unwrap(),
-        ["order-1", "order-z", "order-a", "order-m"]
-    );
-    assert!(store.order_ids("nobody").unwrap().is_empty());
-    let (order, authorizations) = order_with("order-a", &["tv", "radio", "lamp"]);
-    assert_eq!(store.order("order-a").unwrap(), Some(order));
-    assert_eq!(store.authorizations("order-a").unwrap(), authorizations);
-    assert_eq!(
-        store.authorization("order-a-authz-1").unwrap().as_ref(),
-        Some(&authorizations[1])
-    );
-    assert!(store.order("nope").unwrap().is_none());
-    assert!(store.authorization("nope").unwrap().is_none());
-    // An existing id is refused, and nothing of the refused order is stored.
-    let (mut again, mut authorizations) = order_with("order-a", &["other"]);
-    again.names[0] = LocalName::parse("other.local").unwrap();
-    authorizations[0].id = "fresh-authz".into();
-    assert!(
-        store
-            .create_order(&again, &authorizations, &note("order-created"))
-            .is_err()
-    );
-    assert!(store.authorization("fresh-authz").unwrap().is_none());
-}
-
-fn canceling_ends_pending_orders_and_star_renewals(db: &Db) {
-    let store = seeded(db, true);
-    let (order, authorizations) = order_with("order-2", &["radio"]);
-    store
-        .create_order(&order, &authorizations, &note("order-created"))
-        .unwrap();
-    store.cancel_order("order-2").unwrap();
-    assert_eq!(
-        store.order("order-2").unwrap().unwrap().status,
-        OrderStatus::Invalid
-    );
-    // An issued STAR order stays valid (its certificate stays usable) but stops renewing.
-    store
-        .record_attestation("authz-1", &attested(), &note("attested"))
-        .unwrap();
-    store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-1", "01", 0, 8),
-            &note("issued"),
-        )
-        .unwrap();
-    store.cancel_order("order-1").unwrap();
-    let order = store.order("order-1").unwrap().unwrap();
-    assert_eq!(order.status, OrderStatus::Valid);
-    assert!(order.star.unwrap().canceled);
-    let renewal = store
-        .issue(
-            "order-1",
-            OrderStatus::Valid,
-            Some("cert-1"),
-            &new_cert("cert-2", "02", 4 * 86_400, 8),
-            &note("issued"),
-        )
-        .unwrap();
-    assert!(matches!(
-        renewal,
-        IssueOutcome::NotReady(OrderStatus::Valid)
-    ));
-    assert!(store.certificate("cert-2").unwrap().is_none());
-}
-
-fn certificates_are_revoked_once_and_listed_until_they_expire(db: &Db) {
-    let store = seeded(db, false);
-    store
-        .record_attestation("authz-1", &attested(), &note("attested"))
-        .unwrap();
-    store
-        .issue(
-            "order-1",
-            OrderStatus::Ready,
-            None,
-            &new_cert("cert-1", "0b", 0, 7),
-            &note("issued"),
-        )
-        .unwrap();
-    for (i, serial) in ["0a", "0c"].iter().enumerate() {
-        let id = format!("order-{serial}");
-        let (order, authorizations) = order_with(&id, &[&format!("tv{i}")]);
-        store
-            .create_order(&order, &authorizations, &note("order-created"))
-            .unwrap();
-        store
-            .record_attestation(&authorizations[0].id, &attested(), &note("attested"))
-            .unwrap();
-        let days = if *serial == "0a" { 7 } else { 1 };
-        store
-            .issue(
-                &id,
-                OrderStatus::Ready,
-                None,
-                &new_cert(&format!("cert-{serial}"), serial, 0, days),
-                &note("issued"),
-            )
-            .unwrap();
-    }
-    assert!(store.revoked_unexpired(t(10)).unwrap().is_empty());
-    for id in ["cert-1", "cert-0c", "cert-0a"] {
-        assert!(
-            store
-                .revoke_certificate(id, 1, t(10), &note("revoked"))
-                .unwrap()
-        );
-    }
-    assert!(
-        !store
-            .revoke_certificate("cert-1", 4, t(11), &note("revoked"))
-            .unwrap(),
-        "twice"
-    );
-    assert!(
-        !store
-            .revoke_certificate("nope", 1, t(11), &note("revoked"))
-            .unwrap()
-    );
-    let listed: Vec<_> = store
-        .revoked_unexpired(t(10))
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.serial, c.revoked))
-        .collect();
-    assert_eq!(
-        listed,
-        [
-            ("0a".to_owned(), Some((t(10), 1))),
-            ("0b".to_owned(), Some((t(10), 1))),
-            ("0c".to_owned(), Some((t(10), 1))),
-        ]
-    );
-    // The one-day certificate leaves the list once it has expired.
-    let later: Vec<_> = store
-        .revoked_unexpired(t(2 * 86_400))
-        .unwrap()
-        .into_iter()
-        .map(|c| c.serial)
-        .collect();
-    assert_eq!(later, ["0a", "0b"]);
 }
 
 fn audit_log_keeps_the_latest_in_order(db: &Db) {

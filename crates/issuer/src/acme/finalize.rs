@@ -33,10 +33,13 @@ impl AcmeServer {
         now: SystemTime,
         lifetime: Duration,
     ) -> Result<CertRecord, Error> {
+        let not_after = now + lifetime;
+        // An intermediate out of its validity is the operator's to fix: a clear refusal
+        // (503), not an internal error.
+        self.ca.check_signing(now, not_after)?;
         let serial = ca::random_serial_bytes()?;
         let binding = OriginBinding::new(origin.clone(), &attested.user_handle);
         let not_before = now.checked_sub(ca::BACKDATE).unwrap_or(now);
-        let not_after = now + lifetime;
         let der = leaf::issue_leaf(
             &self.ca,
             &LeafSpec {

@@ -67,14 +67,7 @@ impl Response {
     }
 }
 
-/// Formats a time as RFC 3339 (UTC), in whole seconds as stored and as in certificates.
-pub fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::ca::rfc3339;
 
 pub(super) fn parse_rfc3339(what: &'static str, s: &str) -> Result<SystemTime, Refusal> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)

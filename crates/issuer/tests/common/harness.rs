@@ -2,6 +2,7 @@
 //! a durable SQLite store with one relying party, a manufacturer and one of its devices, and
 //! the steps of an issuance as one-liners (shared by tests/acme.rs and tests/conformance.rs).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -42,14 +43,25 @@ pub struct PendingOrder {
     pub token: String,
 }
 
-impl Harness {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let files = CaFiles::in_dir(dir.path());
-        ca::init_ca(&files, "test", now).unwrap();
+/// The issuer's parts as the in-process tests build them: a CA made at `ca_made`, a durable
+/// SQLite store holding one relying party ([`KID`], [`HMAC`]), a manufacturer, one of its
+/// devices and the trust in that manufacturer.
+pub struct Parts {
+    pub ca: IssuingCa,
+    pub store: Arc<SqliteStore>,
+    pub origin: Origin,
+    pub maker: Manufacturer,
+    pub device: Device,
+    pub trust: TrustConfig,
+}
+
+impl Parts {
+    /// The parts in `dir`, at `now`.
+    pub fn new(dir: &Path, now: SystemTime, ca_made: SystemTime) -> Self {
+        let files = CaFiles::in_dir(dir);
+        ca::init_ca(&files, "test", ca_made).unwrap();
         let ca = IssuingCa::load(&files).unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("issuer.sqlite")).unwrap());
+        let store = Arc::new(SqliteStore::open(&dir.join("issuer.sqlite")).unwrap());
         let origin = Origin::parse("https://vod.example.com").unwrap();
         store
             .add_relying_party(&RelyingParty {
@@ -62,15 +74,43 @@ impl Harness {
             .unwrap();
         let maker = Manufacturer::new("Acme TVs");
         let trust = TrustConfig::new(std::slice::from_ref(&maker.root_der), []).unwrap();
-        let server = AcmeServer::new(store.clone(), ca, trust, Policy::default(), BASE);
         let device = maker.device("0001");
         Self {
-            dir,
+            ca,
             store,
-            server,
+            origin,
             maker,
             device,
-            origin,
+            trust,
+        }
+    }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let now = SystemTime::now();
+        Self::with_ca_made_at(now, now)
+    }
+
+    /// A harness at `now` whose CA was made at `ca_made` (an intermediate expired, about to
+    /// expire or not yet valid).
+    pub fn with_ca_made_at(now: SystemTime, ca_made: SystemTime) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = Parts::new(dir.path(), now, ca_made);
+        let server = AcmeServer::new(
+            parts.store.clone(),
+            parts.ca,
+            parts.trust,
+            Policy::default(),
+            BASE,
+        );
+        Self {
+            dir,
+            store: parts.store,
+            server,
+            maker: parts.maker,
+            device: parts.device,
+            origin: parts.origin,
             now,
             strangers: AtomicUsize::new(0),
         }

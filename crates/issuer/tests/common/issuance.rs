@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, ChallengeType, DeviceAttestation, ExternalAccountKey, Identifier,
+    NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
@@ -54,7 +54,18 @@ impl Subject {
 
 /// Creates the account of the EAB key `kid` (a new HTTPS connection pool of its own).
 pub async fn new_account(tls_root: &Path, directory: &str, kid: &str) -> BoxResult<Account> {
-    let (account, _) = Account::builder_with_root(tls_root)?
+    Ok(create_account(tls_root, directory, kid, HMAC).await?.0)
+}
+
+/// newAccount with the EAB key `kid`/`hmac`, trusting `tls_root` for HTTPS: the account and
+/// its credentials, or the server's refusal.
+pub async fn create_account(
+    tls_root: &Path,
+    directory: &str,
+    kid: &str,
+    hmac: &[u8],
+) -> Result<(Account, AccountCredentials), instant_acme::Error> {
+    Account::builder_with_root(tls_root)?
         .create(
             &NewAccount {
                 contact: &[],
@@ -62,10 +73,9 @@ pub async fn new_account(tls_root: &Path, directory: &str, kid: &str) -> BoxResu
                 only_return_existing: false,
             },
             directory.to_owned(),
-            Some(&ExternalAccountKey::new(kid.into(), HMAC)),
+            Some(&ExternalAccountKey::new(kid.into(), hmac)),
         )
-        .await?;
-    Ok(account)
+        .await
 }
 
 /// No sleep before polling: the challenge answer is synchronous, so the first poll sees ready.
