@@ -126,7 +126,13 @@ def provisioned(c, mtu):
         c.expect(got_mtu.isdigit() and int(got_mtu) > 23, f"the device's session MTU is {got_mtu or 'unknown'}")
     steps = ", ".join(f"{s.get('step')} {s.get('ms')}" for s in p.get("steps", []))
     return (f"{p.get('name')} provisioned at ATT MTU {got_mtu}, issuer order valid, device binding, "
-            f"fetch 200 with CORS; connect_attempts={p.get('connect_attempts')}; steps (ms): {steps}")
+            f"fetch 200 with CORS; connect_attempts={p.get('connect_attempts')}{rescans(c)}; steps (ms): {steps}")
+
+
+def rescans(c):
+    """The driver's chooser rescans (driver.js clickUntilListed), when there were any."""
+    n = (c.r.get("chooser") or {}).get("rescans") or 0
+    return f"; chooser rescans={n}" if n else ""
 
 
 def cancelled(c):
@@ -142,7 +148,7 @@ def cancelled(c):
     c.expect(c.backend("POST") == [], f"the page called the backend: {c.backend('POST')}")
     c.expect("BLE session started" not in c.text("device.log"), "the device saw a BLE session")
     c.nothing_changed()
-    return f"page error {err.get('name')}/{err.get('code')}: {err.get('message')}; no backend call, no order, no binding"
+    return f"page error {err.get('name')}/{err.get('code')}: {err.get('message')}; no backend call, no order, no binding{rescans(c)}"
 
 
 def foreign_origin(c, evil):
@@ -159,7 +165,7 @@ def foreign_origin(c, evil):
     c.expect([s.get("step") for s in c.page.get("steps", [])][-2:] == ["info", "flow"], f"steps {c.page.get('steps')}")
     c.expect("BLE session started" in c.text("device.log"), "the device saw no BLE session")
     c.nothing_changed()
-    return f"backend answered {refused[0]['status'] if refused else '?'} forbidden_origin to {evil}; page error {err.get('name')}/{err.get('code')}"
+    return f"backend answered {refused[0]['status'] if refused else '?'} forbidden_origin to {evil}; page error {err.get('name')}/{err.get('code')}{rescans(c)}"
 
 
 def main():

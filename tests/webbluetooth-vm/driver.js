@@ -66,6 +66,7 @@ function answerChooser(cdp, record) {
   cdp.on('DeviceAccess.deviceRequestPrompted', async (ev) => {
     record.prompts.push({ at_ms: Date.now() - record.t_click, devices: ev.devices });
     say(`chooser ${ev.id}: ${JSON.stringify(ev.devices)}`);
+    record.last_prompt = ev.id;
     if (answered) return;
     const dev = ev.devices.find((d) => (d.name || '').includes(WANT));
     if (!dev) return;
@@ -85,6 +86,28 @@ function answerChooser(cdp, record) {
       answered = false;
     }
   });
+}
+
+// A user whose chooser stays empty cancels it and clicks again (Chromium's desktop chooser has a
+// "Re-scan" button; CDP's DeviceAccess has none). Seen once in CI: Chromium's scan never saw the
+// device in 240 s, where it sees it within a second otherwise. Each rescan is counted in
+// result.json (chooser.rescans) and in the case's line; the first scan's prompts stay recorded.
+const RESCAN_MS = Number(env('RESCAN_MS', '20000'));
+const MAX_RESCANS = 2;
+
+async function clickUntilListed(page, cdp, record) {
+  record.rescans = 0;
+  for (;;) {
+    await page.click(BUTTON, { timeout: 10000 });
+    say(`clicked ${BUTTON}`);
+    const limit = Date.now() + RESCAN_MS;
+    while (!record.device && Date.now() < limit) await sleep(100);
+    if (record.device || record.rescans >= MAX_RESCANS) return;
+    record.rescans += 1;
+    say(`chooser: no ${WANT} listed in ${RESCAN_MS} ms: cancel and click again (rescan ${record.rescans})`);
+    await cdp.send('DeviceAccess.cancelPrompt', { id: record.last_prompt }).catch((e) => say(`cancelPrompt: ${e.message}`));
+    await page.waitForFunction(() => document.title === 'FAIL', null, { timeout: 10000, polling: 100 });
+  }
 }
 
 // Every answer of the backend and every request to a device (.local), for check.py.
@@ -151,8 +174,7 @@ function recordNetwork(page, out) {
     out.timings.ready_ms = Date.now() - tGoto;
     if ((await page.title()) !== 'READY') throw new Error(`page not READY: ${await page.textContent('body')}`);
     out.chooser.t_click = Date.now();
-    await page.click(BUTTON, { timeout: 10000 });
-    say(`clicked ${BUTTON}`);
+    await clickUntilListed(page, cdp, out.chooser);
     let title;
     try {
       await page.waitForFunction(() => document.title === 'DONE' || document.title === 'FAIL', null, {

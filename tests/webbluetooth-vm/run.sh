@@ -265,6 +265,13 @@ since() { # since FILE LINES-FILE: the lines of FILE after the count in LINES-FI
     tail -n "+$(($(cat "$2") + 1))" "$1" 2>/dev/null
 }
 
+discovery_log() { # the guest's view of the scan, for a failed case or one that needed a rescan
+    echo "----- bluetoothd: discovery and advertising (last 12 lines)"
+    grep -E 'adapter\.c:.*(discover|found)|advertising\.c' "$VMLOGS/bluetoothd.log" 2>/dev/null | tail -n 12
+    echo "----- D-Bus: Chromium's discovery calls (last 8)"
+    grep -E 'member=(StartDiscovery|StopDiscovery|SetDiscoveryFilter)' "$VMLOGS/dbus-monitor.log" 2>/dev/null | tail -n 8
+}
+
 run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
     local case=$1 dir=$OUT/cases/$1 t=$SECONDS url chooser=select button=#provision rc verdict line serve=
     mkdir -p "$dir"
@@ -299,6 +306,7 @@ run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
             [ -s "$dir/$f" ] && { echo "----- $f (last 30 lines)"; tail -n 30 "$dir/$f"; }
         done
     fi
+    if [ $rc != 0 ] || grep -q 'chooser rescans=' <<<"$verdict"; then discovery_log; fi
     echo "$line"
     summary+=("$line")
     return $rc
