@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use localcert_proto::name::LocalName;
+use localcert_rp::star::Canceled;
 use localcert_rp::{AcmeAccount, Backend, Config, TokenAuth};
 
 use crate::Exit;
@@ -22,6 +23,8 @@ pub(crate) enum Command {
     /// Cancel the STAR delegations for NAME at the issuer (RFC 8739 §2.3), with the origin's
     /// ACME account from rp.toml: the device's next renewal fetch finds the delegation ended
     /// and it serves its certificate until it expires. Every user's delegation for the name.
+    /// Exit 0 also when it was cancelled already; 1 for a name the account never ordered or
+    /// one with one-off certificates only; 5 when the issuer refuses or cannot be reached.
     CancelStar {
         /// The configuration file of the origin's backend (its account file is used).
         #[arg(long)]
@@ -42,25 +45,50 @@ pub(crate) async fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 async fn cancel_star(path: &std::path::Path, name: &str, json: bool) -> anyhow::Result<()> {
-    let name = LocalName::parse(name).with_context(|| format!("{name} is not a .local name"))?;
+    let name = LocalName::parse(name).with_context(|| format!("{name:?} is not a .local name"))?;
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
+    // The delegation belongs to the account that ordered it: never make a new one here (the
+    // issuer would bind it to the EAB key, and it would hold no order anyway).
+    if let Some(file) = config.acme.account_file.as_deref().filter(|f| !f.exists()) {
+        bail!(
+            "{}: no ACME account file, so this origin's backend has ordered nothing yet and has no STAR delegation to cancel",
+            file.display()
+        );
+    }
+    let directory = config.acme.directory_url.clone();
+    let issuer = |e: localcert_rp::FlowError| {
+        Exit::with(
+            Exit::ISSUER,
+            anyhow!(e).context(format!("the issuer at {directory}")),
+        )
+    };
     let account = AcmeAccount::new(config.acme.clone());
-    let issuer = |e: localcert_rp::FlowError| Exit::with(Exit::ISSUER, anyhow!(e));
     let key = account.key().await.map_err(issuer)?;
-    let canceled = localcert_rp::star::cancel_star(account.settings(), key, &name, None)
+    let report = localcert_rp::star::cancel_star(account.settings(), key, &name, None)
         .await
         .map_err(issuer)?;
+    if report.canceled.is_empty() && report.already_ended == 0 {
+        bail!(match report.one_off {
+            0 => format!(
+                "this origin's account has no order for {name}: check the name (`localcert ua list` shows the device's names)"
+            ),
+            n => format!(
+                "{name} has no STAR delegation: its {n} certificate(s) from this origin are one-off and expire on their own (`localcert ua remove` removes the binding)"
+            ),
+        });
+    }
     if json {
-        let canceled: Vec<_> = canceled
-            .iter()
-            .map(|c| serde_json::json!({"order": c.order, "star_certificate": c.star_certificate}))
-            .collect();
-        let out = serde_json::json!({"name": name.as_str(), "canceled": canceled});
+        let canceled: Vec<_> = report.canceled.iter().map(Canceled::to_json).collect();
+        let out = serde_json::json!({
+            "name": name.as_str(),
+            "canceled": canceled,
+            "already_canceled": report.already_ended,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else if canceled.is_empty() {
-        println!("no live STAR delegation for {name}: nothing cancelled");
+    } else if report.canceled.is_empty() {
+        println!("the STAR delegation for {name} was cancelled already: nothing to do");
     } else {
-        for c in &canceled {
+        for c in &report.canceled {
             println!(
                 "cancelled {} (STAR certificate {})",
                 c.order,

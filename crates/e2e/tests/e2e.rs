@@ -15,48 +15,17 @@ use hyper_util::rt::TokioIo;
 use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
 use localcert_issuer::store::Store;
 use localcert_proto::origin::Origin;
-use localcert_ua::LinkProfile;
-use localcert_ua::provision::{self, Outcome, Progress, ProvisionError, Step};
-use localcert_ua::verify::{self, CheckError, Expectation};
+use localcert_ua::provision::{Outcome, ProvisionError, Step};
+use localcert_ua::verify::{self, CheckError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
-struct Quiet;
-
-impl Progress for Quiet {
-    fn start(&mut self, _: Step) {}
-    fn done(&mut self, _: Step, _: &str) {}
-}
-
-async fn provision(
-    world: &World,
-    plan: &localcert_ua::provision::Plan,
-) -> Result<Outcome, ProvisionError> {
-    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
-    let resolver = world.resolver_for_device();
-    provision::provision(plan, &mut connector, &resolver, &mut Quiet)
-        .await
-        .map(|(outcome, _)| outcome)
-}
-
-fn expectation(world: &World, outcome: &Outcome, origin: &str) -> Expectation {
-    Expectation {
-        name: outcome.name.clone(),
-        origin: Origin::parse(origin).unwrap(),
-        issuer_roots: vec![world.issuer_root.clone()],
-        pinned_spki: Some(outcome.spki.clone()),
-        user_handle: None,
-        path: "/".into(),
-        crls: vec![],
-    }
-}
-
 #[tokio::test]
 async fn a_second_origin_gets_its_own_name_certificate_and_cors() {
     let world = World::start().await;
-    let first = provision(&world, &world.plan()).await.unwrap();
-    let second = provision(&world, &world.plan2()).await.unwrap();
+    let first = world.provision(&world.plan()).await.unwrap();
+    let second = world.provision(&world.plan2()).await.unwrap();
     assert_ne!(first.name, second.name);
     assert_ne!(first.fingerprint, second.fingerprint);
     assert_ne!(first.spki, second.spki, "a key per binding");
@@ -64,20 +33,16 @@ async fn a_second_origin_gets_its_own_name_certificate_and_cors() {
     assert_eq!(world.agent.with_device(|d| d.bindings().len()), 2);
 
     // Both names are served side by side, each only for its own origin.
-    verify::check(first.endpoint, &expectation(&world, &first, common::ORIGIN))
+    verify::check(first.endpoint, &world.expectation(&first, common::ORIGIN))
         .await
         .unwrap();
     verify::check(
         second.endpoint,
-        &expectation(&world, &second, common::ORIGIN2),
+        &world.expectation(&second, common::ORIGIN2),
     )
     .await
     .unwrap();
-    let crossed = verify::check(
-        second.endpoint,
-        &expectation(&world, &second, common::ORIGIN),
-    )
-    .await;
+    let crossed = verify::check(second.endpoint, &world.expectation(&second, common::ORIGIN)).await;
     assert!(
         matches!(
             crossed,
@@ -153,7 +118,7 @@ async fn star_renewal_swaps_the_certificate_under_an_open_connection_and_cancel_
     let world = World::start().await;
     let mut plan = world.plan();
     plan.star = true;
-    let outcome = provision(&world, &plan).await.unwrap();
+    let outcome = world.provision(&plan).await.unwrap();
     let origin = Origin::parse(common::ORIGIN).unwrap();
     let star_url = world
         .agent
@@ -198,7 +163,7 @@ async fn star_renewal_swaps_the_certificate_under_an_open_connection_and_cancel_
     assert_eq!(second_leaf, chain[0]);
     let report = verify::check(
         outcome.endpoint,
-        &expectation(&world, &outcome, common::ORIGIN),
+        &world.expectation(&outcome, common::ORIGIN),
     )
     .await
     .unwrap();
@@ -221,7 +186,7 @@ async fn star_renewal_swaps_the_certificate_under_an_open_connection_and_cancel_
     );
     verify::check(
         outcome.endpoint,
-        &expectation(&world, &outcome, common::ORIGIN),
+        &world.expectation(&outcome, common::ORIGIN),
     )
     .await
     .unwrap();
@@ -233,7 +198,7 @@ async fn a_cloned_device_from_a_revoked_batch_is_refused() {
         CertificateDer::from_pem_file(common::fixtures().join("manufacturer/batch-001.pem"))
             .unwrap();
     let world = World::start_with_revoked(vec![Sha256::digest(batch.as_ref()).into()]).await;
-    let error = provision(&world, &world.plan()).await.unwrap_err();
+    let error = world.provision(&world.plan()).await.unwrap_err();
     let ProvisionError::Issuer { step, reason } = &error else {
         panic!("{error}")
     };

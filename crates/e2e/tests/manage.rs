@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::{Duration, SystemTime};
+
 use common::World;
 use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
 use localcert_issuer::store::Store;
@@ -14,50 +16,18 @@ use localcert_rp::star::cancel_star;
 use localcert_rp::{AcmeAccount, AcmeSettings, Eab};
 use localcert_ua::LinkProfile;
 use localcert_ua::manage::{self, ManageError, Removed};
-use localcert_ua::provision::{self, Outcome, Plan, Progress, Step};
-use localcert_ua::verify::{self, CheckError, Expectation};
+use localcert_ua::provision::Plan;
+use localcert_ua::verify::{self, CheckError};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-
-struct Quiet;
-
-impl Progress for Quiet {
-    fn start(&mut self, _: Step) {}
-    fn done(&mut self, _: Step, _: &str) {}
-}
-
-async fn provision(world: &World, plan: &Plan) -> Outcome {
-    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
-    provision::provision(
-        plan,
-        &mut connector,
-        &world.resolver_for_device(),
-        &mut Quiet,
-    )
-    .await
-    .unwrap()
-    .0
-}
-
-fn expectation(world: &World, outcome: &Outcome, origin: &str) -> Expectation {
-    Expectation {
-        name: outcome.name.clone(),
-        origin: Origin::parse(origin).unwrap(),
-        issuer_roots: vec![world.issuer_root.clone()],
-        pinned_spki: Some(outcome.spki.clone()),
-        user_handle: None,
-        path: "/".into(),
-        crls: vec![],
-    }
-}
 
 #[tokio::test]
 async fn list_remove_list_and_provision_again() {
     let world = World::start().await;
-    let first = provision(&world, &world.plan()).await;
+    let first = world.provision(&world.plan()).await.unwrap();
     let mut star_plan = world.plan2();
     star_plan.star = true;
-    let second = provision(&world, &star_plan).await;
+    let second = world.provision(&star_plan).await.unwrap();
     let mut connector = world.connector(LinkProfile::MTU23_30MS_1M, None);
 
     let listed = manage::list(&mut connector).await.unwrap();
@@ -94,11 +64,11 @@ async fn list_remove_list_and_provision_again() {
     // The removed name is no longer served; the other one is.
     let gone = verify::check(
         second.endpoint,
-        &expectation(&world, &second, common::ORIGIN2),
+        &world.expectation(&second, common::ORIGIN2),
     )
     .await;
     assert!(matches!(gone, Err(CheckError::Tls { .. })), "{gone:?}");
-    verify::check(first.endpoint, &expectation(&world, &first, common::ORIGIN))
+    verify::check(first.endpoint, &world.expectation(&first, common::ORIGIN))
         .await
         .unwrap();
 
@@ -117,7 +87,7 @@ async fn list_remove_list_and_provision_again() {
     assert_eq!(manage::list(&mut connector).await.unwrap().len(), 1);
 
     // Provisioned again, it is listed again with a new certificate.
-    let third = provision(&world, &world.plan2()).await;
+    let third = world.provision(&world.plan2()).await.unwrap();
     assert_eq!(third.name, second.name);
     assert_ne!(third.fingerprint, second.fingerprint);
     let listed = manage::list(&mut connector).await.unwrap();
@@ -149,7 +119,7 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
     let world = World::start().await;
     let mut plan = world.plan();
     plan.star = true;
-    let outcome = provision(&world, &plan).await;
+    let outcome = world.provision(&plan).await.unwrap();
     let star_url = world
         .agent
         .with_device(|d| d.bindings()[0].star_url.clone())
@@ -165,6 +135,9 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
         fetcher.fetch(&star_url).await.unwrap(),
         Fetched::Chain(_)
     ));
+    // Past half of the certificate's day, the issuer renews a live delegation.
+    let later = SystemTime::now() + Duration::from_secs(13 * 3600);
+    assert_eq!(world.server.renew_due(later).unwrap(), 1);
 
     let account = origin_account(&plan);
     let key = account.key().await.unwrap();
@@ -172,7 +145,7 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
     let theirs = cancel_star(account.settings(), key, &outcome.name, Some(b"user-2"))
         .await
         .unwrap();
-    assert!(theirs.is_empty());
+    assert!(theirs.canceled.is_empty());
     assert!(matches!(
         fetcher.fetch(&star_url).await.unwrap(),
         Fetched::Chain(_)
@@ -182,13 +155,17 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
     // {"status": "canceled"} to the order, and the device's next fetch says it ended.
     let canceled = cancel_star(account.settings(), key, &outcome.name, Some(b"user-1"))
         .await
-        .unwrap();
+        .unwrap()
+        .canceled;
     assert_eq!(canceled.len(), 1, "{canceled:?}");
     assert_eq!(
         canceled[0].star_certificate.as_deref(),
         Some(star_url.as_str())
     );
     assert_eq!(fetcher.fetch(&star_url).await.unwrap(), Fetched::Ended);
+    // The issuer renews it no more, even when a live one would be due again.
+    let due_again = later + Duration::from_secs(2 * 86_400);
+    assert_eq!(world.server.renew_due(due_again).unwrap(), 0);
     let order_id = canceled[0].order.rsplit('/').next().unwrap();
     let audit = world.store.audit_log(1000).unwrap();
     assert!(
@@ -198,16 +175,14 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
         "the issuer's audit log records the cancel"
     );
 
-    // Cancelling again finds nothing live; a name with no STAR order neither.
+    // Cancelling again finds it ended already; a name the account never ordered, nothing.
     let again = cancel_star(account.settings(), key, &outcome.name, None)
         .await
         .unwrap();
-    assert!(again.is_empty());
+    assert_eq!((again.canceled.len(), again.already_ended), (0, 1));
     let other = world.name_for(common::ORIGIN2);
-    assert!(
-        cancel_star(account.settings(), key, &other, None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let unknown = cancel_star(account.settings(), key, &other, None)
+        .await
+        .unwrap();
+    assert_eq!(unknown, Default::default());
 }

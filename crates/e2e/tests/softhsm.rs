@@ -23,17 +23,7 @@ use localcert_device::presence::AutoApprove;
 use localcert_device::signer::KeySigner;
 use localcert_device::store::DirStore;
 use localcert_device::{DeviceBuilder, pki};
-use localcert_proto::origin::Origin;
-use localcert_ua::LinkProfile;
-use localcert_ua::provision::{self, Outcome, Progress, Step};
-use localcert_ua::verify::{self, Expectation};
-
-struct Quiet;
-
-impl Progress for Quiet {
-    fn start(&mut self, _: Step) {}
-    fn done(&mut self, _: Step, _: &str) {}
-}
+use localcert_ua::verify;
 
 /// What run.sh hands over.
 struct TokenEnv {
@@ -69,15 +59,6 @@ impl TokenEnv {
         })
         .unwrap()
     }
-}
-
-async fn provision(world: &World) -> Outcome {
-    let mut connector = world.connector(LinkProfile::MTU247_15MS_2M, None);
-    let resolver = world.resolver_for_device();
-    provision::provision(&world.plan(), &mut connector, &resolver, &mut Quiet)
-        .await
-        .map(|(outcome, _)| outcome)
-        .unwrap()
 }
 
 fn token_id(key: &DeviceKey) -> String {
@@ -125,19 +106,11 @@ async fn keys_in_the_token_provision_serve_and_never_leave_it() {
 
     // A whole provisioning: ATTEST signs with the token's attestation key, the TLS key and its
     // CSR are made in the token, INSTALL stores a handle, HTTPS signs in the token.
-    let first = provision(&world).await;
+    let first = world.provision(&world.plan()).await.unwrap();
     let binding = world.agent.with_device(|d| d.bindings()[0].clone());
     let tls_id = token_id(&binding.key);
     assert_eq!(keys::spki(keys.as_ref(), &binding.key).unwrap(), first.spki);
-    let expectation = Expectation {
-        name: first.name.clone(),
-        origin: Origin::parse(common::ORIGIN).unwrap(),
-        issuer_roots: vec![world.issuer_root.clone()],
-        pinned_spki: Some(first.spki.clone()),
-        user_handle: None,
-        path: "/".into(),
-        crls: vec![],
-    };
+    let expectation = world.expectation(&first, common::ORIGIN);
     let report = verify::check(first.endpoint, &expectation).await.unwrap();
     assert_eq!(report.fingerprint, binding.fingerprint());
     assert_eq!(report.fingerprint, first.fingerprint);
@@ -167,7 +140,7 @@ async fn keys_in_the_token_provision_serve_and_never_leave_it() {
 
     // Provisioning the origin again makes a new key and deletes the one it replaces; the
     // token keeps one TLS key per binding.
-    let second = provision(&world).await;
+    let second = world.provision(&world.plan()).await.unwrap();
     assert_ne!(second.spki, first.spki);
     let binding = world.agent.with_device(|d| d.bindings()[0].clone());
     let ids: Vec<String> = token

@@ -27,6 +27,7 @@ use crate::auth::UserAuth;
 use crate::config::{Config, Limits};
 use crate::error::FlowError;
 use crate::flow::{Flow, FlowParams};
+use crate::star::Canceled;
 use crate::statics;
 use crate::table::{FlowTable, TableError};
 
@@ -486,17 +487,14 @@ async fn cancel_star(backend: &Backend, user: Vec<u8>, body: &[u8]) -> Result<Re
     let name =
         LocalName::parse(&request.name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
     let key = backend.account.key().await?;
-    let canceled =
+    let report =
         crate::star::cancel_star(backend.account.settings(), key, &name, Some(&user)).await?;
-    if canceled.is_empty() {
+    if report.canceled.is_empty() {
         return Err(ApiError::not_found(format!(
             "no live STAR delegation of this user for {name}"
         )));
     }
-    let canceled: Vec<Value> = canceled
-        .iter()
-        .map(|c| json!({"order": c.order, "star_certificate": c.star_certificate}))
-        .collect();
+    let canceled: Vec<Value> = report.canceled.iter().map(Canceled::to_json).collect();
     let body = json!({"name": name.as_str(), "canceled": canceled});
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

@@ -102,6 +102,38 @@ pub struct Canceled {
     pub star_certificate: Option<String>,
 }
 
+impl Canceled {
+    /// The JSON form the API and the CLI print.
+    pub fn to_json(&self) -> Value {
+        json!({"order": self.order, "star_certificate": self.star_certificate})
+    }
+}
+
+/// What one cancel found among the account's orders for the name: an operator can tell a
+/// wrong name (nothing at all) from a one-off certificate and from a delegation ended before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CancelReport {
+    /// The live delegations cancelled by this call.
+    pub canceled: Vec<Canceled>,
+    /// STAR orders for the name that had ended before (cancelled or failed).
+    pub already_ended: usize,
+    /// Orders for the name without auto-renewal: one-off certificates, nothing to cancel.
+    pub one_off: usize,
+}
+
+/// What an order of the account is to a cancel for one name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OrderKind {
+    /// It does not name the name.
+    Other,
+    /// A one-off certificate for the name.
+    OneOff,
+    /// A STAR order for the name, cancelled or failed already.
+    EndedStar,
+    /// A STAR order for the name that the issuer still renews (or will issue).
+    LiveStar,
+}
+
 struct Answer {
     status: u16,
     nonce: Option<String>,
@@ -179,13 +211,13 @@ impl Session<'_> {
 
 /// Cancels every live STAR delegation of the account for `name`; with `user`, only those whose
 /// certificate is bound to that user handle (SPEC §8.4). Returns what was cancelled (possibly
-/// nothing).
+/// nothing) and what else the account holds for the name.
 pub async fn cancel_star(
     settings: &AcmeSettings,
     key: &AccountKey,
     name: &LocalName,
     user: Option<&[u8]>,
-) -> Result<Vec<Canceled>, FlowError> {
+) -> Result<CancelReport, FlowError> {
     let mut session = Session {
         tls: tls_config(settings)?,
         key,
@@ -209,11 +241,20 @@ pub async fn cancel_star(
             orders.len()
         )));
     }
-    let mut canceled = vec![];
+    let mut report = CancelReport::default();
     for url in orders {
         let order = session.post_ok(&url, None).await?.json()?;
-        if !is_live_star_order_for(&order, name) {
-            continue;
+        match kind_of(&order, name) {
+            OrderKind::Other => continue,
+            OrderKind::OneOff => {
+                report.one_off += 1;
+                continue;
+            }
+            OrderKind::EndedStar => {
+                report.already_ended += 1;
+                continue;
+            }
+            OrderKind::LiveStar => {}
         }
         let star_certificate = order["star-certificate"].as_str().map(str::to_owned);
         if let Some(user) = user {
@@ -236,22 +277,27 @@ pub async fn cancel_star(
             )));
         }
         tracing::info!(order = %url, %name, "STAR delegation cancelled");
-        canceled.push(Canceled {
+        report.canceled.push(Canceled {
             order: url,
             star_certificate,
         });
     }
-    Ok(canceled)
+    Ok(report)
 }
 
-/// An order with `auto-renewal` for `name` that is not cancelled (or failed) already.
-fn is_live_star_order_for(order: &Value, name: &LocalName) -> bool {
+/// Whether an order names `name`, has `auto-renewal`, and is cancelled (or failed) already.
+fn kind_of(order: &Value, name: &LocalName) -> OrderKind {
     let names_it = order["identifiers"].as_array().is_some_and(|ids| {
         ids.iter()
             .any(|i| i["type"] == "dns" && i["value"].as_str() == Some(name.as_str()))
     });
-    let live = !matches!(order["status"].as_str(), Some("canceled" | "invalid"));
-    names_it && live && order.get("auto-renewal").is_some()
+    let ended = matches!(order["status"].as_str(), Some("canceled" | "invalid"));
+    match (names_it, order.get("auto-renewal").is_some(), ended) {
+        (false, _, _) => OrderKind::Other,
+        (true, false, _) => OrderKind::OneOff,
+        (true, true, true) => OrderKind::EndedStar,
+        (true, true, false) => OrderKind::LiveStar,
+    }
 }
 
 /// Whether the first certificate of a PEM chain is bound to `user` (by the profile parser).
@@ -367,31 +413,27 @@ mod tests {
     }
 
     #[test]
-    fn which_orders_are_live_star_orders_for_the_name() {
+    fn each_order_is_sorted_by_name_star_and_status() {
         let name = LocalName::parse("tv-vod-example-com-hp65xr-f1jk.local").unwrap();
         let other = "tv-app-test-8443-abcdef-f1jk.local";
-        assert!(is_live_star_order_for(
-            &order("valid", name.as_str(), true),
-            &name
-        ));
-        assert!(is_live_star_order_for(
-            &order("pending", name.as_str(), true),
-            &name
-        ));
-        assert!(!is_live_star_order_for(
-            &order("valid", name.as_str(), false),
-            &name
-        ));
-        assert!(!is_live_star_order_for(
-            &order("canceled", name.as_str(), true),
-            &name
-        ));
-        assert!(!is_live_star_order_for(
-            &order("invalid", name.as_str(), true),
-            &name
-        ));
-        assert!(!is_live_star_order_for(&order("valid", other, true), &name));
-        assert!(!is_live_star_order_for(&json!({"auto-renewal": {}}), &name));
+        for (status, star, kind) in [
+            ("valid", true, OrderKind::LiveStar),
+            ("pending", true, OrderKind::LiveStar),
+            ("valid", false, OrderKind::OneOff),
+            ("canceled", true, OrderKind::EndedStar),
+            ("invalid", true, OrderKind::EndedStar),
+        ] {
+            let order = order(status, name.as_str(), star);
+            assert_eq!(kind_of(&order, &name), kind, "{order}");
+        }
+        assert_eq!(
+            kind_of(&order("valid", other, true), &name),
+            OrderKind::Other
+        );
+        assert_eq!(
+            kind_of(&json!({"auto-renewal": {}}), &name),
+            OrderKind::Other
+        );
     }
 
     #[test]

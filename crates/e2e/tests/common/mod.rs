@@ -30,9 +30,10 @@ use localcert_proto::message::CorsPolicy;
 use localcert_proto::name::LocalName;
 use localcert_proto::origin::Origin;
 use localcert_ua::LinkProfile;
-use localcert_ua::provision::Plan;
+use localcert_ua::provision::{self, Outcome, Plan, Progress, ProvisionError, Step};
 use localcert_ua::resolve::StaticResolver;
 use localcert_ua::sim::SimConnector;
+use localcert_ua::verify::Expectation;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -233,6 +234,42 @@ impl World {
             );
         }
         r
+    }
+}
+
+/// A provisioning's progress, not reported.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&mut self, _: Step) {}
+    fn done(&mut self, _: Step, _: &str) {}
+}
+
+impl World {
+    /// One provisioning over the in-memory link (MTU 247), the device's names on loopback.
+    pub async fn provision(&self, plan: &Plan) -> Result<Outcome, ProvisionError> {
+        let mut connector = self.connector(LinkProfile::MTU247_15MS_2M, None);
+        provision::provision(
+            plan,
+            &mut connector,
+            &self.resolver_for_device(),
+            &mut Quiet,
+        )
+        .await
+        .map(|(outcome, _)| outcome)
+    }
+
+    /// What `origin`'s page expects of the endpoint `outcome` installed.
+    pub fn expectation(&self, outcome: &Outcome, origin: &str) -> Expectation {
+        Expectation {
+            name: outcome.name.clone(),
+            origin: Origin::parse(origin).unwrap(),
+            issuer_roots: vec![self.issuer_root.clone()],
+            pinned_spki: Some(outcome.spki.clone()),
+            user_handle: None,
+            path: "/".into(),
+            crls: vec![],
+        }
     }
 }
 
