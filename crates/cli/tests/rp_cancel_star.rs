@@ -12,9 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::World;
-use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use localcert_device::star::{Fetched, StarFetch};
 use serde_json::Value;
 
 /// What one run of the binary printed.
@@ -67,11 +65,17 @@ fn rp_toml(world: &World, account_file: &Path, directory: &str) -> PathBuf {
     path
 }
 
-fn star_fetcher(world: &World) -> HttpsFetcher {
-    let root = CertificateDer::from_pem_file(&world.tls_root).unwrap();
-    HttpsFetcher::new(&[root.as_ref().to_vec()])
-        .unwrap()
-        .resolve_to(world.issuer_addr)
+/// The run was refused with exit `code` and an error line containing `says`; stdout empty.
+#[track_caller]
+fn refused(run: &Run, code: i32, says: &str) {
+    assert_eq!(run.code, Some(code), "{}", run.stderr);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(says),
+        "{} does not say {says}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,56 +87,30 @@ async fn cancels_a_star_delegation_says_so_and_refuses_what_it_cannot_cancel() {
 
     // No account file yet: refused, and no account is made for it.
     let run = cancel_star(&config, &["tv.local"]).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("no ACME account file"),
-        "{}",
-        run.stderr
-    );
+    refused(&run, 1, "no ACME account file");
     assert!(!account.exists());
 
     // A one-off certificate for the name: nothing to cancel, said so.
     let one_off = world.provision(&plan).await.unwrap();
     let name = one_off.name.as_str();
     let run = cancel_star(&config, &[name]).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "{name} has no STAR delegation: its 1 certificate(s)"
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let says = format!("{name} has no STAR delegation: its 1 certificate(s)");
+    refused(&run, 1, &says);
 
     // Not a .local name; a name this origin's account never ordered.
     let run = cancel_star(&config, &["vod.example.com"]).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("\"vod.example.com\" is not a .local name"),
-        "{}",
-        run.stderr
-    );
+    refused(&run, 1, "\"vod.example.com\" is not a .local name");
     let unknown = world.name_for(common::ORIGIN2);
     let run = cancel_star(&config, &[unknown.as_str()]).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains(&format!("this origin's account has no order for {unknown}")),
-        "{}",
-        run.stderr
-    );
+    let says = format!("this origin's account has no order for {unknown}");
+    refused(&run, 1, &says);
 
     // A STAR delegation: cancelled, as JSON; the device's next fetch finds it ended.
     let mut star_plan = world.plan();
     star_plan.star = true;
     world.provision(&star_plan).await.unwrap();
-    let star_url = world
-        .agent
-        .with_device(|d| d.bindings()[0].star_url.clone())
-        .expect("a STAR binding");
-    let fetcher = star_fetcher(&world);
+    let star_url = world.star_url();
+    let fetcher = world.star_fetcher();
     assert!(matches!(
         fetcher.fetch(&star_url).await.unwrap(),
         Fetched::Chain(_)
@@ -162,20 +140,12 @@ async fn cancels_a_star_delegation_says_so_and_refuses_what_it_cannot_cancel() {
     );
     let run = cancel_star(&config, &[name, "--json"]).await;
     let out: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(
-        (
-            out["canceled"].as_array().unwrap().len(),
-            &out["already_canceled"]
-        ),
-        (0, &Value::from(1))
-    );
+    assert_eq!(out["canceled"], Value::Array(vec![]));
+    assert_eq!(out["already_canceled"], 1);
 
     // Another delegation, cancelled in words: the order and the URL the device follows.
     world.provision(&star_plan).await.unwrap();
-    let star_url = world
-        .agent
-        .with_device(|d| d.bindings()[0].star_url.clone());
-    let star_url = star_url.expect("a STAR binding");
+    let star_url = world.star_url();
     let run = cancel_star(&config, &[name]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -192,15 +162,9 @@ async fn cancels_a_star_delegation_says_so_and_refuses_what_it_cannot_cancel() {
     );
     assert_eq!(fetcher.fetch(&star_url).await.unwrap(), Fetched::Ended);
 
-    // The issuer down (nothing listens on the directory's port): exit 5, which issuer.
+    // The issuer down (nothing listens on the directory's port): exit 5, naming the issuer.
     let down = "https://localhost:1/acme/directory";
     let config = rp_toml(&world, &account, down);
     let run = cancel_star(&config, &[name]).await;
-    assert_eq!(run.code, Some(5), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .starts_with(&format!("error: the issuer at {down}: issuer: ")),
-        "{}",
-        run.stderr
-    );
+    refused(&run, 5, &format!("error: the issuer at {down}: issuer: "));
 }

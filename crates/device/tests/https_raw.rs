@@ -41,32 +41,26 @@ impl Raw {
 fn responses(mut bytes: &[u8]) -> Vec<Raw> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(bytes)));
-        let head = std::str::from_utf8(&bytes[..end]).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .map(|l| {
-                let (n, v) = l.split_once(':').unwrap();
-                (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_len) = response.parse(bytes).unwrap() else {
+            panic!("no end of head in {:?}", String::from_utf8_lossy(bytes));
+        };
+        let status = response.code.unwrap();
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|h| {
+                let value = std::str::from_utf8(h.value).unwrap();
+                (h.name.to_ascii_lowercase(), value.to_owned())
             })
             .collect();
         let length: usize = headers
             .iter()
             .find(|(n, _)| n == "content-length")
             .map_or(0, |(_, v)| v.parse().unwrap());
-        assert!(bytes.len() >= end + 4 + length, "a body cut short");
-        bytes = &bytes[end + 4 + length..];
+        assert!(bytes.len() >= head_len + length, "a body cut short");
+        bytes = &bytes[head_len + length..];
         out.push(Raw {
             status,
             headers,

@@ -12,7 +12,7 @@ use common::World;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
+use localcert_device::star::{Fetched, StarFetch};
 use localcert_issuer::store::Store;
 use localcert_proto::origin::Origin;
 use localcert_ua::provision::{Outcome, ProvisionError, Step};
@@ -120,10 +120,7 @@ async fn star_renewal_swaps_the_certificate_under_an_open_connection_and_cancel_
     plan.star = true;
     let outcome = world.provision(&plan).await.unwrap();
     let origin = Origin::parse(common::ORIGIN).unwrap();
-    let star_url = world
-        .agent
-        .with_device(|d| d.bindings()[0].star_url.clone())
-        .expect("STAR binding");
+    let star_url = world.star_url();
 
     let (mut kept, first_leaf) = open_connection(&world, &outcome).await;
     assert_eq!(
@@ -139,13 +136,7 @@ async fn star_renewal_swaps_the_certificate_under_an_open_connection_and_cancel_
         .renew_due_ahead(SystemTime::now(), Duration::from_secs(2 * 86_400))
         .unwrap();
     assert_eq!(renewed, 1);
-    let tls_root = CertificateDer::from_pem_file(&world.tls_root)
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    let fetcher = HttpsFetcher::new(&[tls_root])
-        .unwrap()
-        .resolve_to(world.issuer_addr);
+    let fetcher = world.star_fetcher();
     let Fetched::Chain(chain) = fetcher.fetch(&star_url).await.unwrap() else {
         panic!("not ended yet")
     };

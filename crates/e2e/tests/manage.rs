@@ -8,18 +8,15 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::World;
-use localcert_device::star::{Fetched, HttpsFetcher, StarFetch};
+use localcert_device::star::{Fetched, StarFetch};
 use localcert_issuer::store::Store;
 use localcert_proto::ErrorCode;
 use localcert_proto::origin::Origin;
+use localcert_rp::AcmeAccount;
 use localcert_rp::star::cancel_star;
-use localcert_rp::{AcmeAccount, AcmeSettings, Eab};
 use localcert_ua::LinkProfile;
 use localcert_ua::manage::{self, ManageError, Removed};
-use localcert_ua::provision::Plan;
 use localcert_ua::verify::{self, CheckError};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn list_remove_list_and_provision_again() {
@@ -100,37 +97,14 @@ async fn list_remove_list_and_provision_again() {
     assert_eq!(connector.connections(), 6, "one BLE connection per call");
 }
 
-/// The origin's account as the RP backend (or `localcert rp cancel-star`) holds it: the same
-/// account file the provisioning used.
-fn origin_account(plan: &Plan) -> AcmeAccount {
-    AcmeAccount::new(AcmeSettings {
-        directory_url: plan.directory_url.clone(),
-        tls_root: plan.acme_tls_root.clone(),
-        eab: Eab {
-            kid: plan.eab_kid.clone(),
-            key: plan.eab_key.clone(),
-        },
-        account_file: plan.acme_account_file.clone(),
-    })
-}
-
 #[tokio::test]
 async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
     let world = World::start().await;
     let mut plan = world.plan();
     plan.star = true;
     let outcome = world.provision(&plan).await.unwrap();
-    let star_url = world
-        .agent
-        .with_device(|d| d.bindings()[0].star_url.clone())
-        .expect("a STAR binding");
-    let tls_root = CertificateDer::from_pem_file(&world.tls_root)
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    let fetcher = HttpsFetcher::new(&[tls_root])
-        .unwrap()
-        .resolve_to(world.issuer_addr);
+    let star_url = world.star_url();
+    let fetcher = world.star_fetcher();
     assert!(matches!(
         fetcher.fetch(&star_url).await.unwrap(),
         Fetched::Chain(_)
@@ -139,7 +113,8 @@ async fn the_origin_cancels_its_star_delegation_and_the_device_fetch_ends() {
     let later = SystemTime::now() + Duration::from_secs(13 * 3600);
     assert_eq!(world.server.renew_due(later).unwrap(), 1);
 
-    let account = origin_account(&plan);
+    // The origin's account, as its backend (or `localcert rp cancel-star`) holds it.
+    let account = AcmeAccount::new(plan.acme_settings());
     let key = account.key().await.unwrap();
     // Another user's cancel through the API finds no delegation of theirs: nothing changes.
     let theirs = cancel_star(account.settings(), key, &outcome.name, Some(b"user-2"))

@@ -16,6 +16,7 @@ use std::time::Instant;
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::binding::{ORIGIN_BINDING_OID, ORIGIN_BINDING_OID_DER, OriginBinding};
 use localcert_proto::csr;
+use localcert_proto::error::FrameError;
 use localcert_proto::frame::{Command, Fragmenter, Frame, Reassembler};
 use localcert_proto::gatt::{GattInfo, fragment_len};
 use localcert_proto::message::{
@@ -111,18 +112,13 @@ fn framing() {
         }),
     );
     for case in cases(&file) {
-        let mut r = Reassembler::new();
         let frags: Vec<Vec<u8>> = case["fragments"]
             .as_array()
             .unwrap()
             .iter()
             .map(unhex)
             .collect();
-        let (last, init) = frags.split_last().unwrap();
-        for f in init {
-            assert_eq!(r.handle_fragment(Instant::now(), f), Ok(None));
-        }
-        let frame = r.handle_fragment(Instant::now(), last).unwrap().unwrap();
+        let frame = reassemble(&frags).0.unwrap().unwrap();
         assert_eq!(frame.data, unhex(&case["data"]));
         assert!(
             frags
@@ -382,10 +378,10 @@ fn op(byte: u8, body: Vec<u8>) -> Vec<u8> {
 fn attest_with(edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Vec<u8> {
     let r = attest_request();
     let mut fields: Vec<(u64, Vec<u8>)> = vec![
-        (1, cbor(|e| e.str(r.origin.as_str()).map(drop))),
-        (2, cbor(|e| e.bytes(&r.user_handle).map(drop))),
-        (3, cbor(|e| e.bytes(&r.key_authorization_hash).map(drop))),
-        (4, cbor(|e| e.str(r.device_label.as_str()).map(drop))),
+        (1, cbor_text(r.origin.as_str())),
+        (2, cbor_bytes(&r.user_handle)),
+        (3, cbor_bytes(&r.key_authorization_hash)),
+        (4, cbor_text(r.device_label.as_str())),
     ];
     edit(&mut fields);
     let mut out = cbor(|e| e.map(fields.len() as u64).map(drop));
@@ -398,6 +394,30 @@ fn attest_with(edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Vec<u8> {
 
 fn set(fields: &mut [(u64, Vec<u8>)], key: u64, value: Vec<u8>) {
     fields.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+}
+
+/// An ATTEST body whose field `key` holds `value` (encoded) instead of the sample's.
+fn attest_setting(key: u64, value: Vec<u8>) -> Vec<u8> {
+    attest_with(|f| set(f, key, value))
+}
+
+fn cbor_text(text: &str) -> Vec<u8> {
+    cbor(|e| e.str(text).map(drop))
+}
+
+fn cbor_bytes(bytes: &[u8]) -> Vec<u8> {
+    cbor(|e| e.bytes(bytes).map(drop))
+}
+
+/// Feeds `fragments` in order to a new reassembler: none but the last completes anything.
+/// Returns what the last one gives, and the reassembler after it.
+fn reassemble(fragments: &[Vec<u8>]) -> (Result<Option<Frame>, FrameError>, Reassembler) {
+    let mut r = Reassembler::new();
+    let (last, init) = fragments.split_last().unwrap();
+    for f in init {
+        assert_eq!(r.handle_fragment(Instant::now(), f), Ok(None));
+    }
+    (r.handle_fragment(Instant::now(), last), r)
 }
 
 /// An AttestResponse map with field `key` set to `value`.
@@ -538,56 +558,42 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
         (
             "attest_user_handle_too_long",
             "request",
-            h(attest_with(|f| {
-                set(f, 2, cbor(|e| e.bytes(&long_handle).map(drop)))
-            })),
+            h(attest_setting(2, cbor_bytes(&long_handle))),
         ),
         (
             "attest_user_handle_empty",
             "request",
-            h(attest_with(|f| set(f, 2, cbor(|e| e.bytes(&[]).map(drop))))),
+            h(attest_setting(2, cbor_bytes(&[]))),
         ),
         (
             "attest_origin_http",
             "request",
-            h(attest_with(|f| {
-                set(f, 1, cbor(|e| e.str("http://vod.example.com").map(drop)))
-            })),
+            h(attest_setting(1, cbor_text("http://vod.example.com"))),
         ),
         (
             "attest_origin_with_path",
             "request",
-            h(attest_with(|f| {
-                set(f, 1, cbor(|e| e.str("https://vod.example.com/x").map(drop)))
-            })),
+            h(attest_setting(1, cbor_text("https://vod.example.com/x"))),
         ),
         (
             "attest_origin_as_bytes",
             "request",
-            h(attest_with(|f| {
-                set(f, 1, cbor(|e| e.bytes(b"https://a.test").map(drop)))
-            })),
+            h(attest_setting(1, cbor_bytes(b"https://a.test"))),
         ),
         (
             "attest_key_authorization_hash_short",
             "request",
-            h(attest_with(|f| {
-                set(f, 3, cbor(|e| e.bytes(&[0; 31]).map(drop)))
-            })),
+            h(attest_setting(3, cbor_bytes(&[0; 31]))),
         ),
         (
             "attest_key_authorization_as_text",
             "request",
-            h(attest_with(|f| {
-                set(f, 3, cbor(|e| e.str("abc.def").map(drop)))
-            })),
+            h(attest_setting(3, cbor_text("abc.def"))),
         ),
         (
             "attest_label_too_long",
             "request",
-            h(attest_with(|f| {
-                set(f, 4, cbor(|e| e.str(&"a".repeat(21)).map(drop)))
-            })),
+            h(attest_setting(4, cbor_text(&"a".repeat(21)))),
         ),
         (
             "remove_origin_ip",
@@ -600,17 +606,17 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
         (
             "attest_label_upper_case",
             "request",
-            h(attest_with(|f| set(f, 4, cbor(|e| e.str("TV").map(drop))))),
+            h(attest_setting(4, cbor_text("TV"))),
         ),
         (
             "attest_origin_invalid_utf8",
             "request",
-            h(attest_with(|f| set(f, 1, vec![0x62, 0xc3, 0x28]))),
+            h(attest_setting(1, vec![0x62, 0xc3, 0x28])),
         ),
         (
             "attest_origin_indefinite_text",
             "request",
-            h(attest_with(|f| set(f, 1, vec![0x7f, 0x61, 0x61, 0xff]))),
+            h(attest_setting(1, vec![0x7f, 0x61, 0x61, 0xff])),
         ),
         (
             "attest_indefinite_map",
@@ -972,13 +978,9 @@ fn error_for(target: &str, input: &Value) -> String {
             .kind()
             .to_owned(),
         "frames" => {
-            let mut r = Reassembler::new();
             let frags: Vec<Vec<u8>> = input.as_array().unwrap().iter().map(unhex).collect();
-            let (last, init) = frags.split_last().unwrap();
-            for f in init {
-                assert_eq!(r.handle_fragment(Instant::now(), f), Ok(None));
-            }
-            let err = r.handle_fragment(Instant::now(), last).unwrap_err();
+            let (result, r) = reassemble(&frags);
+            let err = result.unwrap_err();
             assert!(r.is_idle(), "an error leaves no partial message");
             err.kind().to_owned()
         }

@@ -133,6 +133,22 @@ pub struct Plan {
     pub check_path: String,
 }
 
+impl Plan {
+    /// The origin's ACME account settings: the account the RP backend (or `localcert rp
+    /// cancel-star`) holds, with the same account file.
+    pub fn acme_settings(&self) -> AcmeSettings {
+        AcmeSettings {
+            directory_url: self.directory_url.clone(),
+            tls_root: self.acme_tls_root.clone(),
+            eab: Eab {
+                kid: self.eab_kid.clone(),
+                key: self.eab_key.clone(),
+            },
+            account_file: self.acme_account_file.clone(),
+        }
+    }
+}
+
 /// What the flow achieved.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -299,15 +315,7 @@ pub async fn provision<C: Connector, R: Resolver, P: Progress>(
     resolver: &R,
     progress: &mut P,
 ) -> Result<(Outcome, Option<LinkStats>), ProvisionError> {
-    let account = AcmeAccount::new(AcmeSettings {
-        directory_url: plan.directory_url.clone(),
-        tls_root: plan.acme_tls_root.clone(),
-        eab: Eab {
-            kid: plan.eab_kid.clone(),
-            key: plan.eab_key.clone(),
-        },
-        account_file: plan.acme_account_file.clone(),
-    });
+    let account = AcmeAccount::new(plan.acme_settings());
     let mut attempt = 1;
     loop {
         match provision_once(plan, &account, connector, resolver, progress).await {

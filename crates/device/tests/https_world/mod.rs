@@ -1,13 +1,8 @@
 //! The device's HTTPS server on loopback for the tests (`https.rs`, `https_raw.rs`,
 //! `https_soak.rs`): a test CA, bindings, a careless handler, the server, a rustls client.
 
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    unreachable_pub
-)]
+// Each test crate that includes this uses part of it; they allow unwrap/expect/panic.
+#![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,13 +1,8 @@
 //! A whole world on loopback for the UA's tests: an issuer serving ACME over HTTPS, a device
 //! engine with its HTTPS server, and an in-memory link between the UA and the device.
 
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    unreachable_pub
-)]
+// Each test crate that includes this uses part of it; they allow unwrap/expect/panic.
+#![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
@@ -257,6 +252,20 @@ impl World {
         )
         .await
         .map(|(outcome, _)| outcome)
+    }
+
+    /// The `star-certificate` URL of the device's first binding (a STAR one).
+    pub fn star_url(&self) -> String {
+        self.agent
+            .with_device(|d| d.bindings()[0].star_url.clone())
+            .expect("a STAR binding")
+    }
+
+    /// Fetches `star-certificate` URLs as the device does: the issuer's TLS root, its address.
+    pub fn star_fetcher(&self) -> HttpsFetcher {
+        HttpsFetcher::new(&[pem(&self.tls_root)])
+            .unwrap()
+            .resolve_to(self.issuer_addr)
     }
 
     /// What `origin`'s page expects of the endpoint `outcome` installed.
