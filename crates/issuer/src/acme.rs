@@ -234,6 +234,31 @@ impl AcmeServer {
         }
     }
 
+    /// Whether [`Self::handle`] may run this request on an async worker thread: the store
+    /// hands the worker off before it waits ([`Store::callable_from_async_workers`]), and the
+    /// request is one that only reads (see [`Self::changes_state`]). A change is better run on
+    /// a blocking thread: it waits for a group commit, and handing the worker off for that wait
+    /// cost more than the hop (measured with the bench's `inline` lever).
+    pub fn handles_on_async_workers(&self, method: &str, path: &str) -> bool {
+        self.store.callable_from_async_workers() && !Self::changes_state(method, path)
+    }
+
+    /// Whether a request of this method and path changes state: newAccount, keyChange,
+    /// newOrder, revokeCert, an account update, finalize, a challenge answer. The others only
+    /// read, but for the audit entry of a refusal and an order cancel.
+    pub fn changes_state(method: &str, path: &str) -> bool {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        method == "POST"
+            && matches!(
+                segments.as_slice(),
+                [
+                    "acme",
+                    "new-account" | "key-change" | "new-order" | "revoke-cert"
+                ] | ["acme", "account" | "chall", _]
+                    | ["acme", "order", _, "finalize"]
+            )
+    }
+
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -502,6 +527,40 @@ impl AcmeServer {
                     account: Some(account),
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AcmeServer;
+
+    #[test]
+    fn changes_are_told_from_reads_by_method_and_path() {
+        for (method, path) in [
+            ("POST", "/acme/new-account"),
+            ("POST", "/acme/key-change"),
+            ("POST", "/acme/new-order"),
+            ("POST", "/acme/revoke-cert"),
+            ("POST", "/acme/account/a1"),
+            ("POST", "/acme/chall/c1"),
+            ("POST", "/acme/order/o1/finalize"),
+        ] {
+            assert!(AcmeServer::changes_state(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/acme/directory"),
+            ("HEAD", "/acme/new-nonce"),
+            ("GET", "/crl"),
+            ("GET", "/acme/star/o1"),
+            ("POST", "/acme/order/o1"),
+            ("POST", "/acme/authz/z1"),
+            ("POST", "/acme/cert/c1"),
+            ("POST", "/acme/account/a1/orders"),
+            ("GET", "/acme/new-order"),
+            ("POST", "/acme/new-order/x"),
+        ] {
+            assert!(!AcmeServer::changes_state(method, path), "{method} {path}");
         }
     }
 }

@@ -92,7 +92,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let method = parts.method.as_str().to_owned();
-    // The store is synchronous (SQLite): keep it off the async workers.
+    if server.handles_on_async_workers(&method, &path) {
+        // A read: here, with no hop to a blocking thread and back (brief CPU work; the store
+        // hands this worker off if it ever has to wait).
+        return to_axum(server.handle(&method, &path, content_type.as_deref(), &body, now));
+    }
+    // A change waits for its commit: on a blocking thread.
     let response = tokio::task::spawn_blocking(move || {
         server.handle(&method, &path, content_type.as_deref(), &body, now)
     })

@@ -418,4 +418,24 @@ pub trait Store: Send + Sync {
     /// transaction; returns how many. Callers repeat while it returns `limit`, so that no
     /// transaction grows with the backlog.
     fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error>;
+
+    /// Whether the store may be called on an async runtime's worker thread: it then computes
+    /// briefly and waits (for the writer's commit, a free connection) only with the worker
+    /// handed off to another thread ([`wait_off_worker`]). The server then handles requests
+    /// on its workers, with no hop to a blocking thread and back. Otherwise callers run it on
+    /// a blocking thread.
+    fn callable_from_async_workers(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `wait` (a blocking wait) so that it stalls no async task: on a worker of tokio's
+/// multi-thread runtime the worker's other tasks move to another thread first
+/// (`block_in_place`); elsewhere (a plain or blocking thread) it simply runs. Never on a
+/// current-thread runtime, where handing off is impossible and the wait simply blocks.
+pub(crate) fn wait_off_worker<R>(wait: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        _ => wait(),
+    }
 }

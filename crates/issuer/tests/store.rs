@@ -74,6 +74,7 @@ contract!(
     nonce_races_to_one_taker,
     new_accounts_race_to_one_per_eab_key,
     many_calls_from_inside_an_async_task_complete,
+    calls_from_async_workers_of_either_runtime_complete,
 );
 
 fn t(secs: u64) -> SystemTime {
@@ -265,4 +266,35 @@ fn many_calls_from_inside_an_async_task_complete(db: &Db) {
     finished
         .recv_timeout(Duration::from_secs(60))
         .expect("300 store calls from one async task did not complete in 60 s");
+}
+
+/// A store whose waits hand off an async worker (SQLite's) works from a multi-thread
+/// runtime's worker, and where handing off is impossible: on a current-thread runtime (tokio
+/// would panic if asked to), where it blocks.
+fn calls_from_async_workers_of_either_runtime_complete(db: &Db) {
+    let store = db.open();
+    store.add_relying_party(&rp()).unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (i, runtime) in [multi, current].iter().enumerate() {
+        let store = store.clone();
+        let changed = runtime.block_on(async move {
+            tokio::spawn(async move {
+                let entry = AuditEntry {
+                    subject: format!("from runtime {i}"),
+                    ..note("refused")
+                };
+                store.audit(&entry).unwrap();
+                store.audit_log(1).unwrap().remove(0).subject
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(changed, format!("from runtime {i}"));
+    }
 }

@@ -6,7 +6,9 @@
 //! and fsyncs per issuance (`perf stat` counts the server's fsync/fdatasync calls), the
 //! P-256 verifications and signatures the server did per issuance (its own counters), and the
 //! crypto bound measured in the same run: cores / (verifies x verify cost + signs x sign cost),
-//! with the ratio of the measured rate to it.
+//! with the ratio of the measured rate to it. Also the bench's own CPU per issuance (the
+//! clients run on the same cores) and `machine/s`, the rate the server and the clients could
+//! reach together if nothing else ran: cores / (server + client CPU per issuance).
 //!
 //! `cargo bench -p localcert-issuer --bench issuance`; environment: `BENCH_SECS` (per run,
 //! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
@@ -137,6 +139,8 @@ struct Run {
     p50: Duration,
     p99: Duration,
     cpu_ms: f64,
+    /// The bench process's own CPU (the clients: JWS, TLS, HTTP, attestations) per issuance.
+    client_cpu_ms: f64,
     fsyncs: Option<f64>,
     verifies: f64,
     signs: f64,
@@ -182,6 +186,7 @@ async fn run(
         .map(|s| s.count_fsyncs(&format!("{}-{clients}-{new_accounts}", s.pid)))
         .collect();
     let before: Sample = sample_all(servers)?;
+    let client_before = server::cpu_ms(std::process::id())?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -237,6 +242,7 @@ async fn run(
         chain = chain.or(c);
     }
     let elapsed = start.elapsed();
+    let client_after = server::cpu_ms(std::process::id())?;
     let after = sample_all(servers)?;
     let fsyncs = fsync_counts
         .into_iter()
@@ -264,6 +270,7 @@ async fn run(
             p50: pick(0.50),
             p99: pick(0.99),
             cpu_ms: per(after.cpu_ms - before.cpu_ms),
+            client_cpu_ms: per(client_after - client_before),
             fsyncs: fsyncs.map(|f| per(f as f64)),
             verifies: per(
                 (after.counters.signatures_verified - before.counters.signatures_verified) as f64,
@@ -278,7 +285,7 @@ async fn run(
 
 fn print_header() {
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>8} {:>6}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>8} {:>6} {:>9}",
         "clients",
         "accounts",
         "issued",
@@ -287,6 +294,7 @@ fn print_header() {
         "p50 ms",
         "p99 ms",
         "cpu ms/i",
+        "client ms",
         "fsyncs/i",
         "verif/i",
         "sign/i",
@@ -294,7 +302,8 @@ fn print_header() {
         "verify us",
         "sign us",
         "bound/s",
-        "ratio"
+        "ratio",
+        "machine/s"
     );
 }
 
@@ -302,7 +311,7 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
     let crypto = r.verifies * verify.as_secs_f64() + r.signs * sign.as_secs_f64();
     let bound = if crypto > 0.0 { cores / crypto } else { 0.0 };
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>10.3} {:>9.1} {:>7.1} {:>8.0} {:>6.3}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>10.3} {:>9.1} {:>7.1} {:>8.0} {:>6.3} {:>9.0}",
         r.clients,
         if r.new_accounts { "new" } else { "reused" },
         r.issued,
@@ -311,6 +320,7 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
         r.p50.as_secs_f64() * 1e3,
         r.p99.as_secs_f64() * 1e3,
         r.cpu_ms,
+        r.client_cpu_ms,
         r.fsyncs
             .map_or_else(|| "n/a".to_owned(), |f| format!("{f:.2}")),
         r.verifies,
@@ -320,6 +330,7 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
         sign.as_secs_f64() * 1e6,
         bound,
         if bound > 0.0 { r.rate / bound } else { 0.0 },
+        cores * 1e3 / (r.cpu_ms + r.client_cpu_ms),
     );
     r.rate
 }
@@ -409,7 +420,9 @@ fn main() -> BoxResult<()> {
     println!(
         "{cores} cores; bound/s = cores / (verif/i x verify + sign/i x sign), the CPU cost of \
          each measured with ring just before each run; ratio = issuances/s / bound/s; \
-         crypto/cpu = that crypto CPU / the server's CPU per issuance"
+         crypto/cpu = that crypto CPU / the server's CPU per issuance; client ms = the bench's \
+         own CPU per issuance (its clients share the cores); machine/s = cores / (cpu ms/i + \
+         client ms): the rate if the machine ran nothing else"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

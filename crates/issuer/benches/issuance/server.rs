@@ -49,6 +49,10 @@ pub const LEVERS: &[(&str, &str)] = &[
         "no prepared statement cache: every statement compiled again",
     ),
     ("indexes", "the secondary indexes dropped: lookups scan"),
+    (
+        "inline",
+        "reads on blocking threads too, not on the async workers: two more thread hops each",
+    ),
 ];
 
 /// The levers turned off by [`LEVERS_ENV`]; an unknown name is an error.
@@ -118,6 +122,7 @@ fn open_sqlite(db: &Path) -> BoxResult<SqliteStore> {
             },
             audit_apart: is_off("audit"),
             durable_nonces: is_off("nonces"),
+            on_async_workers: !is_off("inline"),
         },
     )?;
     if is_off("indexes") {
@@ -342,7 +347,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// User + system CPU of a process, from /proc/PID/stat, in milliseconds.
-fn cpu_ms(pid: u32) -> BoxResult<f64> {
+pub fn cpu_ms(pid: u32) -> BoxResult<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(") ").ok_or("bad stat")?.1;

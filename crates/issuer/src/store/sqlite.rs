@@ -53,6 +53,10 @@ pub struct SqliteTuning {
     /// Also record each consumed nonce durably, in a write of its own (what keeping nonces in
     /// the store costs; off in production, where they are kept in memory).
     pub durable_nonces: bool,
+    /// Wait for the writer and for a free reader with the async worker handed off, so that
+    /// requests may run on the async workers (see [`Store::callable_from_async_workers`]);
+    /// off: the server runs every request on a blocking thread, two more thread hops each.
+    pub on_async_workers: bool,
 }
 
 impl Default for SqliteTuning {
@@ -62,6 +66,7 @@ impl Default for SqliteTuning {
             statement_cache: STATEMENT_CACHE,
             audit_apart: false,
             durable_nonces: false,
+            on_async_workers: true,
         }
     }
 }
@@ -167,8 +172,7 @@ impl SqliteStore {
             .as_ref()
             .and_then(|jobs| jobs.send(job).ok())
             .ok_or_else(|| Error::Store("the database thread has stopped".into()))?;
-        answer
-            .recv()
+        super::wait_off_worker(|| answer.recv())
             .map_err(|_| Error::Store("the database thread has stopped".into()))?
     }
 
@@ -226,7 +230,7 @@ impl Readers {
                 }
                 return opened;
             }
-            pool = self.freed.wait(pool).map_err(poisoned)?;
+            pool = super::wait_off_worker(|| self.freed.wait(pool)).map_err(poisoned)?;
         }
     }
 
@@ -248,6 +252,12 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Runs a transaction-control statement, compiled once per connection like the others
+/// (`execute_batch` would compile it again every time: several per change).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// The database thread: group commits until the queue closes.
 fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize) {
     while let Ok(first) = queue.recv() {
@@ -258,7 +268,7 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize) 
                 Err(_) => break,
             }
         }
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = control(conn, "BEGIN IMMEDIATE") {
             let error = error.to_string();
             for job in group {
                 let (_, finish) = job(None);
@@ -268,22 +278,22 @@ fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize) 
         }
         let mut finishes = Vec::with_capacity(group.len());
         for job in group {
-            let savepoint = conn.execute_batch("SAVEPOINT change");
+            let savepoint = control(conn, "SAVEPOINT change");
             let (keep, finish) = job(savepoint.as_ref().ok().map(|()| conn));
             if savepoint.is_ok() {
-                let end = if keep {
-                    "RELEASE change"
+                let rollback = if keep {
+                    Ok(())
                 } else {
-                    "ROLLBACK TO change; RELEASE change"
+                    control(conn, "ROLLBACK TO change")
                 };
-                if let Err(error) = conn.execute_batch(end) {
+                if let Err(error) = rollback.and_then(|()| control(conn, "RELEASE change")) {
                     tracing::error!(%error, "savepoint");
                 }
             }
             finishes.push(finish);
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
+        let committed = control(conn, "COMMIT").map_err(|e| {
+            let _ = control(conn, "ROLLBACK");
             e.to_string()
         });
         for finish in finishes {
@@ -476,5 +486,9 @@ impl Store for SqliteStore {
 
     fn prune_audit(&self, before: SystemTime, limit: usize) -> Result<usize, Error> {
         self.write(move |c| ops::prune_audit(c, before, limit))
+    }
+
+    fn callable_from_async_workers(&self) -> bool {
+        self.tuning.on_async_workers
     }
 }
