@@ -17,6 +17,8 @@ export const MAX_VALUE_LEN = 512;
 export const MAX_MESSAGE_LEN = 8192;
 export const MAX_SEQUENCE = 0x7f;
 export const FRAGMENT_TIMEOUT_MS = 5000;
+/** How far past the first missing position a fragment may arrive (SPEC §3.2). */
+export const REORDER_WINDOW = 16;
 export const KEEPALIVE_INTERVAL_MS = 1000;
 export const RESPONSE_TIMEOUT_MS = 5000;
 export const USER_PRESENCE_TIMEOUT_MS = 60_000;

@@ -34,8 +34,8 @@ export class DecodeError extends LocalcertError {
 /** Receiver rules of SPEC §3.2. */
 export type FrameKind =
   | 'empty_fragment' | 'fragment_too_long' | 'unknown_command' | 'truncated_header'
-  | 'message_too_long' | 'overrun' | 'unexpected_continuation' | 'sequence_gap' | 'interrupted'
-  | 'timeout';
+  | 'message_too_long' | 'overrun' | 'unexpected_continuation' | 'sequence_gap'
+  | 'duplicate_continuation' | 'interrupted' | 'timeout';
 
 /** A notification from the device breaks the framing rules (the frame in progress is dropped). */
 export class FrameError extends LocalcertError {

@@ -88,8 +88,9 @@ test('malformed notifications fail the request with the §3.2 kind, and CANCEL i
     ['truncated_header', [Uint8Array.of(0x83, 0)]],
     ['message_too_long', [Uint8Array.of(0x83, 0x20, 0x01)]],
     ['overrun', [Uint8Array.of(0x83, 0, 1, 1, 2)]],
-    ['unexpected_continuation', [Uint8Array.of(0, 1)]],
-    ['sequence_gap', [Uint8Array.of(0x83, 0, 9, 1), Uint8Array.of(0, 2), Uint8Array.of(2, 3)]],
+    ['unexpected_continuation', [Uint8Array.of(0x0f, 1)]],
+    ['sequence_gap', [Uint8Array.of(0x83, 0, 64, 1), Uint8Array.of(0, 2), Uint8Array.of(0x11, 3)]],
+    ['duplicate_continuation', [Uint8Array.of(0x83, 0, 9, 1), Uint8Array.of(1, 2), Uint8Array.of(1, 3)]],
     ['interrupted', [Uint8Array.of(0x83, 0, 9, 1), Uint8Array.of(0x83, 0, 1, 1)]],
   ];
   for (const [kind, frags] of cases) {

@@ -30,14 +30,17 @@ test('framing.json: fragments at every MTU, both directions', () => {
     const data = unhex(c.data);
     const frags = fragment(COMMANDS[c.command] as Command, data, c.fragment_len);
     assert.deepEqual(frags.map(hex), c.fragments, `${c.command} ${c.data.length / 2} bytes at MTU ${c.mtu}`);
-    const r = new Reassembler();
     const parts = c.fragments.map(unhex);
-    for (const f of parts.slice(0, -1)) assert.equal(r.handleFragment(0, f), undefined);
-    const frame = r.handleFragment(0, parts[parts.length - 1]);
-    assert.ok(frame);
-    assert.equal(frame.cmd, COMMANDS[c.command]);
-    assert.equal(hex(frame.data), c.data);
-    assert.ok(r.isIdle());
+    const arrived = (c.arrival as number[]).map((i) => parts[i]!);
+    for (const order of [parts, arrived]) {
+      const r = new Reassembler();
+      for (const f of order.slice(0, -1)) assert.equal(r.handleFragment(0, f), undefined);
+      const frame = r.handleFragment(0, order[order.length - 1]!);
+      assert.ok(frame);
+      assert.equal(frame.cmd, COMMANDS[c.command]);
+      assert.equal(hex(frame.data), c.data);
+      assert.ok(r.isIdle());
+    }
   }
 });
 

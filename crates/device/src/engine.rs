@@ -327,7 +327,13 @@ impl Device {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        match session.reassembler.handle_fragment(now, fragment) {
+        let out_of_order = session.reassembler.out_of_order();
+        let result = session.reassembler.handle_fragment(now, fragment);
+        if session.reassembler.out_of_order() > out_of_order {
+            // Several ATT bearers (EATT) reorder writes; the framing puts them back (SPEC §3.2).
+            tracing::debug!("fragment arrived out of order, held");
+        }
+        match result {
             Ok(None) => {}
             Ok(Some(frame)) => self.handle_frame(id, now, frame),
             Err(e) => {

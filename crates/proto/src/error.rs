@@ -161,15 +161,22 @@ pub enum FrameError {
     },
     /// A fragment carried more data than the declared length.
     Overrun,
-    /// A continuation fragment arrived while no message was in progress.
+    /// A continuation fragment arrived too far ahead (by [`REORDER_WINDOW`] or more) of a
+    /// frame whose initial fragment has not arrived.
+    ///
+    /// [`REORDER_WINDOW`]: crate::frame::REORDER_WINDOW
     UnexpectedContinuation,
-    /// A continuation fragment had the wrong sequence number.
+    /// A continuation fragment's sequence number is too far ahead (by
+    /// [`REORDER_WINDOW`](crate::frame::REORDER_WINDOW) or more) of the first one missing.
     SequenceGap {
         /// The sequence number the receiver expected.
         expected: u8,
         /// The sequence number it got.
         got: u8,
     },
+    /// A continuation fragment arrived again for a position already received; the sequence
+    /// number it carried.
+    DuplicateContinuation(u8),
     /// An initial fragment (other than CANCEL) arrived in the middle of a message.
     Interrupted,
     /// The next fragment did not arrive within the fragment timeout.
@@ -186,9 +193,10 @@ impl FrameError {
             | Self::TruncatedHeader
             | Self::MessageTooLong { .. }
             | Self::Overrun => ErrorCode::InvalidLength,
-            Self::UnexpectedContinuation | Self::SequenceGap { .. } | Self::Interrupted => {
-                ErrorCode::InvalidSequence
-            }
+            Self::UnexpectedContinuation
+            | Self::SequenceGap { .. }
+            | Self::DuplicateContinuation(_)
+            | Self::Interrupted => ErrorCode::InvalidSequence,
             Self::Timeout => ErrorCode::Timeout,
         }
     }
@@ -204,6 +212,7 @@ impl FrameError {
             Self::Overrun => "overrun",
             Self::UnexpectedContinuation => "unexpected_continuation",
             Self::SequenceGap { .. } => "sequence_gap",
+            Self::DuplicateContinuation(_) => "duplicate_continuation",
             Self::Interrupted => "interrupted",
             Self::Timeout => "timeout",
         }
@@ -223,9 +232,18 @@ impl fmt::Display for FrameError {
                 crate::frame::MAX_MESSAGE_LEN
             ),
             Self::Overrun => f.write_str("fragment carries more data than the declared length"),
-            Self::UnexpectedContinuation => f.write_str("continuation fragment without a message"),
+            Self::UnexpectedContinuation => {
+                f.write_str("continuation fragment too far ahead of a message that has not started")
+            }
             Self::SequenceGap { expected, got } => {
-                write!(f, "sequence gap: expected {expected}, got {got}")
+                let ahead = crate::frame::REORDER_WINDOW - 1;
+                write!(
+                    f,
+                    "sequence gap: expected {expected} or up to {ahead} after it, got {got}"
+                )
+            }
+            Self::DuplicateContinuation(seq) => {
+                write!(f, "continuation fragment {seq} received twice")
             }
             Self::Interrupted => f.write_str("initial fragment in the middle of a message"),
             Self::Timeout => f.write_str("message not completed in time"),

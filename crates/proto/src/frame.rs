@@ -3,11 +3,13 @@
 //! continuation fragments `[sequence, data…]` with the sequence counting 0..=0x7f and wrapping.
 //!
 //! Sans-IO: the caller passes fragments and `now` in, and polls fragments and timeouts out.
+//! The [`Reassembler`] puts fragments back in place when they arrive out of order within a frame.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{ErrorCode, FrameError};
 use crate::gatt::{MAX_VALUE_LEN, MIN_FRAGMENT_LEN};
+pub use crate::reassembly::{REORDER_WINDOW, Reassembler};
 
 /// The largest message, in bytes, after reassembly.
 pub const MAX_MESSAGE_LEN: usize = 8192;
@@ -197,145 +199,10 @@ impl Iterator for Fragmenter<'_> {
     }
 }
 
-#[derive(Debug)]
-struct Partial {
-    cmd: Command,
-    declared: usize,
-    data: Vec<u8>,
-    next_seq: u8,
-    deadline: Instant,
-}
-
-/// Reassembles fragments into frames, enforcing every framing rule of the spec.
-///
-/// Any error drops the message in progress; the receiver reports it (a device sends an ERROR
-/// frame with [`FrameError::code`]) and waits for a new initial fragment.
-#[derive(Debug, Default)]
-pub struct Reassembler {
-    partial: Option<Partial>,
-}
-
-impl Reassembler {
-    /// An idle reassembler.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Takes one fragment (one characteristic write or notification).
-    ///
-    /// Returns a frame when it completes one, `None` when more fragments are needed.
-    pub fn handle_fragment(
-        &mut self,
-        now: Instant,
-        fragment: &[u8],
-    ) -> Result<Option<Frame>, FrameError> {
-        if self.partial.as_ref().is_some_and(|p| now >= p.deadline) {
-            // The sender stalled; what it sends now starts afresh.
-            self.partial = None;
-        }
-        let result = self.accept(now, fragment);
-        if result.is_err() {
-            self.partial = None;
-        }
-        result
-    }
-
-    fn accept(&mut self, now: Instant, fragment: &[u8]) -> Result<Option<Frame>, FrameError> {
-        let (&first, rest) = fragment.split_first().ok_or(FrameError::EmptyFragment)?;
-        if fragment.len() > MAX_VALUE_LEN {
-            return Err(FrameError::FragmentTooLong);
-        }
-        if first & 0x80 == 0 {
-            return self.continuation(now, first, rest);
-        }
-        let cmd = Command::from_u8(first).ok_or(FrameError::UnknownCommand(first))?;
-        let [hi, lo, data @ ..] = rest else {
-            return Err(FrameError::TruncatedHeader);
-        };
-        let declared = usize::from(u16::from_be_bytes([*hi, *lo]));
-        if self.partial.take().is_some() && cmd != Command::Cancel {
-            return Err(FrameError::Interrupted);
-        }
-        if declared > MAX_MESSAGE_LEN {
-            return Err(FrameError::MessageTooLong { declared });
-        }
-        if data.len() > declared {
-            return Err(FrameError::Overrun);
-        }
-        let partial = Partial {
-            cmd,
-            declared,
-            data: Vec::with_capacity(declared),
-            next_seq: 0,
-            deadline: now + FRAGMENT_TIMEOUT,
-        };
-        self.append(partial, data)
-    }
-
-    fn continuation(
-        &mut self,
-        now: Instant,
-        seq: u8,
-        data: &[u8],
-    ) -> Result<Option<Frame>, FrameError> {
-        let mut partial = self
-            .partial
-            .take()
-            .ok_or(FrameError::UnexpectedContinuation)?;
-        if seq != partial.next_seq {
-            return Err(FrameError::SequenceGap {
-                expected: partial.next_seq,
-                got: seq,
-            });
-        }
-        if partial.data.len() + data.len() > partial.declared {
-            return Err(FrameError::Overrun);
-        }
-        partial.next_seq = if seq == MAX_SEQUENCE { 0 } else { seq + 1 };
-        partial.deadline = now + FRAGMENT_TIMEOUT;
-        self.append(partial, data)
-    }
-
-    fn append(&mut self, mut partial: Partial, data: &[u8]) -> Result<Option<Frame>, FrameError> {
-        partial.data.extend_from_slice(data);
-        if partial.data.len() == partial.declared {
-            return Ok(Some(Frame {
-                cmd: partial.cmd,
-                data: partial.data,
-            }));
-        }
-        self.partial = Some(partial);
-        Ok(None)
-    }
-
-    /// When the message in progress times out, if one is in progress.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.partial.as_ref().map(|p| p.deadline)
-    }
-
-    /// Drops the message in progress if its deadline has passed; returns
-    /// [`FrameError::Timeout`] when it did, so a device can send the ERROR frame.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), FrameError> {
-        if self.partial.as_ref().is_some_and(|p| now >= p.deadline) {
-            self.partial = None;
-            return Err(FrameError::Timeout);
-        }
-        Ok(())
-    }
-
-    /// Whether no message is in progress.
-    pub fn is_idle(&self) -> bool {
-        self.partial.is_none()
-    }
-
-    /// Drops the message in progress (for example on disconnect).
-    pub fn reset(&mut self) {
-        self.partial = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn reassemble(frags: impl IntoIterator<Item = Vec<u8>>) -> Result<Option<Frame>, FrameError> {
@@ -380,102 +247,5 @@ mod tests {
         assert_eq!(frags[128][0], 0x7f);
         assert_eq!(frags[129][0], 0x00);
         assert_eq!(reassemble(frags), Ok(Some(Frame::msg(data))));
-    }
-
-    #[test]
-    fn refusals() {
-        let now = Instant::now();
-        let mut r = Reassembler::new();
-        assert_eq!(r.handle_fragment(now, &[]), Err(FrameError::EmptyFragment));
-        assert_eq!(
-            r.handle_fragment(now, &[0x05, 1]),
-            Err(FrameError::UnexpectedContinuation)
-        );
-        assert_eq!(
-            r.handle_fragment(now, &[0x90, 0, 0]),
-            Err(FrameError::UnknownCommand(0x90))
-        );
-        assert_eq!(
-            r.handle_fragment(now, &[0x83, 0]),
-            Err(FrameError::TruncatedHeader)
-        );
-        assert_eq!(
-            r.handle_fragment(now, &[0x83, 0x20, 0x01]),
-            Err(FrameError::MessageTooLong { declared: 8193 })
-        );
-        assert_eq!(
-            r.handle_fragment(now, &[0x83, 0, 1, 7, 8]),
-            Err(FrameError::Overrun)
-        );
-        assert_eq!(
-            r.handle_fragment(now, &[0x83; 513]),
-            Err(FrameError::FragmentTooLong)
-        );
-
-        assert_eq!(r.handle_fragment(now, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(
-            r.handle_fragment(now, &[1, 2]),
-            Err(FrameError::SequenceGap {
-                expected: 0,
-                got: 1
-            })
-        );
-        assert!(r.is_idle(), "an error drops the message in progress");
-
-        assert_eq!(r.handle_fragment(now, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(
-            r.handle_fragment(now, &[0x81, 0, 0]),
-            Err(FrameError::Interrupted)
-        );
-        assert!(r.is_idle());
-
-        assert_eq!(r.handle_fragment(now, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(
-            r.handle_fragment(now, &[0, 2, 3, 4, 5]),
-            Err(FrameError::Overrun)
-        );
-    }
-
-    #[test]
-    fn cancel_interrupts_without_error() {
-        let now = Instant::now();
-        let mut r = Reassembler::new();
-        assert_eq!(r.handle_fragment(now, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(
-            r.handle_fragment(now, &[0xbe, 0, 0]),
-            Ok(Some(Frame::cancel()))
-        );
-        assert!(r.is_idle());
-    }
-
-    #[test]
-    fn timeout_drops_the_message() {
-        let t0 = Instant::now();
-        let mut r = Reassembler::new();
-        assert_eq!(r.handle_fragment(t0, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(r.poll_timeout(), Some(t0 + FRAGMENT_TIMEOUT));
-        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(1)), Ok(()));
-        assert_eq!(
-            r.handle_fragment(t0 + Duration::from_secs(4), &[0, 2]),
-            Ok(None)
-        );
-        // Each fragment extends the deadline.
-        assert_eq!(
-            r.poll_timeout(),
-            Some(t0 + Duration::from_secs(4) + FRAGMENT_TIMEOUT)
-        );
-        assert_eq!(
-            r.handle_timeout(t0 + Duration::from_secs(9)),
-            Err(FrameError::Timeout)
-        );
-        assert!(r.is_idle());
-        assert_eq!(r.poll_timeout(), None);
-
-        // A late continuation after an unpolled timeout is not glued to the old message.
-        assert_eq!(r.handle_fragment(t0, &[0x83, 0, 4, 1]), Ok(None));
-        assert_eq!(
-            r.handle_fragment(t0 + FRAGMENT_TIMEOUT, &[0, 2, 3, 4]),
-            Err(FrameError::UnexpectedContinuation)
-        );
     }
 }

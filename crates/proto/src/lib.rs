@@ -22,6 +22,7 @@ pub mod name;
 pub mod origin;
 pub mod peripheral;
 pub mod profile;
+mod reassembly;
 pub mod transcript;
 
 pub use error::{DecodeError, Error, ErrorCode, FrameError, NameError, OriginError};

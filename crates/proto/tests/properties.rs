@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use localcert_proto::attestation::AttestationObject;
 use localcert_proto::binding::OriginBinding;
-use localcert_proto::frame::{Command, Fragmenter, MAX_MESSAGE_LEN, Reassembler};
+use localcert_proto::frame::{Command, Fragmenter, MAX_MESSAGE_LEN, REORDER_WINDOW, Reassembler};
 use localcert_proto::gatt::{GattInfo, MAX_VALUE_LEN, fragment_len};
 use localcert_proto::message::*;
 use localcert_proto::name::{DeviceLabel, DeviceTag, LocalName, origin_tag};
@@ -131,6 +131,26 @@ proptest! {
     #[test]
     fn any_payload_survives_any_mtu(data in bytes(0, MAX_MESSAGE_LEN), mtu in 23u16..=517) {
         prop_assert_eq!(round_trip(&data, mtu, Duration::ZERO), data);
+    }
+
+    #[test]
+    fn any_payload_survives_reordering_within_the_window(
+        data in bytes(0, MAX_MESSAGE_LEN), mtu in 23u16..=517, block in 1usize..=REORDER_WINDOW
+    ) {
+        let fragments: Vec<Vec<u8>> =
+            Fragmenter::new(Command::Msg, &data, fragment_len(mtu)).unwrap().collect();
+        let mut order: Vec<usize> = (0..fragments.len()).collect();
+        for chunk in order.chunks_mut(block) {
+            chunk.reverse();
+        }
+        let mut r = Reassembler::new();
+        let now = Instant::now();
+        let mut out = None;
+        for i in order {
+            prop_assert!(out.is_none(), "a frame completed before its last fragment");
+            out = r.handle_fragment(now, &fragments[i]).unwrap();
+        }
+        prop_assert_eq!(out.map(|f| f.data), Some(data));
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn framing() {
                 .collect();
             expected.push(json!({
                 "mtu": mtu, "fragment_len": fl, "command": "MSG",
-                "data": hex::encode(&data), "fragments": frags,
+                "data": hex::encode(&data), "arrival": arrival(frags.len()), "fragments": frags,
             }));
         }
     }
@@ -101,13 +101,13 @@ fn framing() {
         let frags: Vec<String> = frame.fragments(18).unwrap().map(hex::encode).collect();
         expected.push(json!({
             "mtu": 23, "fragment_len": 18, "command": name,
-            "data": hex::encode(&frame.data), "fragments": frags,
+            "data": hex::encode(&frame.data), "arrival": arrival(frags.len()), "fragments": frags,
         }));
     }
     let file = check_file(
         "framing.json",
         json!({
-            "description": "Fragments of one frame at each ATT MTU. Every fragment is one characteristic value.",
+            "description": "Fragments of one frame at each ATT MTU. Every fragment is one characteristic value. A receiver must give the frame back from them in order, and in the order of `arrival` (indices into `fragments`, pairs swapped: reordering within a frame, SPEC §3.2).",
             "cases": expected,
         }),
     );
@@ -118,14 +118,35 @@ fn framing() {
             .iter()
             .map(unhex)
             .collect();
-        let frame = reassemble(&frags).0.unwrap().unwrap();
-        assert_eq!(frame.data, unhex(&case["data"]));
+        let arrived: Vec<Vec<u8>> = case["arrival"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| frags[i.as_u64().unwrap() as usize].clone())
+            .collect();
+        for order in [&frags, &arrived] {
+            let frame = reassemble(order).0.unwrap().unwrap();
+            assert_eq!(frame.data, unhex(&case["data"]));
+        }
         assert!(
             frags
                 .iter()
                 .all(|f| f.len() <= case["fragment_len"].as_u64().unwrap() as usize)
         );
     }
+}
+
+/// The order of arrival the framing vectors show: each pair of fragments swapped.
+fn arrival(count: usize) -> Vec<usize> {
+    (0..count)
+        .map(|i| {
+            if i % 2 == 0 {
+                (i + 1).min(count - 1)
+            } else {
+                i - 1
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -890,12 +911,17 @@ fn malformed() -> Vec<(&'static str, &'static str, Value)> {
         (
             "frame_unexpected_continuation",
             "frames",
-            frags(vec![vec![0x00, 1]]),
+            frags(vec![vec![0x0e, 1], vec![0x0f, 1]]),
         ),
         (
             "frame_sequence_gap",
             "frames",
-            frags(vec![vec![0x83, 0, 9, 1], vec![0, 2], vec![2, 3]]),
+            frags(vec![vec![0x83, 0, 64, 1], vec![0, 2], vec![0x11, 3]]),
+        ),
+        (
+            "frame_duplicate_continuation",
+            "frames",
+            frags(vec![vec![0x83, 0, 9, 1], vec![1, 2], vec![1, 3]]),
         ),
         (
             "frame_interrupted",

@@ -20,7 +20,10 @@ pub enum TransportError {
     #[error("device info characteristic: {0}")]
     Info(DecodeError),
     /// The device speaks another protocol revision.
-    #[error("device speaks protocol revision {0}, this UA speaks 1")]
+    #[error(
+        "device speaks protocol revision {0}, this UA speaks {ours}",
+        ours = localcert_proto::gatt::PROTOCOL_REVISION
+    )]
     Revision(u64),
     /// The device's notifications break the framing rules.
     #[error("device framing: {0}")]
@@ -119,10 +122,13 @@ impl<L: BleLink> Transport<L> {
                 let _ = self.send(&Frame::cancel()).await;
                 return Err(TransportError::Timeout(RESPONSE_TIMEOUT));
             };
-            let Some(frame) = self
-                .reassembler
-                .handle_fragment(self.link.now(), &fragment)?
-            else {
+            let out_of_order = self.reassembler.out_of_order();
+            let frame = self.reassembler.handle_fragment(self.link.now(), &fragment);
+            if self.reassembler.out_of_order() > out_of_order {
+                // Several ATT bearers (EATT) reorder notifications; the framing puts them back.
+                tracing::debug!("notification arrived out of order, held");
+            }
+            let Some(frame) = frame? else {
                 continue;
             };
             match frame.cmd {

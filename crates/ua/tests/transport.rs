@@ -50,7 +50,8 @@ impl GattPeripheral for Scripted {
                 return Ok(());
             }
             if self.garbage {
-                self.out.push_back(vec![0x05, 0x05]);
+                // A continuation far beyond the reorder window of a frame never started.
+                self.out.push_back(vec![0x40, 0x05]);
                 return Ok(());
             }
             self.answer_at = Some(now + self.delay);

@@ -639,7 +639,7 @@ fn framing_errors_answer_with_error_frames_and_leave_no_state() {
     let mut h = harness();
     let cases: [(&[u8], ErrorCode); 6] = [
         (&[], ErrorCode::InvalidLength),
-        (&[0x05, 1, 2], ErrorCode::InvalidSequence),
+        (&[0x40, 1, 2], ErrorCode::InvalidSequence),
         (&[0x90, 0, 0], ErrorCode::InvalidCommand),
         (&[0x83, 0x40, 0x00], ErrorCode::InvalidLength),
         (&[0x82, 0, 1, 1], ErrorCode::InvalidCommand),

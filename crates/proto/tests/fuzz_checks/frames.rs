@@ -1,9 +1,10 @@
 //! Framing: the reassembler against a model of SPEC §3.2, and fragmenter → reassembler.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use localcert_proto::frame::{
-    Command, FRAGMENT_TIMEOUT, Fragmenter, Frame, MAX_MESSAGE_LEN, Reassembler,
+    Command, FRAGMENT_TIMEOUT, Fragmenter, Frame, MAX_MESSAGE_LEN, REORDER_WINDOW, Reassembler,
 };
 use localcert_proto::gatt::{MAX_VALUE_LEN, MIN_FRAGMENT_LEN};
 
@@ -20,14 +21,25 @@ enum Outcome {
 
 #[derive(Debug)]
 struct InProgress {
-    cmd: u8,
-    len: usize,
-    data: Vec<u8>,
-    next_seq: u8,
+    /// CMD and LEN of the initial fragment, once it has arrived.
+    head: Option<(u8, usize)>,
+    /// Every fragment's data so far, by position: 0 is the initial fragment, n the
+    /// continuation whose SEQ is (n - 1) mod 128.
+    received: BTreeMap<usize, Vec<u8>>,
     deadline: Instant,
 }
 
-/// SPEC §3.2 written down as directly as possible, independent of `frame.rs`.
+impl InProgress {
+    fn first_missing(&self) -> usize {
+        (0..).find(|p| !self.received.contains_key(p)).unwrap_or(0)
+    }
+
+    fn held(&self) -> usize {
+        self.received.values().map(Vec::len).sum()
+    }
+}
+
+/// SPEC §3.2 written down as directly as possible, independent of the reassembler.
 ///
 /// Where the table lists several errors that apply to one fragment, the spec gives no order;
 /// the model checks them in the order of the table's rows, except that `interrupted` (a rule
@@ -39,7 +51,10 @@ struct Model {
 }
 
 const COMMANDS: [u8; 5] = [0x81, 0x82, 0x83, 0xbe, 0xbf];
+const KEEPALIVE: u8 = 0x82;
 const CANCEL: u8 = 0xbe;
+/// "A fragment is held only if its position is less than 16 past the first position missing."
+const WINDOW: usize = 16;
 
 impl Model {
     fn receive(&mut self, now: Instant, fragment: &[u8]) -> Outcome {
@@ -65,17 +80,32 @@ impl Model {
         }
         let first = fragment[0];
         if first < 0x80 {
-            let Some(p) = self.in_progress.as_mut() else {
-                return Outcome::Error("unexpected_continuation");
-            };
-            if first != p.next_seq {
-                return Outcome::Error("sequence_gap");
+            // A continuation may come first: it starts the frame in progress.
+            let p = self.in_progress.get_or_insert_with(|| InProgress {
+                head: None,
+                received: BTreeMap::new(),
+                deadline: now,
+            });
+            let missing = p.first_missing();
+            let position = (missing.max(1)..)
+                .find(|n| n % 128 == (usize::from(first) + 1) % 128)
+                .unwrap_or(0);
+            if position - missing >= WINDOW {
+                return Outcome::Error(if p.head.is_none() {
+                    "unexpected_continuation"
+                } else {
+                    "sequence_gap"
+                });
             }
-            if p.data.len() + fragment.len() - 1 > p.len {
+            if p.received.contains_key(&position) {
+                return Outcome::Error("duplicate_continuation");
+            }
+            if p.head
+                .is_some_and(|(_, len)| p.held() + fragment.len() - 1 > len)
+            {
                 return Outcome::Error("overrun");
             }
-            p.data.extend_from_slice(&fragment[1..]);
-            p.next_seq = (p.next_seq + 1) % 0x80;
+            p.received.insert(position, fragment[1..].to_vec());
             p.deadline = now + Duration::from_secs(5);
             return self.complete();
         }
@@ -85,36 +115,52 @@ impl Model {
         if fragment.len() < 3 {
             return Outcome::Error("truncated_header");
         }
-        if self.in_progress.is_some() && first != CANCEL {
+        let len = usize::from(fragment[1]) * 256 + usize::from(fragment[2]);
+        if first == KEEPALIVE && fragment.len() - 3 == len && self.in_progress.is_some() {
+            // "A KEEPALIVE whole in its initial fragment is delivered and leaves the frame in
+            // progress as it is."
+            return Outcome::Frame(first, fragment[3..].to_vec());
+        }
+        if first == CANCEL {
+            // A CANCEL drops the frame in progress without error.
+            self.in_progress = None;
+        }
+        if self.in_progress.as_ref().is_some_and(|p| p.head.is_some()) {
             return Outcome::Error("interrupted");
         }
-        // A CANCEL drops the frame in progress without error.
-        self.in_progress = None;
-        let len = usize::from(fragment[1]) * 256 + usize::from(fragment[2]);
         if len > 8192 {
             return Outcome::Error("message_too_long");
         }
-        if fragment.len() - 3 > len {
+        let early = self.in_progress.as_ref().map_or(0, InProgress::held);
+        if early + fragment.len() - 3 > len {
             return Outcome::Error("overrun");
         }
-        self.in_progress = Some(InProgress {
-            cmd: first,
-            len,
-            data: fragment[3..].to_vec(),
-            next_seq: 0,
-            deadline: now + Duration::from_secs(5),
+        let p = self.in_progress.get_or_insert_with(|| InProgress {
+            head: None,
+            received: BTreeMap::new(),
+            deadline: now,
         });
+        p.head = Some((first, len));
+        p.received.insert(0, fragment[3..].to_vec());
+        p.deadline = now + Duration::from_secs(5);
         self.complete()
     }
 
     fn complete(&mut self) -> Outcome {
-        match self.in_progress.take() {
-            Some(p) if p.data.len() == p.len => Outcome::Frame(p.cmd, p.data),
-            p => {
-                self.in_progress = p;
-                Outcome::More
-            }
+        let Some(p) = self.in_progress.as_ref() else {
+            return Outcome::More;
+        };
+        let Some((cmd, len)) = p.head else {
+            return Outcome::More;
+        };
+        let in_order: Vec<u8> = (0..p.first_missing())
+            .flat_map(|n| p.received[&n].iter().copied())
+            .collect();
+        if in_order.len() == len {
+            self.in_progress = None;
+            return Outcome::Frame(cmd, in_order);
         }
+        Outcome::More
     }
 
     fn timeout(&mut self, now: Instant) -> Outcome {
@@ -143,6 +189,7 @@ pub(crate) fn reassembler(data: &[u8]) {
         Duration::from_secs(5),
         "the model's timeout"
     );
+    assert_eq!(REORDER_WINDOW, WINDOW, "the model's window");
     let mut now = Instant::now();
     let mut real = Reassembler::new();
     let mut model = Model::default();
@@ -186,7 +233,9 @@ pub(crate) fn reassembler(data: &[u8]) {
 
 /// Input: a command selector, a 16-bit fragment length (any value; the fragmenter clamps it)
 /// and the data. Whatever the fragmenter accepts, the reassembler must give back unchanged,
-/// in full-size fragments with sequence numbers 0..=0x7f wrapping.
+/// in full-size fragments with sequence numbers 0..=0x7f wrapping, also when they arrive in
+/// blocks of 1..=16 reversed (`selector / 5` picks the block size): reordering within the
+/// window.
 pub(crate) fn round_trip(data: &[u8]) {
     let [selector, hi, lo, payload @ ..] = data else {
         return;
@@ -230,12 +279,16 @@ pub(crate) fn round_trip(data: &[u8]) {
         usize::from(u16::from_be_bytes([first[1], first[2]])),
         payload.len()
     );
+    let block = 1 + usize::from(*selector / 5) % REORDER_WINDOW;
+    let mut order: Vec<usize> = (0..fragments.len()).collect();
+    for chunk in order.chunks_mut(block) {
+        chunk.reverse();
+    }
     let now = Instant::now();
     let mut r = Reassembler::new();
     for (i, fragment) in fragments.iter().enumerate() {
         assert!(fragment.len() <= fragment_len, "fragment {i} too long");
-        let last = i + 1 == fragments.len();
-        if !last {
+        if i + 1 < fragments.len() {
             assert_eq!(fragment.len(), fragment_len, "fragment {i} not full");
         }
         if i > 0 {
@@ -245,10 +298,12 @@ pub(crate) fn round_trip(data: &[u8]) {
                 "sequence of fragment {i}"
             );
         }
+    }
+    for (n, &i) in order.iter().enumerate() {
         let got = r
-            .handle_fragment(now, fragment)
-            .expect("own fragments are valid");
-        if last {
+            .handle_fragment(now, &fragments[i])
+            .expect("own fragments are valid, in any order within the window");
+        if n + 1 == order.len() {
             assert_eq!(
                 got,
                 Some(Frame {
@@ -257,7 +312,7 @@ pub(crate) fn round_trip(data: &[u8]) {
                 })
             );
         } else {
-            assert_eq!(got, None, "frame complete at fragment {i}");
+            assert_eq!(got, None, "frame complete at arrival {n} (fragment {i})");
         }
     }
     assert!(r.is_idle());
