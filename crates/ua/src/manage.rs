@@ -48,11 +48,17 @@ async fn ask<C: Connector>(
         .connect()
         .await
         .map_err(|e| ManageError::Ble(e.into()))?;
-    let mut transport = Transport::open(link).await?;
+    let Some((first, rest)) = requests.split_first() else {
+        return Ok(Vec::new());
+    };
+    // The first request goes beside the info read (a turn fewer when it is one fragment).
+    let (mut transport, first_answer) = Transport::open_with(link, first, |_| {}).await?;
     let mut answers = Vec::with_capacity(requests.len());
     let mut failure = None;
-    for request in requests {
-        match transport.request(request, |_| {}).await {
+    let mut outcome: Result<Response, TransportError> = Ok(first_answer);
+    let mut rest = rest.iter();
+    loop {
+        match outcome {
             Ok(Response::Error(code, detail)) => {
                 failure = Some(ManageError::Refused { code, detail });
                 break;
@@ -63,6 +69,10 @@ async fn ask<C: Connector>(
                 break;
             }
         }
+        let Some(request) = rest.next() else {
+            break;
+        };
+        outcome = transport.request(request, |_| {}).await;
     }
     transport.close().await;
     failure.map_or(Ok(answers), Err)

@@ -289,13 +289,37 @@ async fn ask<L: BleLink, P: Progress>(
     progress: &mut P,
 ) -> Result<Response, ProvisionError> {
     let response = transport
-        .request(request, |status| {
-            if status == localcert_proto::frame::KeepAliveStatus::UserPresenceNeeded {
-                progress.user_presence_needed();
-            }
-        })
+        .request(request, presence_hint(progress))
         .await
         .map_err(|source| ProvisionError::Ble { step, source })?;
+    answer(step, response)
+}
+
+/// Opens the session with `request` pipelined beside the info read ([`Transport::open_with`]).
+async fn open_asking<L: BleLink, P: Progress>(
+    link: L,
+    step: Step,
+    request: &Request,
+    progress: &mut P,
+) -> Result<(Transport<L>, Response), ProvisionError> {
+    let (transport, response) = Transport::open_with(link, request, presence_hint(progress))
+        .await
+        .map_err(|source| ProvisionError::Ble { step, source })?;
+    Ok((transport, answer(step, response)?))
+}
+
+/// Tells the user to act when the device asks for presence.
+fn presence_hint<P: Progress>(
+    progress: &mut P,
+) -> impl FnMut(localcert_proto::frame::KeepAliveStatus) + Send + '_ {
+    |status| {
+        if status == localcert_proto::frame::KeepAliveStatus::UserPresenceNeeded {
+            progress.user_presence_needed();
+        }
+    }
+}
+
+fn answer(step: Step, response: Response) -> Result<Response, ProvisionError> {
     match response {
         Response::Error(code, detail) => Err(ProvisionError::DeviceRefused { step, code, detail }),
         other => Ok(other),
@@ -351,15 +375,9 @@ async fn provision_once<C: Connector, R: Resolver, P: Progress>(
         .connect()
         .await
         .map_err(|e| ble(Step::GetInfo)(e.into()))?;
-    let mut transport = Transport::open(link).await.map_err(ble(Step::GetInfo))?;
-    let Response::Info(info) = ask(
-        &mut transport,
-        Step::GetInfo,
-        &Request::GetInfo,
-        timer.progress,
-    )
-    .await?
-    else {
+    let (mut transport, answer) =
+        open_asking(link, Step::GetInfo, &Request::GetInfo, timer.progress).await?;
+    let Response::Info(info) = answer else {
         return Err(invalid(Step::GetInfo, "answer of another kind"));
     };
     let product = info.product.clone();

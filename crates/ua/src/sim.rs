@@ -92,6 +92,19 @@ impl LinkProfile {
             .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
     }
 
+    /// The least simulated time `turns` request/answer turns take on this link, however few
+    /// bytes they carry: a peripheral answers in the connection event after the one that
+    /// brought the request (its host cannot answer within the 150 µs between packets), and the
+    /// central's next request, which depends on the answer, goes in the event after that. So
+    /// the last answer arrives in event `2 × turns − 1` at the earliest. Unlike
+    /// [`LinkProfile::bound`] it counts causality, not bytes: when it exceeds the bound, no
+    /// packing of bytes brings the time down to the bound.
+    pub fn turn_floor(&self, turns: u64) -> Duration {
+        let events = (2 * turns).saturating_sub(1);
+        self.connection_interval
+            .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
+    }
+
     /// Link-layer packets for one ATT value of `len` bytes (3 bytes ATT + 4 bytes L2CAP header).
     fn packets_for(&self, len: usize) -> u32 {
         let total = len + 7;
@@ -122,6 +135,11 @@ pub struct LinkStats {
     pub bytes_down: u64,
     /// ATT round trips: writes with response and reads.
     pub att_round_trips: u64,
+    /// Request/answer turns: the central's sends (writes, reads) that follow something it
+    /// received from the peripheral (a notification or a read's value), and its first send.
+    /// Sends back to back, such as the fragments of one request or a read pipelined beside a
+    /// request, are one turn. See [`LinkProfile::turn_floor`].
+    pub turns: u64,
     /// Link-layer data packets from the central (writes, read requests).
     pub packets_up: u64,
     /// Link-layer data packets from the peripheral (notifications, read and write responses).
@@ -164,6 +182,9 @@ pub struct SimLink<P> {
     fragments: usize,
     drop_at: Option<usize>,
     connected: bool,
+    /// Whether the central has received something since its last send (its next send then
+    /// starts a turn).
+    answered: bool,
 }
 
 impl<P: GattPeripheral> SimLink<P> {
@@ -184,6 +205,7 @@ impl<P: GattPeripheral> SimLink<P> {
             fragments: 0,
             drop_at: None,
             connected: true,
+            answered: true,
         }
     }
 
@@ -296,6 +318,14 @@ impl<P: GattPeripheral> SimLink<P> {
         Ok(())
     }
 
+    /// Counts a turn when the central sends after having received.
+    fn central_sends(&mut self) {
+        if self.answered {
+            self.stats.turns += 1;
+            self.answered = false;
+        }
+    }
+
     /// Moves what the peripheral wants to notify into the inbox.
     fn collect_notifications(&mut self) -> Result<(), LinkError> {
         while let Some(value) = self.peripheral.poll_notification() {
@@ -327,6 +357,7 @@ impl<P: GattPeripheral + Send> BleLink for SimLink<P> {
         if !self.connected {
             return Err(LinkError::Disconnected);
         }
+        self.central_sends();
         // A read is a request in one event and a response in the next.
         let first = self.event_at(Direction::Up, self.now);
         let (_, event) = self.transmit(Direction::Up, first, 1);
@@ -338,11 +369,13 @@ impl<P: GattPeripheral + Send> BleLink for SimLink<P> {
         );
         self.now = arrived;
         self.stats.att_round_trips += 1;
+        self.answered = true;
         Ok(value)
     }
 
     async fn write(&mut self, fragment: &[u8]) -> Result<(), LinkError> {
         self.crossing()?;
+        self.central_sends();
         let first = self.event_at(Direction::Up, self.now.max(self.write_ready));
         let (arrived, event) = self.transmit(
             Direction::Up,
@@ -380,6 +413,7 @@ impl<P: GattPeripheral + Send> BleLink for SimLink<P> {
                     return Ok(None);
                 }
                 self.now = self.now.max(arrival);
+                self.answered = true;
                 return Ok(Some(value));
             }
             if !self.connected {

@@ -3,7 +3,7 @@
 
 use localcert_proto::ErrorCode;
 use localcert_proto::frame::{Command, Frame, KeepAliveStatus, RESPONSE_TIMEOUT, Reassembler};
-use localcert_proto::gatt::{GattInfo, fragment_len};
+use localcert_proto::gatt::{GattInfo, MIN_FRAGMENT_LEN, fragment_len};
 use localcert_proto::message::{Request, Response};
 use localcert_proto::{DecodeError, FrameError};
 
@@ -53,6 +53,31 @@ pub struct Transport<L> {
 }
 
 impl<L: BleLink> Transport<L> {
+    /// Opens the session with its first request pipelined: one that fits in a single fragment
+    /// of the smallest size (GET_INFO, LIST) is written before the info characteristic is read,
+    /// so the read and the request share connection events instead of taking a turn each
+    /// (SPEC §2.1). Then reads info as [`Transport::open`] does, and waits for the answer.
+    pub async fn open_with(
+        mut link: L,
+        request: &Request,
+        on_keep_alive: impl FnMut(KeepAliveStatus) + Send,
+    ) -> Result<(Self, Response), TransportError> {
+        let frame = Frame::msg(request.encode());
+        let fragments: Vec<Vec<u8>> = frame.fragments(MIN_FRAGMENT_LEN)?.collect();
+        let early = fragments.len() == 1;
+        if early {
+            for fragment in &fragments {
+                link.write(fragment).await?;
+            }
+        }
+        let mut transport = Self::open(link).await?;
+        if !early {
+            transport.send(&frame).await?;
+        }
+        let response = transport.receive(request, on_keep_alive).await?;
+        Ok((transport, response))
+    }
+
     /// Reads the info characteristic and settles the fragment size.
     pub async fn open(mut link: L) -> Result<Self, TransportError> {
         let info = GattInfo::decode(&link.read_info().await?).map_err(TransportError::Info)?;
@@ -112,10 +137,19 @@ impl<L: BleLink> Transport<L> {
     pub async fn request(
         &mut self,
         request: &Request,
-        mut on_keep_alive: impl FnMut(KeepAliveStatus) + Send,
+        on_keep_alive: impl FnMut(KeepAliveStatus) + Send,
     ) -> Result<Response, TransportError> {
         self.reassembler.reset();
         self.send(&Frame::msg(request.encode())).await?;
+        self.receive(request, on_keep_alive).await
+    }
+
+    /// Waits for the answer to `request`, already sent.
+    async fn receive(
+        &mut self,
+        request: &Request,
+        mut on_keep_alive: impl FnMut(KeepAliveStatus) + Send,
+    ) -> Result<Response, TransportError> {
         loop {
             let Some(fragment) = self.link.notification(RESPONSE_TIMEOUT).await? else {
                 // Best effort: the device may be gone already.
