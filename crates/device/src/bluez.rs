@@ -138,9 +138,15 @@ pub async fn start(agent: Arc<Agent>, options: &BleOptions) -> Result<BleHandle,
                     server.agent().kick();
                     tokio::spawn(async move {
                         stopped.await;
-                        *slot.lock().await = None;
-                        server.set_notifying(false);
-                        server.end_session();
+                        let mut slot = slot.lock().await;
+                        // BlueZ may have started notifying again meanwhile (a central
+                        // subscribed anew): the new notifier is in the slot, and its session
+                        // stays.
+                        if slot.as_ref().is_none_or(CharacteristicNotifier::is_stopped) {
+                            *slot = None;
+                            server.set_notifying(false);
+                            server.end_session();
+                        }
                     });
                 }
                 .boxed()
