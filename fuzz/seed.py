@@ -97,8 +97,14 @@ def main():
         data = bytes.fromhex(case["data"])
         name = "%s_%d_%d" % (case["command"].lower(), case["fragment_len"], len(data))
         seeds["frame_reassembler"][name] = steps(frags)
+        if len(frags) > 1:
+            # The same fragments in the vectors' order of arrival (SPEC §3.2 reordering).
+            seeds["frame_reassembler"][name + "_arrival"] = steps([frags[i] for i in case["arrival"]])
         sel = COMMANDS[case["command"]]
         seeds["frame_round_trip"][name] = bytes([sel]) + struct.pack(">H", case["fragment_len"]) + data
+        # Selector + 5 * 15: fragments arrive reversed in blocks of 16 (the window).
+        seeds["frame_round_trip"][name + "_reversed16"] = (
+            bytes([sel + 5 * 15]) + struct.pack(">H", case["fragment_len"]) + data)
     # Timeouts: a poll at exactly 5 s, and a late continuation.
     seeds["frame_reassembler"]["timeout_poll"] = steps([b"\x83\x00\x40\x01"]) + bytes([0x80 | 100])
     seeds["frame_reassembler"]["late_continuation"] = steps([b"\x83\x00\x04\x01"]) + steps([b"\x00\x02"], 100)
