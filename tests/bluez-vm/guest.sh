@@ -151,6 +151,8 @@ EAB_KEY=$(awk '/EAB HMAC:/{print $3}' rp.txt)
 EAB_FILE="$ISSUER_DIR/eab.toml"
 (umask 077 && printf 'kid = "%s"\nkey = "%s"\n' "$EAB_KID" "$EAB_KEY" >"$EAB_FILE") ||
     fail "cannot write $EAB_FILE"
+# The manage case watches STAR renewals: the issuer checks for due ones every 2 s, not 60.
+[ "$CASE" = manage ] && sed -i 's/^star_renew_check_secs = .*/star_renew_check_secs = 2/' issuer.toml
 "$BIN/localcert" issuer serve >"$LOGS/issuer.log" 2>&1 &
 ISSUER_PID=$!
 wait_for "$LOGS/issuer.log" "ACME directory" 30 || fail "the issuer did not start"
@@ -182,10 +184,20 @@ local_name = "localcert-vm"
 enabled = true
 interfaces = ["lo"]
 EOF
+# The manage case's STAR certificate is renewed from the issuer's star-certificate URL.
+[ "$CASE" = manage ] && printf '\n[renewal]\ntls_roots = "%s"\n' "$ISSUER_DIR/state/tls.pem" >>"$DEVICE_CONFIG"
 cp "$DEVICE_CONFIG" "$LOGS/device.toml"
-LOCALCERT_LOG=info,localcert_device::engine=debug "$BIN/localcert-device" run --config "$DEVICE_CONFIG" >"$LOGS/device.log" 2>&1 &
-DEVICE_PID=$!
-wait_for "$LOGS/device.log" "HTTPS listening" 60 || fail "the device daemon did not start: $(tail -n2 "$LOGS/device.log")"
+start_device() { # start_device: the daemon (its log appended to), until HTTPS listens; DEVICE_PID
+    local before now t=$SECONDS
+    before=$(count "$LOGS/device.log" "HTTPS listening")
+    LOCALCERT_LOG=info,localcert_device::engine=debug "$BIN/localcert-device" run --config "$DEVICE_CONFIG" >>"$LOGS/device.log" 2>&1 &
+    DEVICE_PID=$!
+    while now=$(count "$LOGS/device.log" "HTTPS listening"); [ "${now:-0}" -le "${before:-0}" ]; do
+        [ $((SECONDS - t)) -lt 60 ] || fail "the device daemon did not start: $(tail -n2 "$LOGS/device.log")"
+        sleep 0.2
+    done
+}
+start_device
 log "device daemon up, advertising on hci0; expected name $NAME"
 
 # --- test-only helper: re-advertise -------------------------------------------------------------
@@ -206,12 +218,12 @@ readvertise &
 READV_PID=$!
 
 # --- the UA on hci1 ------------------------------------------------------------------------------
-start_ua() { # start_ua TAG: `localcert ua provision` in the background; UA_PID
+start_ua() { # start_ua TAG [ARGS…]: `localcert ua provision [ARGS…]` in the background; UA_PID
     "$BIN/localcert" ua provision --issuer "https://localhost:$ISSUER_PORT/acme/directory" \
         --origin "$ORIGIN" --eab-file "$EAB_FILE" --account-file "$ISSUER_DIR/ua-account.json" \
         --issuer-root "$ISSUER_DIR/state/root.pem" --acme-root "$ISSUER_DIR/state/tls.pem" \
         --device "$DEVICE_ADDR" --adapter hci1 --label "$LABEL" \
-        --resolve "$NAME=127.0.0.1" --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" &
+        --resolve "$NAME=127.0.0.1" --scan-seconds 6 --json "${@:2}" >"$LOGS/$1.json" 2>"$LOGS/$1.log" &
     UA_PID=$!
 }
 
@@ -251,9 +263,9 @@ bindings() { # bindings FILE: "count name…" of a status JSON
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; } # a log without its colour codes
 mtu_of_session() { plain "$LOGS/device.log" | grep -oE 'BLE session started.*mtu=[0-9]+' | tail -n1 | grep -oE '[0-9]+$'; }
 
-provision_once() { # provision_once TAG: one provisioning that must succeed
+provision_once() { # provision_once TAG [ARGS…]: one provisioning that must succeed
     local t=$SECONDS rc
-    start_ua "$1"
+    start_ua "$@"
     wait_ua 150
     rc=$?
     UA_SECS=$((SECONDS - t))
@@ -312,7 +324,9 @@ disconnect)
     finish 0 "disconnect $when: session ended, pending key expired and withdrawn, 0 bindings; then $NAME provisioned (UA ${UA_SECS}s, $sessions BLE sessions), 1 binding"
     ;;
 manage)
-    # `ua list` and `ua remove` over BlueZ: provision, list, remove, list again, provision again.
+    # Management over BlueZ: provision with STAR; the issuer renews it and the device installs
+    # the renewal; the origin cancels the delegation; the issuer renews it no more and the
+    # device records the end; then list, remove, remove again, provision again.
     ua_manage() { # ua_manage TAG ARGS…: `localcert ua ARGS… --json` against the device on hci0
         timeout 90 "$BIN/localcert" ua "${@:2}" --device "$DEVICE_ADDR" --adapter hci1 \
             --scan-seconds 6 --json >"$LOGS/$1.json" 2>"$LOGS/$1.log" ||
@@ -321,17 +335,69 @@ manage)
     listed() { # listed TAG: "count origin name star fingerprint" of a `ua list --json`
         python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bindings"]; print(len(b), *[" ".join([x["origin"], x["name"], str(x["star"]), x["fingerprint"]]) for x in b])' "$LOGS/$1.json"
     }
-    provision_once ua-1
+    star_of() { # star_of TAG: "star_state fingerprint star_url" of the one binding `status` shows
+        device_status "$LOGS/$1.json" || fail "localcert-device status ($1) failed"
+        python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bindings"]; assert len(b) == 1, b; print(b[0]["star_state"], b[0]["fingerprint"], b[0]["star_url"])' "$LOGS/$1.json"
+    }
+    star_renewals() { # how many STAR renewals the issuer's audit log records
+        "$BIN/localcert" issuer audit --config "$ISSUER_DIR/issuer.toml" --limit 1000 >"$LOGS/audit.txt" 2>&1 ||
+            fail "localcert issuer audit: $(tail -n1 "$LOGS/audit.txt")"
+        count "$LOGS/audit.txt" "(STAR renewal)"
+    }
+    later() { # later HOURS: the VM's wall clock moves on; the issuer and the device follow it
+        date -s "@$(($(date +%s) + $1 * 3600))" >/dev/null || fail "cannot set the clock"
+        log "clock moved $1 h on: $(date -u)"
+    }
+    provision_once ua-1 --star
     ua_manage list-1 list
     read -r n origin name star fp1 <<<"$(listed list-1)" || fail "bad list: $(cat "$LOGS/list-1.json")"
-    [ "$n" = 1 ] && [ "$origin" = "$ORIGIN" ] && [ "$name" = "$NAME" ] && [ "$star" = False ] ||
-        fail "ua list after provisioning: $(listed list-1)"
+    [ "$n" = 1 ] && [ "$origin" = "$ORIGIN" ] && [ "$name" = "$NAME" ] && [ "$star" = True ] ||
+        fail "ua list after provisioning with STAR: $(listed list-1)"
+    # The issuer's `star` profile gives a certificate a day: 17 h on, past half of it, the
+    # issuer renews it. The device's renewal timer runs on the monotonic clock, so the daemon is
+    # restarted (as after a reboot) and fetches at once; it installs the renewal.
+    later 17
+    wait_for "$LOGS/issuer.log" "STAR certificates renewed" 30 || fail "the issuer did not renew the STAR certificate"
+    stop "$DEVICE_PID"; start_device
+    wait_for "$LOGS/device.log" "STAR certificate renewed" 60 || fail "the device did not install the renewal"
+    read -r state fp2 star_url <<<"$(star_of status-renewed)" || fail "bad status: $(cat "$LOGS/status-renewed.json")"
+    [ "$state" = renewing ] && [ "$fp2" != "$fp1" ] || fail "status after the renewal: $state $fp2 (first $fp1)"
+    [ "$(star_renewals)" = 1 ] || fail "not one STAR renewal in the issuer's audit log"
+    # The origin cancels the delegation with its ACME account: the one the UA's provisioning
+    # made, kept in the account file an origin's backend names in rp.toml.
+    (umask 077 && printf '%s\n' "$EAB_KEY" >"$ISSUER_DIR/eab.key" &&
+        printf 'origin = "%s"\nlisten = "127.0.0.1:0"\nplain_http = true\n[acme]\ndirectory = "https://localhost:%s/acme/directory"\ntls_root = "state/tls.pem"\neab_kid = "%s"\neab_key_file = "eab.key"\naccount_file = "ua-account.json"\n' \
+            "$ORIGIN" "$ISSUER_PORT" "$EAB_KID" >"$ISSUER_DIR/rp.toml") || fail "cannot write rp.toml"
+    "$BIN/localcert" rp cancel-star --config "$ISSUER_DIR/rp.toml" "$NAME" --json >"$LOGS/cancel.json" 2>"$LOGS/cancel.log" ||
+        fail "localcert rp cancel-star: $(tail -n1 "$LOGS/cancel.log")"
+    python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["name"] == sys.argv[2] and [x["star_certificate"] for x in c["canceled"]] == [sys.argv[3]], c' \
+        "$LOGS/cancel.json" "$NAME" "$star_url" || fail "rp cancel-star: $(cat "$LOGS/cancel.json") (device follows $star_url)"
+    [ "$(star_renewals)" = 1 ] && grep -qF "order-canceled" "$LOGS/audit.txt" ||
+        fail "the issuer's audit log has no order-canceled: $(tail -n3 "$LOGS/audit.txt")"
+    # 17 h on again, the renewed certificate is past half of its day: a live delegation would be
+    # renewed at the issuer's next check (every 2 s). The cancelled one is not, and the device's
+    # fetch finds it ended: it keeps serving the certificate it has.
+    later 17
+    sleep 4
+    stop "$DEVICE_PID"; start_device
+    wait_for "$LOGS/device.log" "STAR renewal stopped" 60 || fail "the device did not find the delegation ended"
+    for _ in $(seq 25); do
+        read -r state fp _ <<<"$(star_of status-ended)"
+        [ "$state" = ended ] && break
+        sleep 0.2
+    done
+    [ "$state" = ended ] && [ "$fp" = "$fp2" ] || fail "status after the cancel: $state $fp (renewed $fp2)"
+    renewals=$(star_renewals)
+    [ "$renewals" = 1 ] || fail "$renewals STAR renewals in the issuer's audit log after the cancel"
+    ua_manage list-2 list
+    read -r n _ _ star fp <<<"$(listed list-2)"
+    [ "$n" = 1 ] && [ "$star" = False ] && [ "$fp" = "$fp2" ] || fail "ua list after the cancel: $(listed list-2)"
     ua_manage remove remove "$ORIGIN"
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["removed"]; assert r["name"] == sys.argv[2] and r["origin"] == sys.argv[3], r' \
         "$LOGS/remove.json" "$NAME" "$ORIGIN" || fail "ua remove: $(cat "$LOGS/remove.json")"
-    ua_manage list-2 list
-    read -r n _ <<<"$(listed list-2)"
-    [ "$n" = 0 ] || fail "ua list after remove: $(listed list-2)"
+    ua_manage list-3 list
+    read -r n _ <<<"$(listed list-3)"
+    [ "$n" = 0 ] || fail "ua list after remove: $(listed list-3)"
     device_status "$LOGS/status-removed.json" || fail "localcert-device status failed"
     read -r n _ <<<"$(bindings "$LOGS/status-removed.json")" || fail "bad status"
     [ "$n" = 0 ] || fail "$n binding(s) on the device after ua remove"
@@ -341,15 +407,15 @@ manage)
         --scan-seconds 6 >"$LOGS/remove-again.out" 2>&1 || rc=$?
     [ "$rc" = 4 ] || fail "a second ua remove exited $rc, not 4: $(tail -n1 "$LOGS/remove-again.out")"
     provision_once ua-2
-    ua_manage list-3 list
-    read -r n origin name star fp3 <<<"$(listed list-3)" || fail "bad list: $(cat "$LOGS/list-3.json")"
-    [ "$n" = 1 ] && [ "$name" = "$NAME" ] && [ "$fp3" != "$fp1" ] ||
-        fail "ua list after provisioning again: $(listed list-3) (first certificate $fp1)"
+    ua_manage list-4 list
+    read -r n origin name star fp4 <<<"$(listed list-4)" || fail "bad list: $(cat "$LOGS/list-4.json")"
+    [ "$n" = 1 ] && [ "$name" = "$NAME" ] && [ "$star" = False ] && [ "$fp4" != "$fp2" ] ||
+        fail "ua list after provisioning again: $(listed list-4) (before: $fp2)"
     device_status "$LOGS/status.json" || fail "localcert-device status failed"
     read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status"
     [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
     [ "$(count "$LOGS/device.log" "binding installed")" = 2 ] || fail "not exactly two installs"
-    finish 0 "$NAME provisioned, listed, removed (0 listed, status 0, a second remove NOT_FOUND), provisioned again with a new certificate, listed (1)"
+    finish 0 "$NAME provisioned with STAR, renewed (issuer and device), cancelled by the origin: not renewed again, device status 'ended'; listed, removed (0 listed, status 0, a second remove NOT_FOUND), provisioned again with a new certificate, listed (1)"
     ;;
 shell)
     log "shell: BlueZ (hci0, hci1), the issuer and the device daemon are up; 'exit' powers off"

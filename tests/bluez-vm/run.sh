@@ -14,7 +14,7 @@
 #         shell (interactive VM, BlueZ up; not part of "all")
 # Env:    LOCALCERT_BZVM_OUT  scratch directory (default tests/bluez-vm/out, gitignored)
 #         ACCEL (kvm|tcg, default: kvm only if the CPU shows vmx/svm), MEM (MiB, 2048), SMP (2)
-#         CASE_TIMEOUT (s per VM, default 240), SKIP_APT=1 (packages already there)
+#         CASE_TIMEOUT (s per VM, default 240; manage gets 1.5 times it), SKIP_APT=1 (packages there)
 # Needs:  root (apt-get), Debian 12, the Rust toolchain and a C compiler. No network in the VM.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -103,7 +103,9 @@ vm() {
     fi
     [ "$accel" = kvm ] && cpu=host
     [ "$accel" = tcg ] && accel=tcg,thread=multi
-    local logs="$OUT/cases/$case"
+    local logs="$OUT/cases/$case" limit=$CASE_TIMEOUT
+    # manage provisions twice, runs six UA commands and restarts the daemon twice.
+    [ "$case" = manage ] && limit=$((CASE_TIMEOUT * 3 / 2))
     rm -rf "$logs" && mkdir -p "$logs"
     local qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "$SMP" -m "$MEM"
         -nographic -nic none -no-reboot
@@ -118,12 +120,12 @@ vm() {
     "${qemu[@]}" </dev/null >"$logs/console.log" 2>&1 &
     QEMU_PID=$!
     local waited=0
-    while kill -0 "$QEMU_PID" 2>/dev/null && [ "$waited" -lt "$CASE_TIMEOUT" ]; do
+    while kill -0 "$QEMU_PID" 2>/dev/null && [ "$waited" -lt "$limit" ]; do
         sleep 1
         waited=$((waited + 1))
     done
     if kill -0 "$QEMU_PID" 2>/dev/null; then
-        echo "case $case: VM still running after ${CASE_TIMEOUT}s, stopping it" >>"$logs/console.log"
+        echo "case $case: VM still running after ${limit}s, stopping it" >>"$logs/console.log"
         kill "$QEMU_PID" 2>/dev/null || true
     fi
     wait "$QEMU_PID" 2>/dev/null || true
