@@ -224,3 +224,24 @@ async fn a_drop_at_any_fragment_is_reported_and_reaches_the_peripheral() {
         assert!(link.into_peripheral().disconnected, "fragment {n}");
     }
 }
+
+/// A first request of one 18-byte fragment goes beside the info read, a turn fewer; a longer
+/// one waits for the read, which settles the fragment size.
+#[tokio::test]
+async fn the_first_request_rides_beside_the_info_read_when_it_is_one_fragment() {
+    for (request, turns) in [(Request::GetInfo, 1), (big_install(), 2)] {
+        let link = SimLink::new(
+            Scripted::default(),
+            LinkProfile::MTU247_15MS_2M,
+            Instant::now(),
+        );
+        let (transport, answer) = Transport::open_with(link, &request, |_| {}).await.unwrap();
+        assert_eq!(
+            answer,
+            Response::Error(ErrorCode::NotFound, Some("scripted".into()))
+        );
+        let stats = transport.link().stats();
+        assert_eq!(stats.turns, turns, "{request:?}");
+        assert_eq!(stats.att_round_trips, 1, "one info read");
+    }
+}
