@@ -9,8 +9,8 @@
 # on hci1. See README.md beside this file.
 #
 # Usage:  tests/bluez-vm/run.sh [setup] [build] [CASE...]      (default: setup build + all cases)
-#         cases: provision mtu23 disconnect manage (the default set); eatt (opt-in: BlueZ's default EATT
-#         spreads notifications over several channels and can reorder them, see README.md);
+#         cases: provision mtu23 disconnect manage eatt (the default set; eatt: BlueZ's default
+#         EATT, several bearers that reorder fragments, see README.md);
 #         shell (interactive VM, BlueZ up; not part of "all")
 # Env:    LOCALCERT_BZVM_OUT  scratch directory (default tests/bluez-vm/out, gitignored)
 #         ACCEL (kvm|tcg, default: kvm only if the CPU shows vmx/svm), MEM (MiB, 2048), SMP (2)
@@ -23,7 +23,7 @@ OUT=${LOCALCERT_BZVM_OUT:-$HERE/out}
 MEM=${MEM:-2048}
 SMP=${SMP:-2}
 CASE_TIMEOUT=${CASE_TIMEOUT:-240}
-ALL_CASES="provision mtu23 disconnect manage"
+ALL_CASES="provision mtu23 disconnect manage eatt"
 export DEBIAN_FRONTEND=noninteractive
 say() { printf '=== [%(%H:%M:%S)T] %s\n' -1 "$*"; }
 mkdir -p "$OUT"
