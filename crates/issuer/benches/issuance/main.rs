@@ -8,7 +8,9 @@
 //! crypto bound measured in the same run: cores / (verifies x verify cost + signs x sign cost),
 //! with the ratio of the measured rate to it. Also the bench's own CPU per issuance (the
 //! clients run on the same cores) and `machine/s`, the rate the server and the clients could
-//! reach together if nothing else ran: cores / (server + client CPU per issuance).
+//! reach together if nothing else ran: cores / (server + client CPU per issuance); and the
+//! disk's median fsync, measured next to each run, with `fsync/s`: clients / (the durable
+//! commits an issuance waits for one after the other x that fsync).
 //!
 //! `cargo bench -p localcert-issuer --bench issuance`; environment: `BENCH_SECS` (per run,
 //! default 5), `BENCH_CLIENTS` (default `1,8,32,128`), `BENCH_MILLION` (certificates in the
@@ -91,6 +93,34 @@ fn crypto_costs() -> (Duration, Duration) {
         public.verify(&message, signature.as_ref()).unwrap();
     }
     ((thread_cpu() - start) / rounds, sign)
+}
+
+/// fsyncs timed for [`fsync_cost`].
+const FSYNC_PROBES: u64 = 31;
+
+/// The median time of one `fdatasync` after a 4 KiB write in `dir` (the database's file
+/// system), measured now: the disk is shared, so it is measured next to each run.
+fn fsync_cost(dir: &Path) -> BoxResult<Duration> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::File::create(&path)?;
+    let mut times = Vec::new();
+    for i in 0..FSYNC_PROBES {
+        file.write_all_at(&[0x5a; 4096], (i % 16) * 4096)?;
+        let start = Instant::now();
+        file.sync_data()?;
+        times.push(start.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// The durable commits a client waits for one after the other in an issuance: the order, the
+/// attestation, the certificate (and first the account, with a new one). Each is acknowledged
+/// only once durable.
+fn sequential_commits(new_accounts: bool) -> f64 {
+    if new_accounts { 4.0 } else { 3.0 }
 }
 
 struct Setup {
@@ -285,7 +315,7 @@ async fn run(
 
 fn print_header() {
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>8} {:>6} {:>9}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>8} {:>6} {:>9} {:>8} {:>8}",
         "clients",
         "accounts",
         "issued",
@@ -303,15 +333,17 @@ fn print_header() {
         "sign us",
         "bound/s",
         "ratio",
-        "machine/s"
+        "machine/s",
+        "fsync ms",
+        "fsync/s"
     );
 }
 
-fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
+fn print_run(r: &Run, (verify, sign, fsync): (Duration, Duration, Duration), cores: f64) -> f64 {
     let crypto = r.verifies * verify.as_secs_f64() + r.signs * sign.as_secs_f64();
     let bound = if crypto > 0.0 { cores / crypto } else { 0.0 };
     println!(
-        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>10.3} {:>9.1} {:>7.1} {:>8.0} {:>6.3} {:>9.0}",
+        "{:>7} {:>8} {:>8} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>9.2} {:>9.2} {:>9} {:>7.2} {:>6.2} {:>10.3} {:>9.1} {:>7.1} {:>8.0} {:>6.3} {:>9.0} {:>8.2} {:>8.0}",
         r.clients,
         if r.new_accounts { "new" } else { "reused" },
         r.issued,
@@ -331,6 +363,8 @@ fn print_run(r: &Run, verify: Duration, sign: Duration, cores: f64) -> f64 {
         bound,
         if bound > 0.0 { r.rate / bound } else { 0.0 },
         cores * 1e3 / (r.cpu_ms + r.client_cpu_ms),
+        fsync.as_secs_f64() * 1e3,
+        r.clients as f64 / (sequential_commits(r.new_accounts) * fsync.as_secs_f64()),
     );
     r.rate
 }
@@ -382,8 +416,9 @@ async fn series(
     for &(clients, new_accounts) in runs {
         // The crypto costs are measured again next to each run: the machine's load changes.
         let (verify, sign) = crypto_costs();
+        let fsync = fsync_cost(setup.dir.path())?;
         let (r, chain) = run(&mut servers, setup, &accounts, clients, new_accounts, secs).await?;
-        rates.push(print_run(&r, verify, sign, cores));
+        rates.push(print_run(&r, (verify, sign, fsync), cores));
         if setup.chain_pem.is_empty() {
             setup.chain_pem = chain.unwrap_or_default();
         }
@@ -422,7 +457,10 @@ fn main() -> BoxResult<()> {
          each measured with ring just before each run; ratio = issuances/s / bound/s; \
          crypto/cpu = that crypto CPU / the server's CPU per issuance; client ms = the bench's \
          own CPU per issuance (its clients share the cores); machine/s = cores / (cpu ms/i + \
-         client ms): the rate if the machine ran nothing else"
+         client ms): the rate if the machine ran nothing else; fsync ms = the median \
+         fdatasync of 4 KiB on the database's disk just before each run; fsync/s = clients / \
+         (3 durable commits an issuance waits for one after the other, 4 with a new account, \
+         x fsync ms): the rate if each client waited for nothing but one fsync per commit"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
