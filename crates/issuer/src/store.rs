@@ -421,9 +421,9 @@ pub trait Store: Send + Sync {
 
     /// Whether the store may be called on an async runtime's worker thread: it then computes
     /// briefly and waits (for the writer's commit, a free connection) only with the worker
-    /// handed off to another thread (`block_in_place`). The server then handles requests
-    /// on its workers, with no hop to a blocking thread and back. Otherwise callers run it on
-    /// a blocking thread.
+    /// handed off to another thread (`block_in_place`). The server then handles the requests
+    /// that only read on its workers, with no hop to a blocking thread and back. Otherwise
+    /// callers run it on a blocking thread.
     fn callable_from_async_workers(&self) -> bool {
         false
     }
