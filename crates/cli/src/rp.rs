@@ -49,11 +49,15 @@ async fn cancel_star(path: &std::path::Path, name: &str, json: bool) -> anyhow::
     let config = Config::load(path).with_context(|| format!("loading {}", path.display()))?;
     // The delegation belongs to the account that ordered it: never make a new one here (the
     // issuer would bind it to the EAB key, and it would hold no order anyway).
-    if let Some(file) = config.acme.account_file.as_deref().filter(|f| !f.exists()) {
-        bail!(
-            "{}: no ACME account file, so this origin's backend has ordered nothing yet and has no STAR delegation to cancel",
-            file.display()
-        );
+    if let Some(file) = config.acme.account_file.as_deref() {
+        if !file.exists() {
+            bail!(
+                "{}: no ACME account file, so this origin's backend has ordered nothing yet and has no STAR delegation to cancel",
+                file.display()
+            );
+        }
+        // It holds the account key: one others may read is refused here, before any request.
+        localcert_rp::config::read_private(file)?;
     }
     let directory = config.acme.directory_url.clone();
     let issuer = |e: localcert_rp::FlowError| {

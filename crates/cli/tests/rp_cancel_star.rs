@@ -1,7 +1,8 @@
 //! `localcert rp cancel-star`, the binary: against the real issuer on loopback, with the origin's
 //! account file a provisioning over the in-memory link made (the e2e world). Its outputs (text
 //! and `--json`), a repeat, and each refusal: a name that is not `.local`, a name the account
-//! never ordered, a name with one-off certificates only, no account file, the issuer down.
+//! never ordered, a name with one-off certificates only, no account file, an account file
+//! others may read, the issuer down.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -161,6 +162,11 @@ async fn cancels_a_star_delegation_says_so_and_refuses_what_it_cannot_cancel() {
         format!("the device serves its current certificate for {name} until it expires")
     );
     assert_eq!(fetcher.fetch(&star_url).await.unwrap(), Fetched::Ended);
+
+    // An account file others may read (it holds the account key): refused before any request.
+    std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&cancel_star(&config, &[name]).await, 1, "chmod 600 it");
+    std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // The issuer down (nothing listens on the directory's port): exit 5, naming the issuer.
     let down = "https://localhost:1/acme/directory";
