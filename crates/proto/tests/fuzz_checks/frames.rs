@@ -279,7 +279,13 @@ pub(crate) fn round_trip(data: &[u8]) {
         usize::from(u16::from_be_bytes([first[1], first[2]])),
         payload.len()
     );
-    let block = 1 + usize::from(*selector / 5) % REORDER_WINDOW;
+    // SPEC §3.2: a CANCEL initial fragment drops the continuations held before it, so only a
+    // CANCEL that arrives first round-trips (CANCEL carries no data in practice, §3.1).
+    let block = if cmd == Command::Cancel {
+        1
+    } else {
+        1 + usize::from(*selector / 5) % REORDER_WINDOW
+    };
     let mut order: Vec<usize> = (0..fragments.len()).collect();
     for chunk in order.chunks_mut(block) {
         chunk.reverse();
