@@ -6,9 +6,9 @@ import { SERVICE_UUID } from './constants.js';
 import {
   AbortedError, BackendProtocolError, LocalcertError, VerificationError, backendError,
 } from './errors.js';
-import type { BindingSummary, CorsPolicy, InfoResponse } from './messages.js';
+import type { BindingSummary, CorsPolicy, InfoResponse, Request } from './messages.js';
 import { deriveName, parseDeviceLabel, parseOrigin } from './names.js';
-import { type Clock, type Link, type RequestOptions, Session } from './session.js';
+import { type Answer, type Clock, type Link, type RequestOptions, Session } from './session.js';
 import { type ConnectOptions, bluetooth, chooseDevice, connect } from './webbluetooth.js';
 
 /** The steps provision() goes through, in order ('presence' only when the device asks). */
@@ -136,7 +136,11 @@ function corsFromJson(c: unknown): CorsPolicy {
   };
 }
 
-async function openSession(options: CommonOptions): Promise<{ session: Session; connectAttempts: number }> {
+/**
+ * Connects and opens the session with its first request (beside the info read when it fits in
+ * one fragment, SPEC §2.1); the link is closed if that fails.
+ */
+async function openSession(options: CommonOptions, first: Request, req: RequestOptions, onConnected?: () => void): Promise<{ session: Session; answer: Answer; connectAttempts: number }> {
   let link: Link;
   let connectAttempts = 1;
   if (options.link) {
@@ -153,9 +157,9 @@ async function openSession(options: CommonOptions): Promise<{ session: Session; 
   }
   try {
     checkAborted(options.signal);
-    const sessionOptions: { clock?: Clock } = {};
-    if (options.clock) sessionOptions.clock = options.clock;
-    return { session: await Session.open(link, sessionOptions), connectAttempts };
+    onConnected?.();
+    const opened = await Session.openWith(link, first, { ...req, clock: options.clock });
+    return { ...opened, connectAttempts };
   } catch (e) {
     await link.close().catch(() => undefined);
     throw e;
@@ -186,12 +190,10 @@ export async function provision(options: ProvisionOptions = {}): Promise<Provisi
   }
   parseOrigin(origin);
 
-  const { session, connectAttempts } = await openSession(options);
+  const { session, answer: infoAnswer, connectAttempts } = await openSession(options, { kind: 'get_info' }, req, () => step('info'));
   let installed: unknown;
   let issuedFingerprint = '';
   try {
-    step('info');
-    const infoAnswer = await session.request({ kind: 'get_info' }, req);
     const info = (infoAnswer.response as { value: InfoResponse }).value;
 
     step('flow');
@@ -282,9 +284,8 @@ async function fetchDevice(fetchFn: FetchLike, url: string, signal: AbortSignal 
 
 /** The device's bindings (LIST over BLE). */
 export async function list(options: CommonOptions = {}): Promise<BindingSummary[]> {
-  const { session } = await openSession(options);
+  const { session, answer } = await openSession(options, { kind: 'list' }, { signal: options.signal });
   try {
-    const answer = await session.request({ kind: 'list' }, { signal: options.signal });
     return (answer.response as { value: BindingSummary[] }).value;
   } finally {
     await session.close().catch(() => undefined);
@@ -294,9 +295,8 @@ export async function list(options: CommonOptions = {}): Promise<BindingSummary[
 /** Removes the device's binding for `origin` (REMOVE over BLE); resolves with the name removed. */
 export async function remove(origin: string, options: CommonOptions = {}): Promise<string> {
   parseOrigin(origin);
-  const { session } = await openSession(options);
+  const { session, answer } = await openSession(options, { kind: 'remove', value: { origin } }, { signal: options.signal });
   try {
-    const answer = await session.request({ kind: 'remove', value: { origin } }, { signal: options.signal });
     return (answer.response as { value: { name: string } }).value.name;
   } finally {
     await session.close().catch(() => undefined);

@@ -3,7 +3,7 @@
 // anything the device must not send. The same code runs over Web Bluetooth and over the device
 // engine's stdio bridge in the Node tests.
 
-import { FRAGMENT_TIMEOUT_MS, PROTOCOL_REVISION, RESPONSE_TIMEOUT_MS } from './constants.js';
+import { FRAGMENT_TIMEOUT_MS, MIN_FRAGMENT_LEN, PROTOCOL_REVISION, RESPONSE_TIMEOUT_MS } from './constants.js';
 import {
   AbortedError, DeviceInfoError, DisconnectedError, LocalcertError, ResponseTimeoutError,
   UnexpectedFrameError, UnsolicitedResponseError, deviceError,
@@ -39,6 +39,13 @@ export const systemClock: Clock = {
 
 /** KEEPALIVE status as a page shows it. */
 export type KeepAliveStatus = 'processing' | 'user_presence_needed';
+
+/** How a session is opened. */
+export interface OpenOptions {
+  clock?: Clock | undefined;
+  /** The ATT MTU, where the stack tells it (Web Bluetooth does not). */
+  attMtu?: number | undefined;
+}
 
 export interface RequestOptions {
   /** Aborting sends CANCEL and rejects with AbortedError. */
@@ -90,27 +97,61 @@ export class Session {
   }
 
   /** Reads and checks the info characteristic, then subscribes to the status characteristic. */
-  static async open(link: Link, options: { clock?: Clock; attMtu?: number } = {}): Promise<Session> {
-    let info: GattInfo;
-    try {
-      info = decodeInfo(await link.readInfo());
-    } catch (e) {
-      if (e instanceof LocalcertError && !(e instanceof DisconnectedError)) {
-        throw new DeviceInfoError(`the device's info characteristic is refused: ${e.message}`, { cause: e });
-      }
-      throw e;
-    }
-    if (info.revision !== PROTOCOL_REVISION) {
-      throw new DeviceInfoError(`the device speaks protocol revision ${info.revision}, this package speaks ${PROTOCOL_REVISION}`);
-    }
+  static async open(link: Link, options: OpenOptions = {}): Promise<Session> {
+    const info = await readInfo(link);
     const session = new Session(link, info, options.clock ?? systemClock, options.attMtu);
     await link.subscribe((v) => session.onNotification(v), () => session.onDisconnect());
     return session;
   }
 
+  /**
+   * Opens the session with its first request: one that fits in a single fragment of the
+   * smallest size (GET_INFO, LIST) is written beside the info read, so the two share connection
+   * events instead of taking a turn each (SPEC §2.1 MAY; the Rust UA does the same). The status
+   * characteristic is subscribed first, so the answer cannot be missed; notifications that
+   * arrive before info has been read and checked are held, then handled in order. A longer
+   * request goes after the info read, as with `open` then `request`.
+   */
+  static async openWith(link: Link, request: Request, options: OpenOptions & RequestOptions = {}): Promise<{ session: Session; answer: Answer }> {
+    const data = encodeRequest(request);
+    const early = fragment(Command.MSG, data, MIN_FRAGMENT_LEN);
+    if (early.length !== 1) {
+      const session = await Session.open(link, options);
+      return { session, answer: await session.request(request, options) };
+    }
+    if (options.signal?.aborted) throw new AbortedError(options.signal.reason);
+    let session: Session | undefined;
+    const held: Uint8Array[] = [];
+    let dropped = false;
+    await link.subscribe(
+      (v) => (session ? session.onNotification(v) : held.push(v)),
+      () => (session ? session.onDisconnect() : (dropped = true)),
+    );
+    const write = link.write(early[0]!).catch((e) => {
+      throw e instanceof LocalcertError ? e : new DisconnectedError('a write to the control point failed', { cause: e });
+    });
+    // Both are under way before either is awaited: the write and the read share events.
+    const [info] = await Promise.all([readInfo(link), write]);
+    const opened = new Session(link, info, options.clock ?? systemClock, options.attMtu);
+    session = opened;
+    const answer = opened.exchange({ kind: 'msg', request }, Command.MSG, data, options, true);
+    if (dropped) opened.onDisconnect();
+    for (const v of held.splice(0)) opened.onNotification(v);
+    try {
+      return { session: opened, answer: opened.answerOf(request, await answer) };
+    } catch (e) {
+      await opened.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
   /** Sends a request and waits for its response (or a typed error). */
   async request(request: Request, options: RequestOptions = {}): Promise<Answer> {
     const frame = await this.exchange({ kind: 'msg', request }, Command.MSG, encodeRequest(request), options);
+    return this.answerOf(request, frame);
+  }
+
+  private answerOf(request: Request, frame: Frame): Answer {
     const response = decodeResponse(operationOf(request), frame.data);
     if (response.kind === 'error') {
       throw deviceError(response.code, 'response', response.message) ?? new UnexpectedFrameError(`status 0x${response.code.toString(16)}`);
@@ -123,7 +164,8 @@ export class Session {
     await this.exchange({ kind: 'ping', pingData: data }, Command.PING, data, options);
   }
 
-  private async exchange(what: Pick<Pending, 'kind' | 'request' | 'pingData'>, cmd: Command, data: Uint8Array, options: RequestOptions): Promise<Frame> {
+  /** Sends a frame (unless `sent`: `openWith` wrote it already) and waits for the answer. */
+  private async exchange(what: Pick<Pending, 'kind' | 'request' | 'pingData'>, cmd: Command, data: Uint8Array, options: RequestOptions, sent = false): Promise<Frame> {
     const signal = options.signal;
     const refusal = (): unknown => {
       if (signal?.aborted) return new AbortedError(signal.reason);
@@ -142,7 +184,7 @@ export class Session {
       refused = refusal();
     }
     if (refused !== undefined) throw refused;
-    const fragments = fragment(cmd, data, this.fragmentLen);
+    const fragments = sent ? [] : fragment(cmd, data, this.fragmentLen);
     return new Promise<Frame>((resolve, reject) => {
       const onAbort = () => this.abandon(new AbortedError(signal?.reason));
       const done = () => {
@@ -299,4 +341,21 @@ export class Session {
     await this.writes;
     await this.link.close();
   }
+}
+
+/** Reads the info characteristic and checks it (SPEC §2): range, then the revision. */
+async function readInfo(link: Link): Promise<GattInfo> {
+  let info: GattInfo;
+  try {
+    info = decodeInfo(await link.readInfo());
+  } catch (e) {
+    if (e instanceof LocalcertError && !(e instanceof DisconnectedError)) {
+      throw new DeviceInfoError(`the device's info characteristic is refused: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+  if (info.revision !== PROTOCOL_REVISION) {
+    throw new DeviceInfoError(`the device speaks protocol revision ${info.revision}, this package speaks ${PROTOCOL_REVISION}`);
+  }
+  return info;
 }
