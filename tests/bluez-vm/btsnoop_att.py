@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """ATT decode of a `btmon -w` capture (btsnoop, monitor format), plain ATT and EATT channels.
 
-Usage: btsnoop_att.py CAPTURE            one line per ATT PDU of interest
-       btsnoop_att.py --summary CAPTURE  one line: MTU exchanges, largest write and notification
+Usage: btsnoop_att.py [--device hciN] CAPTURE            one line per ATT PDU of interest
+       btsnoop_att.py [--device hciN] --summary CAPTURE  one line: MTU exchanges, the device's
+                                                         writes and notifications, channels
+The device's controller is hci0 unless --device says otherwise.
 
 btmon 5.66 `-r` crashed on such captures, hence this small decoder.
 """
@@ -69,6 +71,10 @@ def att_pdus(path):
 
 def main():
     args = sys.argv[1:]
+    # The device's controller: hci0 here, hci1 in tests/webbluetooth-vm (Chromium takes hci0).
+    device = 0
+    if args[:1] == ["--device"] and len(args) > 1:
+        device, args = int(args[1].removeprefix("hci")), args[2:]
     summary = args[:1] == ["--summary"]
     path = args[-1]
     mtus, writes, notifications, largest_write, largest_notification = [], 0, 0, 0, 0
@@ -81,16 +87,16 @@ def main():
         if opcode in (0x02, 0x03) and len(payload) >= 2:
             mtus.append(f"hci{index} {direction} {OPCODES[opcode].split()[-1].lower()} "
                         f"{struct.unpack('<H', payload[:2])[0]}")
-        # Count each PDU once, as the device's controller (hci0) receives or sends it.
-        if index == 0 and direction == "RX" and opcode in (0x12, 0x52):
+        # Count each PDU once, as the device's controller receives or sends it.
+        if index == device and direction == "RX" and opcode in (0x12, 0x52):
             writes += 1
             largest_write = max(largest_write, len(payload) - 2)
             channels.add(channel.split()[0])
-        if index == 0 and direction == "TX" and opcode == 0x1B:
+        if index == device and direction == "TX" and opcode == 0x1B:
             notifications += 1
             largest_notification = max(largest_notification, len(payload) - 2)
             channels.add(channel.split()[0])
-        if index == 0 and direction == "TX" and opcode == 0x23:  # handle, length, value tuples
+        if index == device and direction == "TX" and opcode == 0x23:  # handle, length, value tuples
             at = 0
             while at + 4 <= len(payload):
                 length = struct.unpack("<H", payload[at + 2:at + 4])[0]

@@ -9,7 +9,9 @@ DIR holds what run.sh collected around the case: result.json (driver.js: the pag
 backend's answers, the requests to the device, the chooser), status-before.json and
 status-after.json (`localcert-device status --json` in the VM), orders-before.json and
 orders-after.json (this script's `orders`), device.log (the device daemon's log lines written
-during the case), rp.log (the backend's) and mtu.txt (the ATT MTU of the device's last session).
+during the case), rp.log (the backend's), mtu.txt (the ATT MTU of the device's last session),
+att-summary.txt (btsnoop_att.py's summary of the VM's capture so far) and reordered.txt (the
+device's "fragment arrived out of order" lines of the case).
 """
 import base64
 import hashlib
@@ -124,9 +126,19 @@ def provisioned(c, mtu):
         c.expect(got_mtu == "23", f"the device's session MTU is {got_mtu or 'unknown'}, not 23")
     else:
         c.expect(got_mtu.isdigit() and int(got_mtu) > 23, f"the device's session MTU is {got_mtu or 'unknown'}")
+    # The bearers the capture shows: BlueZ's default EATT at 517, one plain ATT bearer at 23.
+    att = c.text("att-summary.txt").strip()
+    bearers = re.search(r"channels \[([^]]*)\]", att)
+    bearers = bearers.group(1).replace("'", "") if bearers else ""
+    if mtu == 23:
+        c.expect(bearers == "ATT", f"bearers at MTU 23: {att or 'no capture summary'}")
+    else:
+        c.expect("EATT" in bearers, f"no EATT bearer at MTU {got_mtu} (BlueZ's default): {att or 'no capture summary'}")
+    reordered = c.text("reordered.txt").strip() or "?"
     steps = ", ".join(f"{s.get('step')} {s.get('ms')}" for s in p.get("steps", []))
     return (f"{p.get('name')} provisioned at ATT MTU {got_mtu}, issuer order valid, device binding, "
-            f"fetch 200 with CORS; connect_attempts={p.get('connect_attempts')}{rescans(c)}; steps (ms): {steps}")
+            f"fetch 200 with CORS; connect_attempts={p.get('connect_attempts')}{rescans(c)}; "
+            f"bearers {bearers}, writes put back in order by the device: {reordered}; steps (ms): {steps}")
 
 
 def rescans(c):

@@ -95,10 +95,16 @@ busybox ip link set eth0 up && busybox ip addr add 10.0.2.15/24 dev eth0 || fail
 
 PRELOAD=
 case $MTU in
-517) printf '[GATT]\nChannels = 1\n' >/etc/bluetooth/main.conf ;;
+517)
+    # BlueZ's defaults: EATT, several ATT bearers that may reorder fragments (SPEC §3.2 puts
+    # them back). The empty main.conf only replaces the host's file in the overlay.
+    : >/etc/bluetooth/main.conf
+    ;;
 23)
     # ExchangeMTU = 23 needs the shim (bluetoothd 5.66 applies it to its BR/EDR socket too, where
-    # the kernel refuses an MTU under 48) and Channels = 1 (EATT channels have an MTU >= 64).
+    # the kernel refuses an MTU under 48) and Channels = 1: EATT channels have an MTU of at least
+    # 64, so with EATT the MTU-23 worst case would not run (the framing itself no longer needs
+    # one bearer).
     printf '[GATT]\nExchangeMTU = 23\nChannels = 1\n' >/etc/bluetooth/main.conf
     PRELOAD=$OUT/l2cap-mtu-shim.so
     ;;

@@ -292,6 +292,10 @@ run_case() { # run_case CASE: one PASS|FAIL line (also added to $summary)
     since "$VMLOGS/device.log" "$dir/device-lines-before" >"$dir/device.log"
     since "$RUN/rp.log" "$dir/rp-lines-before" >"$dir/rp.log"
     cp "$(ask mtu)" "$dir/mtu.txt"
+    # The VM's capture so far (the snapshot above copied it): ATT or EATT bearers, the device's
+    # writes and notifications; and the fragments the device put back in order in this case.
+    python3 "$REPO/tests/bluez-vm/btsnoop_att.py" --device hci1 --summary "$VMLOGS/hci.btsnoop" >"$dir/att-summary.txt" 2>&1
+    grep -c "fragment arrived out of order" "$dir/device.log" >"$dir/reordered.txt"
     if [ $rc = 0 ]; then
         verdict=$(python3 "$HERE/check.py" "$case" "$dir" "$ORIGIN" "$NAME" "$DEVICE_PORT") || rc=1
     else
