@@ -1,18 +1,13 @@
 #!/bin/bash
 # PID 1 inside the test VM (started by initramfs-init; see run.sh and README.md).
+# What both VM suites' guests share is in tests/vm-common/guest-lib.sh.
 #
 # The root is the host's / (read-only 9p) under a tmpfs overlay: writes (BlueZ's main.conf, the
 # issuer's and the device's state under /tmp) stay in the VM. $LOGS is a writable share whose
 # files the host keeps. The case's verdict goes to $LOGS/rc (0 = pass) and $LOGS/result.txt.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
-for a in $(cat /proc/cmdline); do
-    case $a in
-    bzcase=*) CASE=${a#bzcase=} ;;
-    bzrepo=*) REPO=${a#bzrepo=} ;;
-    bzout=*) OUT=${a#bzout=} ;;
-    bzlogs=*) LOGS=${a#bzlogs=} ;;
-    esac
-done
+. "$(dirname "$0")/../vm-common/guest-lib.sh"
+CASE=$(kernel_arg bzcase) REPO=$(kernel_arg bzrepo) OUT=$(kernel_arg bzout) LOGS=$(kernel_arg bzlogs)
 BIN=$OUT/bin
 HERE=$REPO/tests/bluez-vm
 ORIGIN=https://vod.example.com
@@ -27,17 +22,6 @@ DEVICE_CONFIG=$DEVICE_DIR/device.toml
 # expiry can be watched within the case.
 PENDING_SECS=600
 UA_PID= DEVICE_PID= ISSUER_PID= BTMON_PID= BTVIRT_PID= READV_PID=
-
-log() { echo "[guest $(cut -d' ' -f1 /proc/uptime)s] $*" | tee -a "$LOGS/guest.log"; }
-
-stop() { # stop PID [SIGNAL]: signal a process we started and wait up to 5 s for it
-    local pid=$1 sig=${2:-TERM} i
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
 
 finish() { # finish RC [RESULT LINE]
     local rc=$1
@@ -54,43 +38,13 @@ finish() { # finish RC [RESULT LINE]
 
 fail() { finish 1 "FAIL: $*"; }
 
-wait_for() { # wait_for FILE PATTERN SECONDS: until FILE contains PATTERN (fixed string)
-    local t=$SECONDS
-    while [ $((SECONDS - t)) -lt "$3" ]; do
-        grep -qF -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
-
 count() { grep -cF -- "$2" "$1" 2>/dev/null; } # count FILE PATTERN
 
 # --- the system ----------------------------------------------------------------------------
-mount -t tmpfs tmpfs /run
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 logs "$LOGS" || echo "WARN: logs share not mounted"
-ln -sfn "$OUT/kernel/lib/modules" /usr/lib/modules # modprobe and the kernel find Debian's modules
-hostname bzvm
-busybox ip link set lo up
-busybox ip link set lo multicast on # the daemon's mDNS is loopback-only here (no network card)
+system_up bzvm
 log "case $CASE: userspace up, kernel $(uname -r)"
-
-# First-touch page faults over 9p are slow under software emulation: read the programs once.
-warm() {
-    local b
-    for b in "$@"; do
-        cat "$b" >/dev/null
-        ldd "$b" 2>/dev/null | awk '/=> \//{print $3}' | xargs -r cat >/dev/null
-    done
-}
-warm /usr/bin/btvirt /usr/bin/btmgmt /usr/bin/btmon /usr/libexec/bluetooth/bluetoothd \
-    /usr/bin/dbus-daemon /usr/bin/busctl "$BIN/localcert" "$BIN/localcert-device"
-# Loaded up front: on-demand loading over 9p can delay the first controller's HCI reset past
-# the kernel's 2 s timeout (dmesg: "hci0: Opcode 0x0c03 failed: -110").
-modprobe -a hci_vhci bnep af_alg algif_hash algif_skcipher cmac ecb ctr drbg jitterentropy_rng \
-    ansi_cprng sha512_generic sha3_generic ecdh_generic || fail "modprobe"
+warm "$BIN/localcert"
+bluetooth_up
 
 PRELOAD=
 case $CASE in
@@ -117,29 +71,11 @@ esac
 mkdir -p /run/dbus && dbus-daemon --system --fork || fail "dbus-daemon"
 LD_PRELOAD=$PRELOAD /usr/libexec/bluetooth/bluetoothd -n -d >"$LOGS/bluetoothd.log" 2>&1 &
 
-# btvirt: two LE-only controllers in one process, so on one emulated air. If the kernel's
-# set-up of a controller timed out (a starved VM), kill it (both controllers go) and retry.
-mgmt_count() { btmgmt info 2>/dev/null | grep -c 'Primary controller'; }
-dbus_count() { busctl --system tree org.bluez 2>/dev/null | grep -cE '/org/bluez/hci[01]$'; }
-ready=
-for attempt in 1 2 3; do
-    chrt -f 50 btvirt -l2 -L >"$LOGS/btvirt.log" 2>&1 &
-    BTVIRT_PID=$!
-    t=$SECONDS
-    while [ $((SECONDS - t)) -lt 20 ]; do
-        [ "$(mgmt_count)" = 2 ] && [ "$(dbus_count)" = 2 ] && { ready=1; break; }
-        sleep 0.3
-    done
-    [ -n "$ready" ] && break
-    log "attempt $attempt: controllers not ready (mgmt $(mgmt_count), D-Bus $(dbus_count))"
-    stop "$BTVIRT_PID"
-    for i in $(seq 50); do [ -e /sys/class/bluetooth/hci0 ] || [ -e /sys/class/bluetooth/hci1 ] || break; sleep 0.2; done
-done
-[ -n "$ready" ] || fail "the emulated controllers never came up"
+start_btvirt "$LOGS/btvirt.log"
 btmon -w "$LOGS/hci.btsnoop" >/dev/null 2>&1 &
 BTMON_PID=$!
 DEVICE_ADDR=$(btmgmt -i 0 info | awk '/addr/{print $2; exit}')
-log "BlueZ up (btvirt attempt $attempt): device side hci0 $DEVICE_ADDR, UA side hci1"
+log "BlueZ up (btvirt attempt $BTVIRT_ATTEMPT): device side hci0 $DEVICE_ADDR, UA side hci1"
 
 # --- the issuer, on loopback -----------------------------------------------------------------
 mkdir -p "$ISSUER_DIR"
@@ -205,22 +141,8 @@ start_device() { # start_device: the daemon (its log appended to), until HTTPS l
 start_device
 log "device daemon up, advertising on hci0; expected name $NAME"
 
-# --- test-only helper: re-advertise -------------------------------------------------------------
-# btvirt's emulated air sends an advertising report only at the moment advertising or scanning
-# is switched on, and the kernel drops a report that arrives before its discovery is running
-# (a race that CPU load loses). A real controller advertises continuously. The daemon has no
-# test-only "re-advertise" setting, so this helper, outside the daemon, switches hci0's
-# advertising setting on and off every 2 s while hci0 has no connection: switching it off makes
-# the kernel re-enable the daemon's own advertisement, which the emulated air then reports.
-readvertise() {
-    while sleep 2; do
-        btmgmt -i 0 con 2>/dev/null | grep -q 'type' && continue
-        btmgmt -i 0 advertising on >/dev/null 2>&1
-        btmgmt -i 0 advertising off >/dev/null 2>&1
-    done
-}
-readvertise &
-READV_PID=$!
+# --- test-only helper: re-advertise hci0 (see tests/vm-common/guest-lib.sh) ---------------------
+start_readvertise 0
 
 # --- the UA on hci1 ------------------------------------------------------------------------------
 start_ua() { # start_ua TAG [ARGS…]: `localcert ua provision [ARGS…]` in the background; UA_PID
@@ -266,8 +188,6 @@ bindings() { # bindings FILE: "count name…" of a status JSON
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert not s["unusable"] and not s["leftovers_removed"], s; print(len(s["bindings"]), *[b["name"] for b in s["bindings"]])' "$1"
 }
 
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; } # a log without its colour codes
-mtu_of_session() { plain "$LOGS/device.log" | grep -oE 'BLE session started.*mtu=[0-9]+' | tail -n1 | grep -oE '[0-9]+$'; }
 
 provision_once() { # provision_once TAG [ARGS…]: one provisioning that must succeed
     local t=$SECONDS rc
@@ -285,7 +205,7 @@ provision | eatt | mtu23)
     device_status "$LOGS/status.json" || fail "localcert-device status failed"
     read -r n installed <<<"$(bindings "$LOGS/status.json")" || fail "bad status: $(cat "$LOGS/status.json")"
     [ "$n" = 1 ] && [ "$installed" = "$NAME" ] || fail "device status shows $n binding(s): $installed"
-    mtu=$(mtu_of_session)
+    mtu=$(mtu_of_session "$LOGS/device.log")
     [ -n "$mtu" ] || fail "no 'BLE session started' line in the device log"
     if [ "$CASE" = mtu23 ] && [ "$mtu" != 23 ]; then fail "the device saw ATT MTU $mtu, not 23"; fi
     stop "$BTMON_PID" INT

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/bluez-vm/run.sh: localcert's BLE backends over the real Linux Bluetooth stack.
 #
-# The host kernel here has no Bluetooth, so each case boots Debian's kernel in QEMU with a small
-# initramfs that mounts the host's / read-only over 9p under a tmpfs overlay (the host's release
+# The host kernel here has no Bluetooth, so each case boots Debian's kernel in QEMU (the command
+# line is tests/vm-common/qemu.sh, shared with tests/webbluetooth-vm) with a small initramfs that
+# mounts the host's / read-only over 9p under a tmpfs overlay (the host's release
 # binaries run unchanged inside) and hands over to guest.sh, which brings up dbus-daemon,
 # bluetoothd and btvirt (two emulated LE controllers, hci0 and hci1, on one emulated air), the
 # issuer on loopback, the reference daemon `localcert-device` on hci0 and `localcert ua provision`
@@ -26,6 +27,7 @@ CASE_TIMEOUT=${CASE_TIMEOUT:-240}
 ALL_CASES="provision mtu23 disconnect manage eatt"
 export DEBIAN_FRONTEND=noninteractive
 say() { printf '=== [%(%H:%M:%S)T] %s\n' -1 "$*"; }
+. "$REPO/tests/vm-common/qemu.sh"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -97,27 +99,17 @@ build() {
 
 # vm CASE: boots the VM for one case; the case's logs come back in $OUT/cases/CASE.
 vm() {
-    local case=$1 accel=${ACCEL:-} cpu=max
-    if [ -z "$accel" ]; then
-        if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
-    fi
-    [ "$accel" = kvm ] && cpu=host
-    [ "$accel" = tcg ] && accel=tcg,thread=multi
+    local case=$1
     local logs="$OUT/cases/$case" limit=$CASE_TIMEOUT
     # manage provisions twice, runs six UA commands and restarts the daemon twice.
     [ "$case" = manage ] && limit=$((CASE_TIMEOUT * 3 / 2))
     rm -rf "$logs" && mkdir -p "$logs"
-    local qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "$SMP" -m "$MEM"
-        -nographic -nic none -no-reboot
-        -kernel "$(ls "$OUT"/kernel/boot/vmlinuz-*)" -initrd "$OUT/initramfs.cpio.gz"
-        -append "console=ttyS0 panic=-1 quiet loglevel=3 guestinit=$HERE/guest.sh bzcase=$case bzrepo=$REPO bzout=$OUT bzlogs=$logs"
-        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
-        -virtfs "local,path=$logs,mount_tag=logs,security_model=none,multidevs=remap")
+    vm_command "$OUT" "$logs" "$HERE/guest.sh" "bzcase=$case bzrepo=$REPO bzout=$OUT bzlogs=$logs" -nic none
     if [ "$case" = shell ]; then
-        "${qemu[@]}"
+        "${VM_COMMAND[@]}"
         return 0
     fi
-    "${qemu[@]}" </dev/null >"$logs/console.log" 2>&1 &
+    "${VM_COMMAND[@]}" </dev/null >"$logs/console.log" 2>&1 &
     QEMU_PID=$!
     local waited=0
     while kill -0 "$QEMU_PID" 2>/dev/null && [ "$waited" -lt "$limit" ]; do
@@ -130,7 +122,7 @@ vm() {
     fi
     wait "$QEMU_PID" 2>/dev/null || true
     QEMU_PID=
-    tr -d '\r' <"$logs/console.log" >"$logs/console.txt" && mv "$logs/console.txt" "$logs/console.log"
+    unix_lines "$logs/console.log"
     local rc
     rc=$(cat "$logs/rc" 2>/dev/null || echo 99)
     return "$rc"

@@ -17,6 +17,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 OUT=${LOCALCERT_WBVM_OUT:-$HERE/out}
 export DEBIAN_FRONTEND=noninteractive
 say() { printf '=== [%(%H:%M:%S)T] %s\n' -1 "$*"; }
+. "$REPO/tests/vm-common/qemu.sh"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -110,14 +111,7 @@ setup_fail() {
     echo "webbluetooth-vm: 0 passed, ${#CASES[@]} failed"
     exit 1
 }
-wait_for() { # wait_for FILE PATTERN SECONDS
-    local t=$SECONDS
-    while [ $((SECONDS - t)) -lt "$3" ]; do
-        grep -qF -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
+. "$REPO/tests/vm-common/wait.sh"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ip link set lo up
 
@@ -219,22 +213,14 @@ ask() { # ask WORD: a request to the guest (see guest.sh); prints the path of it
 }
 
 boot() { # boot MTU: starts the VM, returns once the guest is ready (or 1)
-    local mtu=$1 accel=${ACCEL:-} cpu=max t=$SECONDS
-    if [ -z "$accel" ]; then
-        if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
-    fi
-    [ "$accel" = kvm ] && cpu=host
-    [ "$accel" = tcg ] && accel=tcg,thread=multi
+    local mtu=$1 t=$SECONDS
     VMLOGS=$OUT/vm-$mtu
     rm -rf "$VMLOGS" && mkdir -p "$VMLOGS"
-    local append="console=ttyS0 panic=-1 quiet loglevel=3 guestinit=$HERE/guest.sh wvmtu=$mtu wvrepo=$REPO"
-    append+=" wvout=$OUT wvlogs=$VMLOGS wvport=$DEVICE_PORT wvroots=$ISSUER_ROOT wvlabel=$LABEL wvwait=${VM_TIMEOUT:-600}"
-    qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "${SMP:-2}" -m "${MEM:-2048}" -nographic -no-reboot \
-        -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$DBUS_PORT-10.0.2.15:5555,hostfwd=tcp:127.0.0.1:$DEVICE_PORT-10.0.2.15:$DEVICE_PORT" \
-        -kernel "$(ls "$OUT"/kernel/boot/vmlinuz-*)" -initrd "$OUT/initramfs.cpio.gz" -append "$append" \
-        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-        -virtfs "local,path=$VMLOGS,mount_tag=logs,security_model=none,multidevs=remap" \
-        </dev/null >"$VMLOGS/console.log" 2>&1 &
+    local append="wvmtu=$mtu wvrepo=$REPO wvout=$OUT wvlogs=$VMLOGS wvport=$DEVICE_PORT"
+    append+=" wvroots=$ISSUER_ROOT wvlabel=$LABEL wvwait=${VM_TIMEOUT:-600}"
+    vm_command "$OUT" "$VMLOGS" "$HERE/guest.sh" "$append" \
+        -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$DBUS_PORT-10.0.2.15:5555,hostfwd=tcp:127.0.0.1:$DEVICE_PORT-10.0.2.15:$DEVICE_PORT"
+    "${VM_COMMAND[@]}" </dev/null >"$VMLOGS/console.log" 2>&1 &
     QEMU_PID=$!
     while [ ! -e "$VMLOGS/ready" ]; do
         kill -0 "$QEMU_PID" 2>/dev/null && [ $((SECONDS - t)) -lt 300 ] || return 1
@@ -251,7 +237,7 @@ halt() { # halt: asks the guest to power off, then makes sure QEMU is gone
     kill "$QEMU_PID" 2>/dev/null
     wait "$QEMU_PID" 2>/dev/null
     QEMU_PID=
-    tr -d '\r' <"$VMLOGS/console.log" >"$VMLOGS/console.txt" && mv "$VMLOGS/console.txt" "$VMLOGS/console.log"
+    unix_lines "$VMLOGS/console.log"
 }
 
 snapshot() { # snapshot CASEDIR WHEN: the device's bindings and the issuer's orders
