@@ -17,7 +17,7 @@ use crate::ca::IssuingCa;
 use crate::error::{Error, ProblemType, Refusal};
 use crate::jws::{self, Jwk, Jws, Signer};
 use crate::nonce::NonceKey;
-use crate::store::{Account, AccountStatus, AuditEntry, Store};
+use crate::store::{Account, AccountStatus, AuditEntry, Change, Changed, Store};
 use crate::untrusted::bounded;
 use crate::validate::TrustConfig;
 
@@ -123,6 +123,20 @@ impl From<Error> for Failure {
 }
 
 type Outcome = Result<Response, Failure>;
+
+/// What a request comes to: an answer now, or a change to commit first and how to answer
+/// once it is durable (see [`Store::submit`]).
+enum Step {
+    Answer(Response),
+    Commit(Box<Change>, Then),
+}
+
+/// How to answer once a change is durable (or failed).
+type Then = Box<dyn FnOnce(&AcmeServer, Result<Changed, Error>) -> Outcome + Send>;
+
+fn answer(outcome: Outcome) -> Result<Step, Failure> {
+    outcome.map(Step::Answer)
+}
 
 /// An authenticated request: the verified JWS and, unless it is newAccount, its account.
 struct Authenticated {
@@ -243,6 +257,20 @@ impl AcmeServer {
         self.store.callable_from_async_workers() && !Self::changes_state(method, path)
     }
 
+    /// Whether [`Self::handle_async`] should handle this request: the store takes a change
+    /// whole without waiting ([`Store::submits_without_waiting`]), and the request is one of
+    /// the changes every issuance makes (newOrder, a challenge answer, finalize), which are
+    /// then computed on the async worker and await their commit there, holding no thread.
+    pub fn submits_on_async_workers(&self, method: &str, path: &str) -> bool {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        self.store.submits_without_waiting()
+            && method == "POST"
+            && matches!(
+                segments.as_slice(),
+                ["acme", "new-order"] | ["acme", "chall", _] | ["acme", "order", _, "finalize"]
+            )
+    }
+
     /// Whether a request of this method and path changes state: newAccount, keyChange,
     /// newOrder, revokeCert, an account update, finalize, a challenge answer. The others only
     /// read, but for the audit entry of a refusal and an order cancel.
@@ -279,7 +307,56 @@ impl AcmeServer {
     ) -> Response {
         self.tally.requests.fetch_add(1, Ordering::Relaxed);
         let mut origin = None;
-        let outcome = self.route(method, path, content_type, body, now, &mut origin);
+        let outcome = match self.route(method, path, content_type, body, now, &mut origin) {
+            Ok(Step::Answer(response)) => Ok(response),
+            Ok(Step::Commit(change, then)) => then(self, self.store.apply(*change)),
+            Err(failure) => Err(failure),
+        };
+        self.conclude(outcome, path, origin.as_ref(), now)
+    }
+
+    /// [`Self::handle`] for an async worker: a change is submitted to the store
+    /// ([`Store::submit`]) and its commit awaited, holding no thread. For the requests of
+    /// [`Self::submits_on_async_workers`] (and reads, see [`Self::handles_on_async_workers`]).
+    pub async fn handle_async(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Response {
+        self.tally.requests.fetch_add(1, Ordering::Relaxed);
+        let mut origin = None;
+        let outcome = match self.route(method, path, content_type, body, now, &mut origin) {
+            Ok(Step::Answer(response)) => Ok(response),
+            Ok(Step::Commit(change, then)) => {
+                let (done, committed) = tokio::sync::oneshot::channel();
+                self.store.submit(
+                    *change,
+                    Box::new(move |result| {
+                        let _ = done.send(result);
+                    }),
+                );
+                let result = committed.await.unwrap_or_else(|_| {
+                    Err(Error::Store("the store dropped a change unanswered".into()))
+                });
+                then(self, result)
+            }
+            Err(failure) => Err(failure),
+        };
+        self.conclude(outcome, path, origin.as_ref(), now)
+    }
+
+    /// The response to an outcome: a refusal or failure becomes a problem document, logged
+    /// and audited.
+    fn conclude(
+        &self,
+        outcome: Outcome,
+        path: &str,
+        origin: Option<&Origin>,
+        now: SystemTime,
+    ) -> Response {
         let response = match outcome {
             Ok(response) => response,
             Err(Failure::Refused(refusal)) => {
@@ -290,7 +367,7 @@ impl AcmeServer {
                 } else {
                     tracing::info!(path = %bounded(path), %detail, "refused");
                 }
-                self.audit(now, "refused", origin.as_ref(), path, &detail);
+                self.audit(now, "refused", origin, path, &detail);
                 Response::problem(&refusal)
             }
             Err(Failure::Internal(Error::StoreUnavailable(detail))) => {
@@ -303,7 +380,7 @@ impl AcmeServer {
             Err(Failure::Internal(error)) => {
                 let detail = bounded(&error.to_string());
                 tracing::error!(path = %bounded(path), %detail, "internal error");
-                self.audit(now, "error", origin.as_ref(), path, &detail);
+                self.audit(now, "error", origin, path, &detail);
                 Response::problem_of(ProblemType::ServerInternal, 500, "internal error")
             }
         };
@@ -404,20 +481,20 @@ impl AcmeServer {
         body: &[u8],
         now: SystemTime,
         origin: &mut Option<Origin>,
-    ) -> Outcome {
+    ) -> Result<Step, Failure> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
-            ("GET", ["acme", "directory"]) => Ok(self.directory()),
+            ("GET", ["acme", "directory"]) => Ok(Step::Answer(self.directory())),
             // The one response whose point is its nonce: if none can be minted, it is an
             // error, never a success without one.
-            ("GET" | "HEAD", ["acme", "new-nonce"]) => Ok(Response {
+            ("GET" | "HEAD", ["acme", "new-nonce"]) => Ok(Step::Answer(Response {
                 status: if method == "HEAD" { 200 } else { 204 },
                 headers: vec![("replay-nonce", self.new_nonce(now)?)],
                 body: Vec::new(),
-            }),
-            ("GET", ["acme", "star", order_id]) => self.star_certificate(order_id, now),
-            ("GET", ["acme", "renewal-info", cert_id]) => self.renewal_info(cert_id, now),
-            ("GET", ["crl"]) => self.crl(now),
+            })),
+            ("GET", ["acme", "star", order_id]) => answer(self.star_certificate(order_id, now)),
+            ("GET", ["acme", "renewal-info", cert_id]) => answer(self.renewal_info(cert_id, now)),
+            ("GET", ["crl"]) => answer(self.crl(now)),
             ("POST", ["acme", ..]) => {
                 if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
                     != Some("application/jose+json")
@@ -427,19 +504,19 @@ impl AcmeServer {
                 let auth = self.authenticate(path, body, now)?;
                 *origin = auth.account.as_ref().map(|a| a.origin.clone());
                 match segments.as_slice() {
-                    ["acme", "new-account"] => self.new_account(&auth, now, origin),
-                    ["acme", "key-change"] => self.key_change(&auth, now),
+                    ["acme", "new-account"] => answer(self.new_account(&auth, now, origin)),
+                    ["acme", "key-change"] => answer(self.key_change(&auth, now)),
                     ["acme", "new-order"] => self.new_order(&auth, now),
-                    ["acme", "revoke-cert"] => self.revoke_cert(&auth, now),
-                    ["acme", "account", id] => self.account(&auth, id, now),
-                    ["acme", "account", id, "orders"] => self.orders(&auth, id),
-                    ["acme", "order", id] => self.order(&auth, id, now),
+                    ["acme", "revoke-cert"] => answer(self.revoke_cert(&auth, now)),
+                    ["acme", "account", id] => answer(self.account(&auth, id, now)),
+                    ["acme", "account", id, "orders"] => answer(self.orders(&auth, id)),
+                    ["acme", "order", id] => answer(self.order(&auth, id, now)),
                     ["acme", "order", id, "finalize"] => self.finalize(&auth, id, now),
-                    ["acme", "authz", id] => self.authz(&auth, id, now),
+                    ["acme", "authz", id] => answer(self.authz(&auth, id, now)),
                     ["acme", "chall", id] => self.challenge(&auth, id, now),
-                    ["acme", "cert", id] => self.certificate(&auth, id),
+                    ["acme", "cert", id] => answer(self.certificate(&auth, id)),
                     // POST-as-GET of the STAR URL (RFC 8739 §3.3): the same public content.
-                    ["acme", "star", id] => self.star_certificate(id, now),
+                    ["acme", "star", id] => answer(self.star_certificate(id, now)),
                     _ => Err(Refusal::NotFound.into()),
                 }
             }

@@ -92,6 +92,15 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let method = parts.method.as_str().to_owned();
+    if server.submits_on_async_workers(&method, &path) {
+        // A change the store takes whole: computed here, its commit awaited here, with no
+        // thread held while it waits.
+        return to_axum(
+            server
+                .handle_async(&method, &path, content_type.as_deref(), &body, now)
+                .await,
+        );
+    }
     if server.handles_on_async_workers(&method, &path) {
         // A read: here, with no hop to a blocking thread and back (brief CPU work; the store
         // hands this worker off if it ever has to wait).

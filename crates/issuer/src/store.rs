@@ -24,9 +24,11 @@ mod postgres_tls;
 mod sqlite;
 mod sqlite_ops;
 mod sqlite_rows;
+mod staged;
 
 pub use postgres_conn::{POOL_TIMEOUT, PgOptions, PgStore};
 pub use sqlite::{SqliteStore, SqliteTuning};
+pub use staged::{Change, Changed, Done};
 
 /// Seconds since the Unix epoch, as stored.
 pub fn unix(t: SystemTime) -> i64 {
@@ -425,6 +427,49 @@ pub trait Store: Send + Sync {
     /// that only read on its workers, with no hop to a blocking thread and back. Otherwise
     /// callers run it on a blocking thread.
     fn callable_from_async_workers(&self) -> bool {
+        false
+    }
+
+    /// Applies `change` here, waiting for its commit.
+    fn apply(&self, change: Change) -> Result<Changed, Error> {
+        match change {
+            Change::CreateOrder {
+                order,
+                authorizations,
+                audit,
+            } => self
+                .create_order(&order, &authorizations, &audit)
+                .map(|()| Changed::Created),
+            Change::RecordAttestation {
+                authz_id,
+                attested,
+                audit,
+            } => self
+                .record_attestation(&authz_id, &attested, &audit)
+                .map(Changed::Recorded),
+            Change::Issue {
+                order_id,
+                expected,
+                cert,
+                audit,
+            } => self
+                .issue(&order_id, expected, None, &cert, &audit)
+                .map(Changed::Issued),
+        }
+    }
+
+    /// Applies `change` and calls `done` with its result once it is durable. A store that
+    /// [`Self::submits_without_waiting`] returns at once and calls `done` from its own thread
+    /// after the commit; the default applies it here, waiting.
+    fn submit(&self, change: Change, done: Done) {
+        done(self.apply(change));
+    }
+
+    /// Whether [`Self::submit`] returns without waiting for the commit: the server then
+    /// handles the changes it can submit whole on its async workers, awaiting the commit
+    /// instead of holding a blocking thread (worker → blocking thread → database thread →
+    /// blocking thread → worker becomes worker → database thread → worker).
+    fn submits_without_waiting(&self) -> bool {
         false
     }
 }

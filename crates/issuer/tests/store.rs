@@ -45,7 +45,7 @@ use localcert_proto::origin::Origin;
 use orders::{
     attestation_is_recorded_once_and_makes_the_order_ready,
     canceling_ends_pending_orders_and_star_renewals, order_with,
-    orders_and_authorizations_keep_their_order,
+    orders_and_authorizations_keep_their_order, submitted_changes_answer_as_their_methods,
 };
 use races::{
     attestations_race_to_one_ready_order, finalizes_race_to_one_issuance,
@@ -62,6 +62,7 @@ contract!(
     audit_is_pruned_oldest_first_in_bounded_batches,
     orders_and_authorizations_keep_their_order,
     attestation_is_recorded_once_and_makes_the_order_ready,
+    submitted_changes_answer_as_their_methods,
     issuance_is_recorded_exactly_once,
     star_renewal_is_due_at_half_lifetime_until_canceled,
     canceling_ends_pending_orders_and_star_renewals,

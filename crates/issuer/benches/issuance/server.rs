@@ -50,6 +50,11 @@ pub const LEVERS: &[(&str, &str)] = &[
     ),
     ("indexes", "the secondary indexes dropped: lookups scan"),
     (
+        "submit",
+        "newOrder, challenge answers and finalize wait for their commit on a blocking thread, \
+         not on the async workers: two more thread hops each",
+    ),
+    (
         "inline",
         "reads on blocking threads too, not on the async workers: two more thread hops each",
     ),
@@ -123,6 +128,7 @@ fn open_sqlite(db: &Path) -> BoxResult<SqliteStore> {
             audit_apart: is_off("audit"),
             durable_nonces: is_off("nonces"),
             on_async_workers: !is_off("inline"),
+            submit_without_waiting: !is_off("submit"),
         },
     )?;
     if is_off("indexes") {

@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use super::order::is_expired;
 use super::wire::{ChallengePayload, Response, parse_payload, rfc3339};
-use super::{AcmeServer, Authenticated, DEVICE_ATTEST_01, Failure, Outcome};
+use super::{AcmeServer, Authenticated, DEVICE_ATTEST_01, Failure, Outcome, Step, Then};
 use crate::error::Refusal;
 use crate::jws;
-use crate::store::{Account, Attested, Authorization, AuthzStatus, Order};
+use crate::store::{Account, Attested, Authorization, AuthzStatus, Change, Changed, Order};
 use crate::validate::{self, ChallengeContext};
 
 impl AcmeServer {
@@ -59,11 +59,19 @@ impl AcmeServer {
         ))
     }
 
-    pub(super) fn challenge(&self, auth: &Authenticated, id: &str, now: SystemTime) -> Outcome {
+    pub(super) fn challenge(
+        &self,
+        auth: &Authenticated,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Step, Failure> {
         let account = auth.account()?;
         let (authz, order) = self.owned_authz(account, id)?;
         if auth.jws.is_post_as_get() {
-            return Ok(Response::json(200, &self.challenge_json(&authz)));
+            return Ok(Step::Answer(Response::json(
+                200,
+                &self.challenge_json(&authz),
+            )));
         }
         let payload: ChallengePayload = parse_payload(&auth.jws, "challenge")?;
         if is_expired(&order, now) {
@@ -99,15 +107,22 @@ impl AcmeServer {
                 authz.name, attested.device_certificate_sha256
             ),
         );
-        if !self.store.record_attestation(id, &attested, &audit)? {
-            return Err(Refusal::ChallengeUsed.into());
-        }
-        let mut authz = authz;
-        authz.status = AuthzStatus::Valid;
-        authz.attested = Some(attested);
-        Ok(Response::json(200, &self.challenge_json(&authz)).with(
-            "link",
-            format!("<{}>;rel=\"up\"", self.url(&format!("/acme/authz/{id}"))),
-        ))
+        let change = Change::RecordAttestation {
+            authz_id: id.to_owned(),
+            attested: attested.clone(),
+            audit,
+        };
+        let then: Then = Box::new(move |server, recorded| {
+            if !matches!(recorded?, Changed::Recorded(true)) {
+                return Err(Refusal::ChallengeUsed.into());
+            }
+            let mut authz = authz;
+            authz.status = AuthzStatus::Valid;
+            authz.attested = Some(attested);
+            let up = server.url(&format!("/acme/authz/{}", authz.id));
+            Ok(Response::json(200, &server.challenge_json(&authz))
+                .with("link", format!("<{up}>;rel=\"up\"")))
+        });
+        Ok(Step::Commit(Box::new(change), then))
     }
 }

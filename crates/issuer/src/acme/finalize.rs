@@ -8,13 +8,14 @@ use localcert_proto::origin::Origin;
 
 use super::order::is_expired;
 use super::wire::{FinalizePayload, Response, parse_payload};
-use super::{AcmeServer, Authenticated, Failure, Outcome, random_id};
+use super::{AcmeServer, Authenticated, Failure, Step, Then, random_id};
 use crate::ca;
 use crate::error::{Error, Refusal};
 use crate::jws;
 use crate::leaf::{self, LeafSpec};
 use crate::store::{
-    Attested, Authorization, AuthzStatus, CertRecord, IssueOutcome, Order, OrderStatus,
+    Attested, Authorization, AuthzStatus, CertRecord, Change, Changed, IssueOutcome, Order,
+    OrderStatus,
 };
 use crate::validate;
 
@@ -74,7 +75,12 @@ impl AcmeServer {
         }
     }
 
-    pub(super) fn finalize(&self, auth: &Authenticated, id: &str, now: SystemTime) -> Outcome {
+    pub(super) fn finalize(
+        &self,
+        auth: &Authenticated,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Step, Failure> {
         let account = auth.account()?;
         let order = self.owned_order(account, id)?;
         let payload: FinalizePayload = parse_payload(&auth.jws, "finalize")?;
@@ -100,24 +106,33 @@ impl AcmeServer {
             id,
             &format!("serial {}", cert.serial),
         );
-        match self
-            .store
-            .issue(id, OrderStatus::Ready, None, &cert, &audit)?
-        {
-            IssueOutcome::NotReady(status) => {
-                return Err(Refusal::OrderNotReady(status.as_str()).into());
-            }
-            IssueOutcome::Issued(cert) => {
-                tracing::info!(order = id, serial = cert.serial, origin = %account.origin, "issued");
-            }
-        }
-        let mut order = order;
-        order.status = OrderStatus::Valid;
-        order.certificate_id = Some(cert.id);
-        Ok(
-            Response::json(200, &self.order_json(&order, &authorizations, now)?)
-                .with("location", self.order_url(id)),
-        )
+        let change = Change::Issue {
+            order_id: id.to_owned(),
+            expected: OrderStatus::Ready,
+            cert,
+            audit,
+        };
+        let origin = account.origin.clone();
+        let then: Then = Box::new(move |server, issued| {
+            let cert = match issued? {
+                Changed::Issued(IssueOutcome::Issued(cert)) => cert,
+                Changed::Issued(IssueOutcome::NotReady(status)) => {
+                    return Err(Refusal::OrderNotReady(status.as_str()).into());
+                }
+                other => {
+                    return Err(Error::Store(format!("issue answered {other:?}")).into());
+                }
+            };
+            tracing::info!(order = order.id, serial = cert.serial, %origin, "issued");
+            let mut order = order;
+            order.status = OrderStatus::Valid;
+            order.certificate_id = Some(cert.id);
+            Ok(
+                Response::json(200, &server.order_json(&order, &authorizations, now)?)
+                    .with("location", server.order_url(&order.id)),
+            )
+        });
+        Ok(Step::Commit(Box::new(change), then))
     }
 }
 

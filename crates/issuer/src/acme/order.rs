@@ -10,14 +10,15 @@ use super::wire::{
     rfc3339,
 };
 use super::{
-    AcmeServer, Authenticated, Failure, Outcome, PROFILE_DEFAULT, PROFILE_STAR, random_id,
+    AcmeServer, Authenticated, Failure, Outcome, PROFILE_DEFAULT, PROFILE_STAR, Step, Then,
+    random_id,
 };
 use crate::error::{Error, Refusal};
-use crate::store::{Account, Authorization, AuthzStatus, Order, OrderStatus, Star};
+use crate::store::{Account, Authorization, AuthzStatus, Change, Order, OrderStatus, Star};
 use crate::validate::{self, Identifier};
 
 impl AcmeServer {
-    pub(super) fn new_order(&self, auth: &Authenticated, now: SystemTime) -> Outcome {
+    pub(super) fn new_order(&self, auth: &Authenticated, now: SystemTime) -> Result<Step, Failure> {
         let account = auth.account()?;
         let payload: NewOrderPayload = parse_payload(&auth.jws, "newOrder")?;
         if payload.not_before.is_some() || payload.not_after.is_some() {
@@ -94,11 +95,19 @@ impl AcmeServer {
             &order.id,
             &detail,
         );
-        self.store.create_order(&order, &authorizations, &audit)?;
-        Ok(
-            Response::json(201, &self.order_json(&order, &authorizations, now)?)
-                .with("location", self.order_url(&order.id)),
-        )
+        let change = Change::CreateOrder {
+            order: order.clone(),
+            authorizations: authorizations.clone(),
+            audit,
+        };
+        let then: Then = Box::new(move |server, created| {
+            created?;
+            Ok(
+                Response::json(201, &server.order_json(&order, &authorizations, now)?)
+                    .with("location", server.order_url(&order.id)),
+            )
+        });
+        Ok(Step::Commit(Box::new(change), then))
     }
 
     pub(super) fn check_auto_renewal(

@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use super::sqlite_ops as ops;
 use super::sqlite_rows::{SCHEMA, audit_in};
 use super::{
-    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, IssueOutcome,
-    KeyChange, Order, OrderStatus, RelyingParty, RevocationSummary, Store,
+    Account, AccountStatus, Attested, AuditEntry, Authorization, CertRecord, Change, Changed, Done,
+    IssueOutcome, KeyChange, Order, OrderStatus, RelyingParty, RevocationSummary, Store,
 };
 use crate::error::Error;
 use crate::nonce::{NonceId, ReplayWindow};
@@ -57,6 +57,10 @@ pub struct SqliteTuning {
     /// requests may run on the async workers (see [`Store::callable_from_async_workers`]);
     /// off: the server runs every request on a blocking thread, two more thread hops each.
     pub on_async_workers: bool,
+    /// Take the changes submitted whole ([`Store::submit`]) without waiting: their callers
+    /// await the commit on the async workers instead of holding a blocking thread (needs
+    /// `on_async_workers`); off: they wait on a blocking thread like every other change.
+    pub submit_without_waiting: bool,
 }
 
 impl Default for SqliteTuning {
@@ -67,6 +71,7 @@ impl Default for SqliteTuning {
             audit_apart: false,
             durable_nonces: false,
             on_async_workers: true,
+            submit_without_waiting: true,
         }
     }
 }
@@ -154,26 +159,37 @@ impl SqliteStore {
         change: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Error> {
         let (reply, answer) = mpsc::sync_channel::<Result<R, Error>>(1);
-        let job: Job = Box::new(move |conn| {
-            let outcome = match conn {
-                Some(conn) => change(conn),
-                None => Err(Error::Store("cannot begin a transaction".into())),
-            };
-            let keep = outcome.is_ok();
-            let finish: Finish = Box::new(move |committed| {
-                let _ = reply.send(match committed {
-                    Ok(()) => outcome,
-                    Err(error) => Err(Error::Store(format!("commit failed: {error}"))),
-                });
-            });
-            (keep, finish)
+        write_then(self.jobs.as_ref(), change, move |outcome| {
+            let _ = reply.send(outcome);
         });
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or_else(|| Error::Store("the database thread has stopped".into()))?;
         super::wait_off_worker(|| answer.recv())
             .map_err(|_| Error::Store("the database thread has stopped".into()))?
+    }
+
+    /// [`Self::change`] without waiting: `done` gets its result on the database thread once
+    /// durable (with the audit entry apart, once that too is).
+    fn change_then<R: Send + 'static>(
+        &self,
+        audit: AuditEntry,
+        change: impl FnOnce(&Connection, &AuditEntry) -> Result<R, Error> + Send + 'static,
+        done: impl FnOnce(Result<R, Error>) + Send + 'static,
+    ) {
+        let apart = self
+            .tuning
+            .audit_apart
+            .then(|| (audit.clone(), self.jobs.clone()));
+        write_then(
+            self.jobs.as_ref(),
+            move |c| change(c, &audit),
+            move |outcome| match (outcome, apart) {
+                (Ok(result), Some((audit, jobs))) => write_then(
+                    jobs.as_ref(),
+                    move |c| Ok(audit_in(c, &audit)?),
+                    move |written| done(written.map(|()| result)),
+                ),
+                (outcome, _) => done(outcome),
+            },
+        );
     }
 
     /// A change that carries its audit entry, in one write (see [`SqliteTuning::audit_apart`]).
@@ -249,6 +265,33 @@ impl Drop for SqliteStore {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+    }
+}
+
+/// Queues `change` for the database thread's next group commit; `done` gets its result there
+/// once durable. If the thread has stopped, `done` is dropped uncalled (a waiting caller sees
+/// its channel close).
+fn write_then<R: Send + 'static>(
+    jobs: Option<&mpsc::Sender<Job>>,
+    change: impl FnOnce(&Connection) -> Result<R, Error> + Send + 'static,
+    done: impl FnOnce(Result<R, Error>) + Send + 'static,
+) {
+    let job: Job = Box::new(move |conn| {
+        let outcome = match conn {
+            Some(conn) => change(conn),
+            None => Err(Error::Store("cannot begin a transaction".into())),
+        };
+        let keep = outcome.is_ok();
+        let finish: Finish = Box::new(move |committed| {
+            done(match committed {
+                Ok(()) => outcome,
+                Err(error) => Err(Error::Store(format!("commit failed: {error}"))),
+            });
+        });
+        (keep, finish)
+    });
+    if let Some(jobs) = jobs {
+        let _ = jobs.send(job);
     }
 }
 
@@ -490,5 +533,42 @@ impl Store for SqliteStore {
 
     fn callable_from_async_workers(&self) -> bool {
         self.tuning.on_async_workers
+    }
+
+    fn submit(&self, change: Change, done: Done) {
+        match change {
+            Change::CreateOrder {
+                order,
+                authorizations,
+                audit,
+            } => self.change_then(
+                audit,
+                move |c, audit| ops::create_order(c, &order, &authorizations, audit),
+                move |r| done(r.map(|()| Changed::Created)),
+            ),
+            Change::RecordAttestation {
+                authz_id,
+                attested,
+                audit,
+            } => self.change_then(
+                audit,
+                move |c, audit| ops::record_attestation(c, &authz_id, &attested, audit),
+                move |r| done(r.map(Changed::Recorded)),
+            ),
+            Change::Issue {
+                order_id,
+                expected,
+                cert,
+                audit,
+            } => self.change_then(
+                audit,
+                move |c, audit| ops::issue(c, &order_id, expected, None, cert, audit),
+                move |r| done(r.map(Changed::Issued)),
+            ),
+        }
+    }
+
+    fn submits_without_waiting(&self) -> bool {
+        self.tuning.on_async_workers && self.tuning.submit_without_waiting
     }
 }

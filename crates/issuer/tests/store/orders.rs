@@ -1,8 +1,11 @@
 //! Orders in the store contract: ids and authorizations kept in creation order, an existing id
 //! refused whole, an attestation recorded once and making the order ready, and a cancel that
-//! ends a pending order or a STAR order's renewals.
+//! ends a pending order or a STAR order's renewals; the changes submitted whole answer as
+//! their methods do.
 
-use localcert_issuer::store::{Authorization, AuthzStatus, IssueOutcome, Order, OrderStatus};
+use localcert_issuer::store::{
+    Authorization, AuthzStatus, Change, Changed, IssueOutcome, Order, OrderStatus, Store,
+};
 use localcert_proto::name::LocalName;
 
 use super::backends::Db;
@@ -130,4 +133,96 @@ pub(crate) fn canceling_ends_pending_orders_and_star_renewals(db: &Db) {
         IssueOutcome::NotReady(OrderStatus::Valid)
     ));
     assert!(store.certificate("cert-2").unwrap().is_none());
+}
+
+/// Submits `change` ([`Store::submit`]) and waits for its answer, which must come exactly once.
+fn submitted(store: &dyn Store, change: Change) -> Result<Changed, localcert_issuer::Error> {
+    let (done, answer) = std::sync::mpsc::channel();
+    store.submit(change, Box::new(move |result| done.send(result).unwrap()));
+    let result = answer.recv().expect("submit answered");
+    assert!(answer.recv().is_err(), "submit answers exactly once");
+    result
+}
+
+/// The changes every issuance makes, submitted whole (as the server does on its async
+/// workers): each answers with what its own method returns, and what it answered is in the
+/// store, with its audit line; a change that fails inside its transaction leaves no trace.
+pub(crate) fn submitted_changes_answer_as_their_methods(db: &Db) {
+    let store = seeded(db, false);
+    let (order, authorizations) = order_with("order-s", &["tv"]);
+    let create = || Change::CreateOrder {
+        order: order.clone(),
+        authorizations: authorizations.clone(),
+        audit: note("order-created"),
+    };
+    assert!(matches!(
+        submitted(store.as_ref(), create()),
+        Ok(Changed::Created)
+    ));
+    assert_eq!(store.order("order-s").unwrap(), Some(order.clone()));
+    assert!(
+        submitted(store.as_ref(), create()).is_err(),
+        "an existing id"
+    );
+    let attest = || Change::RecordAttestation {
+        authz_id: authorizations[0].id.clone(),
+        attested: attested(),
+        audit: note("attested"),
+    };
+    assert!(matches!(
+        submitted(store.as_ref(), attest()),
+        Ok(Changed::Recorded(true))
+    ));
+    assert!(matches!(
+        submitted(store.as_ref(), attest()),
+        Ok(Changed::Recorded(false))
+    ));
+    let issue = |id: &str, serial: &str| Change::Issue {
+        order_id: "order-s".into(),
+        expected: OrderStatus::Ready,
+        cert: new_cert(id, serial, 20, 7),
+        audit: note("issued"),
+    };
+    // The serial of order-1's certificate: refused inside the transaction, nothing kept.
+    let (order_1, _) = order_with("order-1", &["tv"]);
+    store
+        .record_attestation("authz-1", &attested(), &note("attested"))
+        .unwrap();
+    let first = store
+        .issue(
+            &order_1.id,
+            OrderStatus::Ready,
+            None,
+            &new_cert("cert-1", "0a", 20, 7),
+            &note("issued"),
+        )
+        .unwrap();
+    assert!(matches!(first, IssueOutcome::Issued(_)));
+    assert!(submitted(store.as_ref(), issue("cert-dup", "0a")).is_err());
+    assert!(store.certificate("cert-dup").unwrap().is_none());
+    assert!(matches!(
+        submitted(store.as_ref(), issue("cert-s", "0b")),
+        Ok(Changed::Issued(IssueOutcome::Issued(_)))
+    ));
+    assert_eq!(
+        store.order("order-s").unwrap().unwrap().status,
+        OrderStatus::Valid
+    );
+    assert!(matches!(
+        submitted(store.as_ref(), issue("cert-t", "0c")),
+        Ok(Changed::Issued(IssueOutcome::NotReady(OrderStatus::Valid)))
+    ));
+    let events: Vec<String> = store
+        .audit_log(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    // seeded's lines, then: order-created, attested, attested (order-1), issued (order-1),
+    // issued (order-s); nothing of the refused or unanswered-true changes.
+    let tail = &events[events.len() - 5..];
+    assert_eq!(
+        tail,
+        ["order-created", "attested", "attested", "issued", "issued"]
+    );
 }
