@@ -87,11 +87,20 @@ pub struct SqliteStore {
     tuning: SqliteTuning,
 }
 
+/// The read connections: the idle ones, how many are open, and how many callers wait for one
+/// (a connection given back wakes one only if some wait: a wake-up is a system call).
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
+    waiting: usize,
+}
+
 #[derive(Debug)]
 struct Readers {
     statement_cache: usize,
     path: PathBuf,
-    idle: Mutex<(Vec<Connection>, usize)>,
+    idle: Mutex<Pool>,
     freed: Condvar,
 }
 
@@ -118,7 +127,7 @@ impl SqliteStore {
         let readers = Readers {
             statement_cache: tuning.statement_cache,
             path: path.to_owned(),
-            idle: Mutex::new((Vec::new(), 0)),
+            idle: Mutex::new(Pool::default()),
             freed: Condvar::new(),
         };
         Self::start(Connection::open(path)?, Some(readers), tuning)
@@ -226,11 +235,11 @@ impl Readers {
         let poisoned = |_| Error::Store("reader pool lock poisoned".into());
         let mut pool = self.idle.lock().map_err(poisoned)?;
         loop {
-            if let Some(conn) = pool.0.pop() {
+            if let Some(conn) = pool.idle.pop() {
                 return Ok(conn);
             }
-            if pool.1 < MAX_READERS {
-                pool.1 += 1;
+            if pool.open < MAX_READERS {
+                pool.open += 1;
                 drop(pool);
                 let opened = Connection::open(&self.path)
                     .map_err(Error::from)
@@ -241,19 +250,28 @@ impl Readers {
                     });
                 if opened.is_err() {
                     if let Ok(mut pool) = self.idle.lock() {
-                        pool.1 -= 1;
+                        pool.open -= 1;
+                        // A waiter may open one in its place.
+                        if pool.waiting > 0 {
+                            self.freed.notify_one();
+                        }
                     }
                 }
                 return opened;
             }
-            pool = super::wait_off_worker(|| self.freed.wait(pool)).map_err(poisoned)?;
+            pool.waiting += 1;
+            let woken = super::wait_off_worker(|| self.freed.wait(pool));
+            pool = woken.map_err(poisoned)?;
+            pool.waiting -= 1;
         }
     }
 
     fn give_back(&self, conn: Connection) {
         if let Ok(mut pool) = self.idle.lock() {
-            pool.0.push(conn);
-            self.freed.notify_one();
+            pool.idle.push(conn);
+            if pool.waiting > 0 {
+                self.freed.notify_one();
+            }
         }
     }
 }
