@@ -9,27 +9,8 @@
 )]
 
 mod fuzz_checks;
+#[macro_use]
 #[path = "../../proto/tests/support/fuzz_replay.rs"]
 mod fuzz_replay;
 
-use fuzz_replay::replay;
-
-#[test]
-fn seeds_pass_their_checks() {
-    let count = replay(fuzz_checks::TARGETS, "seeds");
-    // Guards against a moved directory making this test vacuous.
-    assert!(
-        count >= 2 * fuzz_checks::TARGETS.len(),
-        "only {count} device seeds found under fuzz/seeds"
-    );
-}
-
-#[test]
-fn crash_inputs_stay_fixed() {
-    replay(fuzz_checks::TARGETS, "regressions");
-}
-
-#[test]
-fn every_check_has_a_target() {
-    fuzz_replay::assert_each_check_is_a_target(fuzz_checks::TARGETS, "roles");
-}
+role_regression_tests!("device");

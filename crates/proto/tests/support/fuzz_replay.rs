@@ -69,3 +69,31 @@ pub fn assert_each_check_is_a_target(targets: &[Target], crate_dir: &str) {
         );
     }
 }
+
+/// The tests of a role's `fuzz_regressions` (device, issuer): its seeds and crash inputs pass
+/// their checks, and each check is a target of `fuzz/roles/`. Expects `fuzz_checks::TARGETS`.
+#[allow(unused_macros)] // proto has its own tests
+macro_rules! role_regression_tests {
+    ($role:literal) => {
+        #[test]
+        fn seeds_pass_their_checks() {
+            let count = fuzz_replay::replay(fuzz_checks::TARGETS, "seeds");
+            // Guards against a moved directory making this test vacuous.
+            assert!(
+                count >= 2 * fuzz_checks::TARGETS.len(),
+                "only {count} {} seeds found under fuzz/seeds",
+                $role
+            );
+        }
+
+        #[test]
+        fn crash_inputs_stay_fixed() {
+            fuzz_replay::replay(fuzz_checks::TARGETS, "regressions");
+        }
+
+        #[test]
+        fn every_check_has_a_target() {
+            fuzz_replay::assert_each_check_is_a_target(fuzz_checks::TARGETS, "roles");
+        }
+    };
+}
