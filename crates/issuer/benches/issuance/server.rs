@@ -55,6 +55,11 @@ pub const LEVERS: &[(&str, &str)] = &[
          not on the async workers: two more thread hops each",
     ),
     (
+        "yield",
+        "the database thread commits as soon as its queue is empty, without first yielding its \
+         core (twice) so that more changes join the group",
+    ),
+    (
         "inline",
         "reads on blocking threads too, not on the async workers: two more thread hops each",
     ),
@@ -129,6 +134,11 @@ fn open_sqlite(db: &Path) -> BoxResult<SqliteStore> {
             durable_nonces: is_off("nonces"),
             on_async_workers: !is_off("inline"),
             submit_without_waiting: !is_off("submit"),
+            group_yields: if is_off("yield") {
+                0
+            } else {
+                defaults.group_yields
+            },
         },
     )?;
     if is_off("indexes") {

@@ -2,9 +2,10 @@
 //! a power cut).
 //!
 //! Writes go to one database thread that owns the write connection and commits in groups:
-//! it takes every change waiting in its queue, runs each in its own savepoint (a failing change
-//! rolls back alone) and commits them with one fsync, answering each caller only after that
-//! commit. Reads run concurrently on a small pool of read connections (WAL readers never block
+//! it takes every change waiting in its queue (yielding its core up to `GROUP_YIELDS` times
+//! while the queue is empty, so that more can join), runs each in its own savepoint (a
+//! failing change rolls back alone) and commits them with one fsync, answering each caller
+//! only after that commit. Reads run concurrently on a small pool of read connections (WAL readers never block
 //! the writer). Every statement is prepared once per connection and cached. Consumed nonces
 //! are kept in memory (see [`Store`]).
 
@@ -28,6 +29,11 @@ use crate::nonce::{NonceId, ReplayWindow};
 
 /// Most changes committed together (bounds a group's latency and its transaction's size).
 const MAX_GROUP: usize = 256;
+/// Times the database thread yields its core when its queue is empty before it commits, so
+/// that requests on the other threads can add their changes to the group (fewer, larger
+/// commits: each costs an fsync and writes its pages to the WAL). Idle cores make a yield
+/// return at once.
+const GROUP_YIELDS: u32 = 2;
 /// Read connections open at once; more concurrent readers wait for one.
 const MAX_READERS: usize = 8;
 /// Prepared statements cached per connection (more than the store has).
@@ -61,6 +67,9 @@ pub struct SqliteTuning {
     /// await the commit on the async workers instead of holding a blocking thread (needs
     /// `on_async_workers`); off: they wait on a blocking thread like every other change.
     pub submit_without_waiting: bool,
+    /// Times the database thread yields its core before it commits a group (0: it commits as
+    /// soon as its queue is empty).
+    pub group_yields: u32,
 }
 
 impl Default for SqliteTuning {
@@ -72,6 +81,7 @@ impl Default for SqliteTuning {
             durable_nonces: false,
             on_async_workers: true,
             submit_without_waiting: true,
+            group_yields: GROUP_YIELDS,
         }
     }
 }
@@ -148,10 +158,10 @@ impl SqliteStore {
         configure(&conn, tuning.statement_cache)?;
         conn.execute_batch(SCHEMA)?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        let max_group = tuning.max_group.max(1);
+        let (max_group, yields) = (tuning.max_group.max(1), tuning.group_yields);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(&conn, &queue, max_group))
+            .spawn(move || write_loop(&conn, &queue, max_group, yields))
             .map_err(|e| Error::Store(format!("cannot start the database thread: {e}")))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -320,12 +330,17 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// The database thread: group commits until the queue closes.
-fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize) {
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Job>, max_group: usize, yields: u32) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
+        let mut left = yields;
         while group.len() < max_group {
             match queue.try_recv() {
                 Ok(job) => group.push(job),
+                Err(_) if left > 0 => {
+                    left -= 1;
+                    std::thread::yield_now();
+                }
                 Err(_) => break,
             }
         }
