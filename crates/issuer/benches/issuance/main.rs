@@ -17,10 +17,11 @@
 //! big database, default 1000000; 0 skips it), `BENCH_POOL` (relying parties for the runs with
 //! new accounts, one per issuance since an EAB key binds one account; default 50000),
 //! `BENCH_NEW=0` (skip the runs with new accounts), `BENCH_LEVERS_OFF` (a comma-separated list
-//! of the performance levers to turn off in the server: nonces, audit, group, cache, indexes;
-//! see `server::LEVERS`), `BENCH_POSTGRES_URL` (with `LOCALCERT_POSTGRES_PASSWORD` and, for
-//! TLS, `BENCH_POSTGRES_CA`): then also 2 replicas sharing that PostgreSQL database, client i
-//! on replica i mod 2, reused accounts (the database must be fresh: one account per EAB key).
+//! of the performance levers to turn off in the server: nonces, audit, group, cache, indexes,
+//! inline, submit, yield; see `server::LEVERS`), `BENCH_POSTGRES_URL` (with
+//! `LOCALCERT_POSTGRES_PASSWORD` and, for TLS, `BENCH_POSTGRES_CA`): then also 2 replicas
+//! sharing that PostgreSQL database, client i on replica i mod 2, reused accounts (the
+//! database must be fresh: one account per EAB key).
 
 #![allow(
     clippy::unwrap_used,
