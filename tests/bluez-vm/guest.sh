@@ -102,18 +102,9 @@ cd /
 # --- the device: the reference daemon on hci0 --------------------------------------------------
 NAME=$(python3 "$HERE/name.py" "$LABEL" "$ORIGIN" "$DEVICE_CREDENTIAL/attestation.pem" \
     "$REPO/protocol/vectors/names.json") || fail "cannot derive the device's name"
-mkdir -p "$DEVICE_DIR"
-cat >"$DEVICE_CONFIG" <<EOF
-product = "Media Server"
-device_label = "$LABEL"
-store_dir = "$DEVICE_DIR/store"
-attestation_key = "$DEVICE_CREDENTIAL/attestation.key.pem"
-attestation_chain = "$DEVICE_CREDENTIAL/attestation.pem"
-issuer_roots = "$ISSUER_DIR/state/root.pem"
+device_config "$ISSUER_DIR/state/root.pem" 127.0.0.1
+cat >>"$DEVICE_CONFIG" <<EOF
 issuer_intermediates = "$ISSUER_DIR/state/intermediate.pem"
-presence = "auto"
-https_port = $DEVICE_PORT
-https_listen = "127.0.0.1"
 pending_lifetime_secs = $PENDING_SECS
 
 [ble]

@@ -104,3 +104,21 @@ start_readvertise() {
     done &
     READV_PID=$!
 }
+
+# device_config ISSUER_ROOTS HTTPS_LISTEN: the top-level keys of the device daemon's config
+# ($DEVICE_CONFIG) for the fixture device ($DEVICE_CREDENTIAL), product "Media Server", label
+# $LABEL, HTTPS on $DEVICE_PORT, presence automatic; the caller appends its own keys and tables.
+device_config() {
+    mkdir -p "$DEVICE_DIR"
+    cat >"$DEVICE_CONFIG" <<EOF
+product = "Media Server"
+device_label = "$LABEL"
+store_dir = "$DEVICE_DIR/store"
+attestation_key = "$DEVICE_CREDENTIAL/attestation.key.pem"
+attestation_chain = "$DEVICE_CREDENTIAL/attestation.pem"
+issuer_roots = "$1"
+presence = "auto"
+https_port = $DEVICE_PORT
+https_listen = "$2"
+EOF
+}

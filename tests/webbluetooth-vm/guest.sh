@@ -106,17 +106,8 @@ BTMON_PID=$!
 log "BlueZ up (btvirt attempt $BTVIRT_ATTEMPT): hci0 $(btmgmt -i 0 info | awk '/addr/{print $2; exit}') (Chromium), hci1 $(btmgmt -i 1 info | awk '/addr/{print $2; exit}') (device); main.conf: $(tr '\n' ' ' </etc/bluetooth/main.conf)"
 
 # --- the device daemon on hci1 ---------------------------------------------------------------
-mkdir -p "$DEVICE_DIR"
-cat >"$DEVICE_CONFIG" <<EOF
-product = "Media Server"
-device_label = "$LABEL"
-store_dir = "$DEVICE_DIR/store"
-attestation_key = "$DEVICE_CREDENTIAL/attestation.key.pem"
-attestation_chain = "$DEVICE_CREDENTIAL/attestation.pem"
-issuer_roots = "$ISSUER_ROOTS"
-presence = "auto"
-https_port = $DEVICE_PORT
-https_listen = "0.0.0.0"
+device_config "$ISSUER_ROOTS" 0.0.0.0
+cat >>"$DEVICE_CONFIG" <<EOF
 
 [ble]
 enabled = true
