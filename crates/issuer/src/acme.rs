@@ -124,6 +124,21 @@ impl From<Error> for Failure {
 
 type Outcome = Result<Response, Failure>;
 
+/// A request as the transport hands it to [`AcmeServer::handle_async`].
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path.
+    pub path: &'a str,
+    /// The Content-Type header, if any.
+    pub content_type: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+    /// When it arrived.
+    pub now: SystemTime,
+}
+
 /// What a request comes to: an answer now, or a change to commit first and how to answer
 /// once it is durable (see [`Store::submit`]).
 enum Step {
@@ -305,47 +320,62 @@ impl AcmeServer {
         body: &[u8],
         now: SystemTime,
     ) -> Response {
-        self.tally.requests.fetch_add(1, Ordering::Relaxed);
-        let mut origin = None;
-        let outcome = match self.route(method, path, content_type, body, now, &mut origin) {
-            Ok(Step::Answer(response)) => Ok(response),
-            Ok(Step::Commit(change, then)) => then(self, self.store.apply(*change)),
-            Err(failure) => Err(failure),
+        let request = Incoming {
+            method,
+            path,
+            content_type,
+            body,
+            now,
         };
+        let (step, origin) = self.start(&request);
+        let outcome = step.and_then(|step| match step {
+            Step::Answer(response) => Ok(response),
+            Step::Commit(change, then) => then(self, self.store.apply(*change)),
+        });
         self.conclude(outcome, path, origin.as_ref(), now)
     }
 
     /// [`Self::handle`] for an async worker: a change is submitted to the store
     /// ([`Store::submit`]) and its commit awaited, holding no thread. For the requests of
     /// [`Self::submits_on_async_workers`] (and reads, see [`Self::handles_on_async_workers`]).
-    pub async fn handle_async(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-        now: SystemTime,
-    ) -> Response {
+    pub async fn handle_async(&self, request: Incoming<'_>) -> Response {
+        let (step, origin) = self.start(&request);
+        let (change, then) = match step {
+            Ok(Step::Commit(change, then)) => (change, then),
+            Ok(Step::Answer(response)) => {
+                return self.conclude(Ok(response), request.path, origin.as_ref(), request.now);
+            }
+            Err(failure) => {
+                return self.conclude(Err(failure), request.path, origin.as_ref(), request.now);
+            }
+        };
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.store.submit(
+            *change,
+            Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        );
+        let result = committed
+            .await
+            .unwrap_or_else(|_| Err(Error::Store("the store dropped a change unanswered".into())));
+        let outcome = then(self, result);
+        self.conclude(outcome, request.path, origin.as_ref(), request.now)
+    }
+
+    /// Counts the request and routes it; also the origin of its account, once known.
+    fn start(&self, request: &Incoming<'_>) -> (Result<Step, Failure>, Option<Origin>) {
         self.tally.requests.fetch_add(1, Ordering::Relaxed);
         let mut origin = None;
-        let outcome = match self.route(method, path, content_type, body, now, &mut origin) {
-            Ok(Step::Answer(response)) => Ok(response),
-            Ok(Step::Commit(change, then)) => {
-                let (done, committed) = tokio::sync::oneshot::channel();
-                self.store.submit(
-                    *change,
-                    Box::new(move |result| {
-                        let _ = done.send(result);
-                    }),
-                );
-                let result = committed.await.unwrap_or_else(|_| {
-                    Err(Error::Store("the store dropped a change unanswered".into()))
-                });
-                then(self, result)
-            }
-            Err(failure) => Err(failure),
-        };
-        self.conclude(outcome, path, origin.as_ref(), now)
+        let step = self.route(
+            request.method,
+            request.path,
+            request.content_type,
+            request.body,
+            request.now,
+            &mut origin,
+        );
+        (step, origin)
     }
 
     /// The response to an outcome: a refusal or failure becomes a problem document, logged

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::acme::{AcmeServer, Response};
+use crate::acme::{AcmeServer, Incoming, Response};
 use crate::error::Error;
 
 /// How long a client has to finish the TLS handshake.
@@ -95,11 +95,14 @@ async fn handle(
     if server.submits_on_async_workers(&method, &path) {
         // A change the store takes whole: computed here, its commit awaited here, with no
         // thread held while it waits.
-        return to_axum(
-            server
-                .handle_async(&method, &path, content_type.as_deref(), &body, now)
-                .await,
-        );
+        let request = Incoming {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: &body,
+            now,
+        };
+        return to_axum(server.handle_async(request).await);
     }
     if server.handles_on_async_workers(&method, &path) {
         // A read: here, with no hop to a blocking thread and back (brief CPU work; the store
