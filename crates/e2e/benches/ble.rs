@@ -96,7 +96,8 @@ async fn main() {
     );
     println!(
         "floor/bound > 1.5 means the ratio target is out of reach for that many dependent turns: \
-         each answer comes an event after its request, and each next request (which needs the \
-         issuer's answer in between) an event after that"
+         each answer comes an event after its request, and each next request (which needs that \
+         answer: the subscription's response, then the issuer's answer in between) an event \
+         after that"
     );
 }

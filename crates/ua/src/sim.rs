@@ -5,7 +5,8 @@
 //! data length extension), the connection interval, how many packets each side may send in one
 //! connection event (central and peripheral take turns within an event, so each direction has
 //! its own budget), the PHY rate, and that a write with response takes two connection events:
-//! the write in one, its response in the next, and the next write after that. It counts bytes,
+//! the write in one, its response in the next, and the next write after that (the status
+//! subscription, a write to its descriptor, is one such write). It counts bytes,
 //! link-layer packets and round trips, computes the link bound from them
 //! ([`LinkProfile::bound`]), and can drop the connection at any fragment, so tests and
 //! benchmarks run the real protocol without a radio.
@@ -133,12 +134,13 @@ pub struct LinkStats {
     pub bytes_up: u64,
     /// Bytes of notified values.
     pub bytes_down: u64,
-    /// ATT round trips: writes with response and reads.
+    /// ATT round trips: writes with response (the status subscription's among them) and reads.
     pub att_round_trips: u64,
     /// Request/answer turns: the central's sends (writes, reads) that follow something it
-    /// received from the peripheral (a notification or a read's value), and its first send.
-    /// Sends back to back, such as the fragments of one request or a read pipelined beside a
-    /// request, are one turn. See [`LinkProfile::turn_floor`].
+    /// received from the peripheral (a notification, a read's value or a write's response),
+    /// and its first send, the status subscription. Sends back to back, such as the fragments
+    /// of one request or a read pipelined beside a request, are one turn. See
+    /// [`LinkProfile::turn_floor`].
     pub turns: u64,
     /// Link-layer data packets from the central (writes, read requests).
     pub packets_up: u64,
@@ -192,7 +194,7 @@ impl<P: GattPeripheral> SimLink<P> {
     /// as a central does before its first request; the simulated clock starts at `start`.
     pub fn new(mut peripheral: P, profile: LinkProfile, start: Instant) -> Self {
         peripheral.subscribe();
-        Self {
+        let mut link = Self {
             peripheral,
             profile,
             start,
@@ -206,7 +208,24 @@ impl<P: GattPeripheral> SimLink<P> {
             drop_at: None,
             connected: true,
             answered: true,
-        }
+        };
+        link.write_status_cccd();
+        link
+    }
+
+    /// The subscription's cost: a write with response of 2 bytes to the status
+    /// characteristic's client configuration descriptor, in the first event, and its response
+    /// in the next. Both reference UAs wait for it before their first request, so it is a turn
+    /// of its own.
+    fn write_status_cccd(&mut self) {
+        self.central_sends();
+        let first = self.event_at(Direction::Up, self.now);
+        let (_, event) = self.transmit(Direction::Up, first, self.profile.packets_for(2));
+        let (answered, _) = self.transmit(Direction::Down, event + 1, 1);
+        self.now = answered;
+        self.write_ready = answered;
+        self.stats.att_round_trips += 1;
+        self.answered = true;
     }
 
     /// Drops the connection when the `n`th fragment (counting both directions from 0) would
